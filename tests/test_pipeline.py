@@ -73,6 +73,14 @@ def test_reader_follows_the_originals_steps(records):
     assert decoded.dtype == np.uint8 and np.array_equal(decoded, expected)
     finished = finish_image(decoded, 12).numpy()
     np.testing.assert_allclose(finished, tf.image.resize(decoded, [12, 12]).numpy() / 255.0, atol=1e-7)
+    # At dim == dim_pre the resize is skipped; the original resized anyway, and got exactly these values. (Both in a
+    # graph: there TensorFlow divides by a constant through its reciprocal, which eager division does not.)
+    def graph(fn):
+        return tf.function(fn, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+
+    unchanged = graph(lambda image: finish_image(image, DIM_PRE))(decoded).numpy()
+    resized = graph(lambda image: tf.image.resize(image, [DIM_PRE, DIM_PRE]) / 255.0)(decoded).numpy()
+    assert np.array_equal(unchanged, resized)
 
 
 @pytest.mark.parametrize("tta, numpy_transform", [

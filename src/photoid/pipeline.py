@@ -37,8 +37,16 @@ def decode_image(jpeg_bytes: tf.Tensor, dim_pre: int) -> tf.Tensor:
 
 
 def finish_image(image: tf.Tensor, dim: int) -> tf.Tensor:
-    """uint8 image of any size (the 45-degree transforms crop) -> float32 dim x dim x 3 in [0, 1]."""
-    image = tf.image.resize(image, [dim, dim], method="bilinear")
+    """uint8 image of any size (the 45-degree transforms crop) -> float32 dim x dim x 3 in [0, 1].
+
+    An image already dim x dim skips the resize: bilinear resizing to the same size samples every pixel at its own
+    centre, so it would return the same values at the cost of a resize (graphs after a drawn transform cannot
+    know the size while tracing, so the check runs per image).
+    """
+    shape = tf.shape(image)
+    image = tf.cond(tf.logical_and(shape[0] == dim, shape[1] == dim),
+                    lambda: tf.cast(image, tf.float32),
+                    lambda: tf.image.resize(image, [dim, dim], method="bilinear"))
     return tf.reshape(image, [dim, dim, 3]) / 255.0
 
 
