@@ -122,3 +122,28 @@ def test_a_weights_file_predicts_as_it_is_without_training(trained_run, turtle_d
     ours = np.load(tmp_path / "given" / "preds" / "y_pred_test_fold_0_tta_0.npy")
     np.testing.assert_allclose(ours, np.load(trained_run / "preds" / "y_pred_test_fold_0_tta_0.npy"), atol=1e-6)
     assert not (tmp_path / "given" / "fold_0" / "best.weights.h5").exists()
+
+
+def test_test_set_predicted_once_for_all_folds_equals_fold_by_fold(trained_run, turtle_records):
+    """The run decodes the test records once per TTA for every fold (`FoldStack`); each fold's file must hold what
+    that fold's model alone predicts."""
+    from photoid.predict import FoldStack, load_fold_weights, predict_files
+    from photoid.records import test_files
+    from photoid.runs import build_predict_model, read_run_config
+
+    cfg = read_run_config(trained_run / "config.json")
+    classes = (trained_run / "classes.txt").read_text().split()
+    models = []
+    for fold in (0, 1):
+        model = build_predict_model(cfg, len(classes))
+        load_fold_weights(model, cfg, fold, trained_run, len(classes))
+        models.append(model)
+    files = test_files(str(turtle_records))
+    stacked, ids = predict_files(FoldStack(models), files, cfg, tta=1)
+    assert stacked.shape == (len(ids), 2, len(classes))
+    for fold, model in enumerate(models):
+        alone, _ = predict_files(model, files, cfg, tta=1)
+        np.testing.assert_allclose(stacked[:, fold], alone, atol=1e-6)
+        saved = np.load(trained_run / "preds" / f"y_pred_test_fold_{fold}_tta_1.npy")
+        np.testing.assert_allclose(saved, alone, atol=1e-6)
+    assert not np.allclose(stacked[:, 0], stacked[:, 1])  # two different folds, not one model twice

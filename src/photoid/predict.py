@@ -13,6 +13,7 @@ import numpy as np
 
 import photoid  # noqa: F401
 import tensorflow as tf
+import tf_keras
 
 from photoid import io as pio
 from photoid.ensemble import classes_sha256
@@ -58,24 +59,57 @@ def save_prediction(run_dir: Path, split: str, fold: int, tta: int, probs: np.nd
     return path
 
 
-def predict_fold(cfg, fold: int, run_dir: Path, model, classes: list[str], expected_val_ids: list[str], splits: set[str],
-                 weights: str | Path | None = None) -> None:
-    """Load fold `fold`'s best weights (or the given `weights` file) into `model`; write val/test predictions per TTA."""
+def load_fold_weights(model, cfg, fold: int, run_dir: Path, n_classes: int, weights: str | Path | None = None) -> None:
+    """Load fold `fold`'s best weights (or the given `weights` file) into `model`."""
     from photoid.model import load_weights_file
-    from photoid.records import fold_files, test_files
     from photoid.train import BEST_WEIGHTS
 
     weights = Path(weights) if weights else Path(run_dir) / f"fold_{fold}" / BEST_WEIGHTS
     if not weights.exists():
         raise PhotoidError(f"fold {fold} has no trained weights ({weights}); run the job with 'train' first")
-    load_weights_file(model, weights, len(classes))
+    load_weights_file(model, weights, n_classes)
+
+
+def predict_validation(cfg, fold: int, run_dir: Path, model, classes: list[str], expected_val_ids: list[str]) -> None:
+    """Out-of-fold predictions of fold `fold`'s model (weights loaded) for every TTA transform."""
+    from photoid.records import fold_files
+
     for tta in range(cfg.tta_number + 1):
-        if "val" in splits:
-            probs, ids = predict_files(model, fold_files(cfg.records_dir, [fold]), cfg, tta)
-            if ids != expected_val_ids:
-                raise PhotoidError(f"fold {fold}: the records' rows differ from folds.csv; rebuild the records")
-            save_prediction(run_dir, "val", fold, tta, probs, ids, cfg, classes)
-        if "test" in splits:
-            probs, ids = predict_files(model, test_files(cfg.records_dir), cfg, tta)
-            save_prediction(run_dir, "test", fold, tta, probs, ids, cfg, classes)
-        print(f"fold {fold} tta {tta}: predictions written to {Path(run_dir) / 'preds'}")
+        probs, ids = predict_files(model, fold_files(cfg.records_dir, [fold]), cfg, tta)
+        if ids != expected_val_ids:
+            raise PhotoidError(f"fold {fold}: the records' rows differ from folds.csv; rebuild the records")
+        save_prediction(run_dir, "val", fold, tta, probs, ids, cfg, classes)
+    print(f"fold {fold}: out-of-fold predictions for {cfg.tta_number + 1} TTA transform(s) written")
+
+
+class FoldStack(tf_keras.Model):
+    """Every fold model's output for a batch, as one Keras model: [batch, folds, classes].
+
+    `predict` on it reads and decodes each batch once for all folds (fold-by-fold prediction decodes the test set
+    again per fold), and, being a Keras model, it runs under the run's distribution strategy as the fold models do.
+    """
+
+    def __init__(self, fold_models: list):
+        super().__init__(name="fold_stack")
+        self.fold_models = list(fold_models)
+
+    def call(self, images, training=False):
+        return tf.stack([model(images, training=False) for model in self.fold_models], axis=1)
+
+
+def predict_test(cfg, folds: list[int], run_dir: Path, models: list, classes: list[str]) -> None:
+    """Test predictions of every fold model (weights loaded; `models[i]` is fold `folds[i]`) for every TTA transform.
+
+    Each TTA pass reads and decodes the test records once and feeds every batch to all the folds' models; the files
+    written are the same per-fold files as fold-by-fold prediction writes.
+    """
+    from photoid.records import test_files
+
+    files = test_files(cfg.records_dir)
+    stack = FoldStack(models)
+    for tta in range(cfg.tta_number + 1):
+        probs, ids = predict_files(stack, files, cfg, tta)  # [photos, folds, classes]
+        for i, fold in enumerate(folds):
+            save_prediction(run_dir, "test", fold, tta, np.ascontiguousarray(probs[:, i]), ids, cfg, classes)
+    print(f"test predictions of fold(s) {folds} for {cfg.tta_number + 1} TTA transform(s) written to "
+          f"{Path(run_dir) / 'preds'}")

@@ -7,9 +7,11 @@ every hyperparameter can be overridden on the command line with the original's n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -132,24 +134,42 @@ def run_config(cfg: Config) -> int:
     return 0
 
 
-def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes: list[str]) -> None:
+@contextlib.contextmanager
+def _model_session(cfg: Config) -> Iterator[None]:
+    """A fresh Keras session for one fold's models (or the test ensemble's), with the run's seed and precision."""
     import tf_keras
 
+    tf_keras.backend.clear_session()
+    set_determinism(cfg)
+    if cfg.mixed_precision:
+        tf_keras.mixed_precision.set_global_policy(cfg.mixed_precision)
+    try:
+        yield
+    finally:
+        tf_keras.mixed_precision.set_global_policy("float32")
+
+
+def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes: list[str]) -> None:
+    """Train each chosen fold and predict its out-of-fold rows; then predict the test set with all of them at once."""
     from photoid.backbones import is_weights_file
     from photoid.model import build_models_from_config
-    from photoid.predict import predict_fold
+    from photoid.predict import load_fold_weights, predict_test, predict_validation
     from photoid.strategy import choose_strategy
     from photoid.train import fold_is_done, train_fold
 
     strategy = choose_strategy(cfg.strategy, cfg.tpu_ip_or_name, cfg.cpu_devices)
     print(f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
-    splits = cfg.jobs & {"val", "test"}
+    # Without training, a --weights file (e.g. the original's published fold-0 B7) predicts as it is.
+    given = cfg.weights if "train" not in cfg.jobs and is_weights_file(cfg.weights) else None
+
+    def fold_model(fold: int):
+        with strategy.scope():
+            model = build_models_from_config(cfg, len(classes)).predict
+        load_fold_weights(model, cfg, fold, run_dir, len(classes), weights=given)
+        return model
+
     for fold in cfg.folds_to_run:
-        tf_keras.backend.clear_session()
-        set_determinism(cfg)
-        if cfg.mixed_precision:
-            tf_keras.mixed_precision.set_global_policy(cfg.mixed_precision)
-        try:
+        with _model_session(cfg):
             fold_dir = run_dir / f"fold_{fold}"
             if "train" in cfg.jobs:
                 if fold_is_done(fold_dir) and not cfg.force:
@@ -157,15 +177,13 @@ def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes:
                 else:
                     summary = train_fold(cfg, fold, run_dir, strategy, len(classes))
                     print(f"fold {fold}: best {summary['monitor']} {summary['value']:.4f} at epoch {summary['epoch']}")
-            if splits:
-                with strategy.scope():
-                    model = build_models_from_config(cfg, len(classes)).predict
+            if "val" in cfg.jobs:
                 expected = folds.loc[folds["fold"] == fold, "image_id"].astype(str).tolist()
-                # Without training, a --weights file (e.g. the original's published fold-0 B7) predicts as it is.
-                given = cfg.weights if "train" not in cfg.jobs and is_weights_file(cfg.weights) else None
-                predict_fold(cfg, fold, run_dir, model, classes, expected, splits, weights=given)
-        finally:
-            tf_keras.mixed_precision.set_global_policy("float32")
+                predict_validation(cfg, fold, run_dir, fold_model(fold), classes, expected)
+    if "test" in cfg.jobs:
+        with _model_session(cfg):
+            models = [fold_model(fold) for fold in cfg.folds_to_run]
+            predict_test(cfg, list(cfg.folds_to_run), run_dir, models, classes)
 
 
 def score_run(run_dir: Path, folds: pd.DataFrame, classes: list[str], original_ids: list[str]) -> dict:
