@@ -63,7 +63,7 @@ class Config:
     aug_percentage: float = 0.5  # probability of any transform; each one gets aug_percentage / aug_number
     tta_number: int = 0  # extra test-time transforms: predictions for TTA 0..tta_number
     buffer_size: int = 256  # shuffle buffer (0 = no shuffle)
-    cache: bool = False  # cache decoded training images in memory (only for data sets that fit)
+    cache: bool = False  # cache decoded training and validation images in memory (only for data sets that fit)
     # --- run ------------------------------------------------------------------------------------------------------
     job: str = "train_val_test_score_subm"  # words joined by _: train, val, test, score, subm
     run_dir: str = ""  # output folder; empty = runs/<model>

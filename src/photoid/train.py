@@ -146,7 +146,7 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
         cache=cfg.cache,
         **common,
     )
-    val_ds = build_dataset(val_files, training=False, cache=True, **common)
+    val_ds = build_dataset(val_files, training=False, cache=cfg.cache, **common)
     if arcface:  # the margin needs the label as a model input
         train_ds = train_ds.map(lambda x, y: ((x, y), y))
         val_ds = val_ds.map(lambda x, y: ((x, y), y))
