@@ -7,13 +7,14 @@ call's overhead and runs on one photo, so these figures rank the steps; they do 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 import photoid  # noqa: F401  (selects tf-keras before TensorFlow is imported)
 import tensorflow as tf
 
-from photoid.augment import TRANSFORM_NAMES, apply_transform, augment_draw_range
+from photoid.augment import CROP_FRACTION, TRANSFORM_NAMES, apply_transform, augment_draw_range, rotate_ccw
 from photoid.pipeline import decode_image, finish_image
 
 # The reader's defaults: 9 transforms, each drawn with probability 1/18, identity otherwise.
@@ -30,8 +31,15 @@ class StageCosts:
     transforms: dict[str, float]
     augment_mean: float  # over the original's draw probabilities
     finish: float
-    rot90: float  # tf.image.rot90, a cheaper way to the quarter turns
-    rot90_same_pixels: bool  # whether it gives exactly the pixels of the reader's 90/180/270-degree rotations
+    kernel_rotations: dict[str, float]  # the same rotations the tfa way: the projective kernel on the whole image
+    same_pixels_as_kernel: bool  # whether the reader's rotations give exactly the kernel's pixels
+
+
+def _kernel_rotation(image: tf.Tensor, name: str) -> tf.Tensor:
+    """A rotation as tfa.image.rotate did it: the projective kernel over the whole image, then the crop if any."""
+    degrees = int(name.split("_")[1])
+    rotated = rotate_ccw(image, math.radians(degrees))
+    return tf.image.central_crop(rotated, CROP_FRACTION) if name.endswith("crop") else rotated
 
 
 def _ms_per_call(fn, inputs: list, repeats: int) -> float:
@@ -61,9 +69,10 @@ def stage_costs(original_bytes: list[bytes], resized_bytes: list[bytes], dim: in
     draws = augment_draw_range(AUG_NUMBER, AUG_PERCENTAGE)
     costs = list(transforms.values())
     augment_mean = (costs[0] * (draws - AUG_NUMBER) + sum(costs[1:AUG_NUMBER + 1])) / draws
-    quarter_turns = [compiled(lambda image, k=k: tf.image.rot90(image, k)) for k in (1, 2, 3)]
-    same = all(bool(tf.reduce_all(turn(image) == apply_transform(image, TRANSFORM_NAMES.index(f"rotate_{90 * k}"))))
-               for image in images for k, turn in enumerate(quarter_turns, start=1))
+    kernel_ways = {name: compiled(lambda image, name=name: _kernel_rotation(image, name))
+                   for name in TRANSFORM_NAMES if name.startswith("rotate")}
+    same = all(bool(tf.reduce_all(way(image) == apply_transform(image, TRANSFORM_NAMES.index(name))))
+               for image in images for name, way in kernel_ways.items())
     return StageCosts(
         decode_original=_ms_per_call(decode, originals, repeats),
         decode_scaled=_ms_per_call(decode_scaled, originals, repeats),
@@ -71,18 +80,23 @@ def stage_costs(original_bytes: list[bytes], resized_bytes: list[bytes], dim: in
         transforms=transforms,
         augment_mean=augment_mean,
         finish=_ms_per_call(compiled(lambda image: finish_image(image, dim)), images, repeats),
-        rot90=_ms_per_call(quarter_turns[0], images, repeats),
-        rot90_same_pixels=same,
+        kernel_rotations={name: _ms_per_call(way, images, repeats) for name, way in kernel_ways.items()},
+        same_pixels_as_kernel=same,
     )
 
 
 def describe(costs: StageCosts) -> str:
-    rotations = [ms for name, ms in costs.transforms.items() if name.startswith("rotate")]
+    def span(values) -> str:
+        return f"{min(values):.1f}-{max(values):.1f} ms"
+
+    ours = {name: ms for name, ms in costs.transforms.items() if name.startswith("rotate")}
+    quarter = [ms for name, ms in ours.items() if not name.endswith("crop")]
+    diagonal = [ms for name, ms in ours.items() if name.endswith("crop")]
+    kernel = list(costs.kernel_rotations.values())
     return (f"Each step alone, per photo: decoding the original {costs.decode_original:.1f} ms (DCT-scaled "
             f"{costs.decode_scaled:.1f} ms), a pre-resized record {costs.decode_resized:.1f} ms; augmentation "
-            f"{costs.augment_mean:.1f} ms on average over the draws (each rotation {min(rotations):.1f}-"
-            f"{max(rotations):.1f} ms, a flip {costs.transforms['flip_left_right']:.1f} ms; 7 of every 18 draws "
-            f"rotate), resize to dim and scale {costs.finish:.1f} ms. `tf.image.rot90` makes a quarter turn in "
-            f"{costs.rot90:.1f} ms, "
-            + ("with exactly the pixels of the reader's 90/180/270-degree rotations on these square images."
-               if costs.rot90_same_pixels else "but its pixels differ from the reader's quarter turns."))
+            f"{costs.augment_mean:.1f} ms on average over the draws (a quarter turn {span(quarter)}, a 45-degree "
+            f"turn and crop {span(diagonal)}, a flip {costs.transforms['flip_left_right']:.1f} ms; 7 of every 18 "
+            f"draws rotate), resize to dim and scale {costs.finish:.1f} ms. The same rotations the tfa way (the "
+            f"projective kernel over the whole image) take {span(kernel)}; the reader's give "
+            + ("exactly the same pixels." if costs.same_pixels_as_kernel else "OTHER PIXELS (a defect)."))

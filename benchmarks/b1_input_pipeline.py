@@ -181,9 +181,13 @@ def run(preset: str, cache_dir: Path) -> list[Result]:
         notes.append(
             f"Why the goal is missed at {head_side} px: decoding is only part of each photo's cost. Without "
             f"augmentation the layout alone gives {head['ours_no_aug'] / head['baseline_no_aug']:.2f}×; the "
-            f"augmentation and the final resize, the same work in both layouts, dilute that (the rotations are the "
-            f"dearest steps, see the profile). Larger photos widen the gap (see the other sizes). Tried: "
-            f"DCT-scaled decoding of the original bytes (figures above).")
+            f"augmentation, the conversion to float and the batching, the same work in both layouts, dilute that "
+            f"(see the profile). Larger photos widen the gap (see the other sizes). Tried: DCT-scaled decoding of "
+            f"the original bytes (figures above); rotations that skip the projective kernel (quarter turns by "
+            f"`rot90`, 45-degree turns gathering only the pixels the crop keeps; same pixels, see the profile); no "
+            f"resize when an image is already at dim; one fused map from serialized record to augmented image, "
+            f"shuffling serialized records instead of decoded ones (no gain beyond the run-to-run spread of about "
+            f"10%, so not kept).")
     return [Result(
         id="B1", what=f"training input pipeline at dim {settings.dim}, photos of {head_side} px",
         ours=head["ours"], baseline=head["baseline"], unit="images/s", ratio=ratio,
