@@ -50,11 +50,12 @@ PRESETS = {
 }
 
 
-def predict_all_folds(models: list, files: list[str], settings: Settings) -> np.ndarray:
-    """Probabilities [folds, photos, classes]: the records are decoded once, each batch feeds every fold's model."""
-    from photoid.predict import FoldStack, predict_files
+def predict_all_folds(stack, files: list[str], settings: Settings) -> np.ndarray:
+    """Probabilities [folds, photos, classes] from a `FoldStack`: the records are decoded once, each batch feeds
+    every fold's model (as `photoid.predict.predict_test`, which builds one stack for all its TTA passes)."""
+    from photoid.predict import predict_files
 
-    return np.moveaxis(predict_files(FoldStack(models), files, _config(settings), tta=0)[0], 1, 0)
+    return np.moveaxis(predict_files(stack, files, _config(settings), tta=0)[0], 1, 0)
 
 
 def _config(settings: Settings):
@@ -105,12 +106,15 @@ def run(preset: str, cache_dir: Path) -> list[Result]:
     models = [build_models(backbone=settings.backbone, dim=settings.dim, n_classes=N_CLASSES).predict
               for _ in range(settings.folds)]
 
-    ours, by_fold = predict_all_folds(models, files, settings), predict_fold_by_fold(models, files, settings)
+    from photoid.predict import FoldStack
+
+    stack = FoldStack(models)
+    ours, by_fold = predict_all_folds(stack, files, settings), predict_fold_by_fold(models, files, settings)
     if not np.allclose(ours, by_fold, atol=1e-5):
         raise RuntimeError("predicting all folds at once gave other probabilities than predict_files fold by fold")
     predict_one_by_one(models, subset[:1], settings.dim)  # first eager calls set up kernels: not timed
     rates = interleaved_medians(settings.rounds, {
-        "ours": lambda: _rate(lambda: predict_all_folds(models, files, settings), len(paths)),
+        "ours": lambda: _rate(lambda: predict_all_folds(stack, files, settings), len(paths)),
         "by_fold": lambda: _rate(lambda: predict_fold_by_fold(models, files, settings), len(paths)),
         "baseline": lambda: _rate(lambda: predict_one_by_one(models, subset, settings.dim), len(subset)),
     })

@@ -230,7 +230,9 @@ def image_preparer(workers: int | None = None) -> Iterator[Callable[[list[tuple]
     # An executor (unlike multiprocessing.Pool) fails instead of hanging when a worker cannot start or dies.
     executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     try:
-        yield lambda jobs: executor.map(_prepare_job, jobs, chunksize=4)
+        # One photo per task: a record set's last photos spread over every worker instead of one worker's chunk
+        # (each photo takes tens of ms; sending one costs far less).
+        yield lambda jobs: executor.map(_prepare_job, jobs, chunksize=1)
     except BrokenProcessPool as err:
         raise PhotoidError(
             f"image worker processes stopped ({err}); a script calling this must keep its top-level code "
