@@ -3,8 +3,9 @@
 Both ways run the project's `photoid.records.build_turtle_records` (validation, folds, five fold record sets and
 the test set, photos resized to `dim_pre` 512) into a fresh folder each time, so no shard is kept from an earlier
 run; only `workers` differs. The headline set has about 2000 photos, as a real catalogue has thousands: starting
-the worker processes (a few tenths of a second) then weighs as little as it does in real use. Rounds alternate the two, and each figure is the median over rounds. The processor
-time per photo (this process and its worker processes together) shows what parallel writing costs in overhead.
+the worker processes (a few tenths of a second) then weighs as little as it does in real use. Rounds alternate the
+two, and each figure is the median over rounds. The processor time per photo (this process and its worker
+processes together) shows what parallel writing costs in overhead.
 """
 
 from __future__ import annotations
