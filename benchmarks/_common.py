@@ -129,33 +129,41 @@ def image_paths(data_dir: Path) -> list[str]:
 
 
 class OtherLoad:
-    """How much of the machine's processor time other programs took while a benchmark ran (Linux; else None).
+    """How much of the machine's processor time others took while a benchmark ran (Linux; else None).
 
-    The machine's busy time comes from /proc/stat; this process's own, and that of its finished child processes,
-    from getrusage. What is left was used by other programs, and slowed the benchmark down.
+    From /proc/stat: the machine's busy time, less this process's own and that of its finished child processes
+    (getrusage), is what other programs used (`share`); the time the hypervisor ran something else on this virtual
+    machine's processors ("steal") is `steal`. Both slowed the benchmark down.
     """
 
     def __enter__(self) -> "OtherLoad":
         self.share: float | None = None
-        self._start = (time.perf_counter(), _busy_seconds(), own_cpu_seconds())
+        self.steal: float | None = None
+        self._start = (time.perf_counter(), *_busy_and_steal_seconds(), own_cpu_seconds())
         return self
 
     def __exit__(self, *exc) -> None:
-        wall, busy, own = (end - start for end, start in
-                           zip((time.perf_counter(), _busy_seconds(), own_cpu_seconds()), self._start))
-        if busy >= 0 and wall > 0 and self._start[1] >= 0:
-            self.share = max(0.0, busy - own) / (wall * (os.cpu_count() or 1))
+        end = (time.perf_counter(), *_busy_and_steal_seconds(), own_cpu_seconds())
+        wall, busy, steal, own = (e - s for e, s in zip(end, self._start))
+        capacity = wall * (os.cpu_count() or 1)
+        if self._start[1] >= 0 and busy >= 0 and capacity > 0:
+            self.share = max(0.0, busy - own) / capacity
+            self.steal = max(0.0, steal) / capacity
 
 
-def _busy_seconds() -> float:
-    """Processor time all programs spent busy since boot, or -1 where /proc/stat is missing."""
+def _busy_and_steal_seconds() -> tuple[float, float]:
+    """Processor time all programs of this machine spent busy since boot, and the time stolen by the hypervisor
+    (-1, -1 where /proc/stat is missing)."""
     try:
         with open("/proc/stat", encoding="ascii") as f:
             fields = [int(v) for v in f.readline().split()[1:]]
     except (OSError, ValueError):
-        return -1.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+        return -1.0, -1.0
+    # user nice system idle iowait irq softirq steal ...: idle and iowait are not busy; steal is not this machine's.
+    fields += [0] * (8 - len(fields))
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
+    return busy / tick, fields[7] / tick
 
 
 def own_cpu_seconds() -> float:

@@ -52,13 +52,31 @@ def build_once(data_dir: Path, scratch: Path, dim_pre: int, workers: int | None,
             elapsed = time.perf_counter() - started
         seen["cpu"].append((own_cpu_seconds() - cpu_before) / summary["images_written"])
         if others.share is not None:
-            seen["others"].append(others.share)
+            seen["others"].append(others.share + others.steal)
         return summary["images_written"] / elapsed
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def measure_size(cache_dir: Path, long_side: int, n_photos: int, settings: Settings) -> dict[str, float]:
+def preparation_rates(data_dir: Path, dim_pre: int, rounds: int, n_photos: int) -> dict[str, float]:
+    """Images/s of the photo preparation alone (`image_preparer`: read, decode, resize, encode; nothing written) on
+    all cores and on one: how far the photo work itself scales on this machine, whatever the writing costs."""
+    from photoid.records import image_preparer
+
+    jobs = [(path, dim_pre, False, False) for path in image_paths(data_dir)[:n_photos]]
+
+    def rate(workers: int) -> float:
+        started = time.perf_counter()
+        with image_preparer(workers) as prepare:
+            for _ in prepare(jobs):
+                pass
+        return len(jobs) / (time.perf_counter() - started)
+
+    return interleaved_medians(rounds, {"all": lambda: rate(usable_cores()), "one": lambda: rate(1)})
+
+
+def measure_size(cache_dir: Path, long_side: int, n_photos: int, settings: Settings,
+                 profile: bool = False) -> dict[str, float]:
     data_dir = synthetic_turtles(cache_dir, long_side, n_photos)
     seen: dict[str, dict[str, list]] = {way: {"cpu": [], "others": []} for way in ("all", "one")}
     with tempfile.TemporaryDirectory(prefix="b2-", dir=cache_dir) as scratch:
@@ -69,13 +87,15 @@ def measure_size(cache_dir: Path, long_side: int, n_photos: int, settings: Setti
     others = seen["all"]["others"]
     return {**rates, "photos": len(image_paths(data_dir)), "cpu_all_ms": 1000 * min(seen["all"]["cpu"]),
             "cpu_one_ms": 1000 * min(seen["one"]["cpu"]),
-            "others_all": statistics.median(others) if others else None}
+            "others_all": statistics.median(others) if others else None,
+            "preparation": preparation_rates(data_dir, settings.dim_pre, settings.rounds, 600) if profile else None}
 
 
 def run(preset: str, cache_dir: Path) -> list[Result]:
     settings = PRESETS[preset]
     cores = usable_cores()
-    by_size = {side: measure_size(cache_dir, side, n, settings) for side, n in settings.photos}
+    by_size = {side: measure_size(cache_dir, side, n, settings, profile=i == 0)
+               for i, (side, n) in enumerate(settings.photos)}
     head_side = settings.photos[0][0]
     head = by_size[head_side]
     details = [
@@ -84,14 +104,21 @@ def run(preset: str, cache_dir: Path) -> list[Result]:
         f"with {cores} workers vs {f['cpu_one_ms']:.0f} ms with one"
         for side, f in by_size.items()
     ]
+    if head["preparation"]:
+        prep = head["preparation"]
+        details.append(
+            f"photos of {head_side} px, the preparation alone (worker processes reading, resizing and encoding "
+            f"{min(600, head['photos'])} photos; nothing written): {cores} workers {prep['all']:.1f} images/s, one "
+            f"{prep['one']:.1f} images/s ({prep['all'] / prep['one']:.2f}×), the ceiling for the whole build here")
     notes = [f"`build_turtle_records` with dim_pre {settings.dim_pre} into a fresh folder each round; median of "
              f"{settings.rounds} alternating rounds; the goal assumes the {cores} cores are free for this run."]
     if head["others_all"] is not None:
         free = cores * (1 - head["others_all"])
         notes.append(
-            f"While the {cores} workers ran, other programs took {100 * head['others_all']:.0f}% of the machine's "
-            f"processor time, leaving about {free:.1f} of its {cores} cores: that is about the most {cores} workers "
-            f"could gain over one here. Processor time per photo shows what parallel writing itself costs.")
+            f"While the {cores} workers ran, other programs and the hypervisor (steal time) took "
+            f"{100 * head['others_all']:.0f}% of the machine's processor time, leaving about {free:.1f} of its "
+            f"{cores} cores: that is about the most {cores} workers could gain over one here. Processor time per "
+            f"photo shows what parallel writing itself costs.")
     return [Result(
         id="B2", what=f"record building, photos of {head_side} px",
         ours=head["all"], baseline=head["one"], unit="images/s", ratio=head["all"] / head["one"], goal=GOAL,

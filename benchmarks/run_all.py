@@ -82,7 +82,8 @@ def run_benchmarks(selected: list[str], size: str, cache_dir: Path) -> tuple[lis
         finally:
             _release_memory()
         others = "" if other.share is None else (
-            f"; other programs used {100 * other.share:.0f}% of the machine's processor time meanwhile")
+            f"; other programs used {100 * other.share:.0f}% of the machine's processor time meanwhile, and the "
+            f"hypervisor withheld {100 * other.steal:.0f}% (steal time)")
         for row in rows:
             row.notes.append(f"this benchmark took {time.perf_counter() - started:.0f} s of wall time in all{others}.")
         results += rows
