@@ -109,7 +109,8 @@ def run(preset: str, cache_dir: Path) -> list[Result]:
         details.append(
             f"photos of {head_side} px, the preparation alone (worker processes reading, resizing and encoding "
             f"{min(600, head['photos'])} photos; nothing written): {cores} workers {prep['all']:.1f} images/s, one "
-            f"{prep['one']:.1f} images/s ({prep['all'] / prep['one']:.2f}×), the ceiling for the whole build here")
+            f"{prep['one']:.1f} images/s ({prep['all'] / prep['one']:.2f}×), for comparison with the whole build "
+            f"(a smaller set: starting the workers weighs more)")
     notes = [f"`build_turtle_records` with dim_pre {settings.dim_pre} into a fresh folder each round; median of "
              f"{settings.rounds} alternating rounds; the goal assumes the {cores} cores are free for this run."]
     if head["others_all"] is not None:
