@@ -152,8 +152,8 @@ def _model_session(cfg: Config) -> Iterator[None]:
 def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes: list[str]) -> None:
     """Train each chosen fold and predict its out-of-fold rows; then predict the test set with all of them at once."""
     from photoid.backbones import is_weights_file
-    from photoid.model import build_models_from_config
     from photoid.predict import load_fold_weights, predict_test, predict_validation
+    from photoid.runs import build_predict_model
     from photoid.strategy import choose_strategy
     from photoid.train import fold_is_done, train_fold
 
@@ -163,8 +163,8 @@ def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes:
     given = cfg.weights if "train" not in cfg.jobs and is_weights_file(cfg.weights) else None
 
     def fold_model(fold: int):
-        with strategy.scope():
-            model = build_models_from_config(cfg, len(classes)).predict
+        with strategy.scope():  # every weight comes from the fold's file: no pretrained set is loaded first
+            model = build_predict_model(cfg, len(classes))
         load_fold_weights(model, cfg, fold, run_dir, len(classes), weights=given)
         return model
 
