@@ -20,7 +20,6 @@ replaced (the commit), then the old files are removed; a reader sees the old cat
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from photoid import io as pio
+from photoid.config import parse_folds
 from photoid.errors import PhotoidError, ProblemList
 from photoid.metrics import NEW_TURTLE
 from photoid.openset import (FAISS_ABOVE, NEW_INDIVIDUAL, blend_scores, catalogue_scores, individual_codes,
@@ -83,14 +83,6 @@ class Catalog:
 
 # ----------------------------------------------------------------------------- files
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_catalog(path: str | Path) -> Catalog:
     """Open a catalogue folder, refusing one whose files do not match its manifest."""
     path = Path(path)
@@ -109,7 +101,7 @@ def read_catalog(path: str | Path) -> Catalog:
         files[key] = path / entry["name"]
         if not files[key].is_file():
             raise PhotoidError(f"{path}: {entry['name']}, listed in {MANIFEST}, is missing")
-        if file_sha256(files[key]) != entry["sha256"]:
+        if pio.file_sha256(files[key]) != entry["sha256"]:
             raise PhotoidError(f"{files[key]}: its content differs from what {MANIFEST} recorded (sha256); "
                                "the catalogue was changed outside photoid: rebuild it")
     embeddings = pio.load_npy(files["embeddings"])
@@ -135,7 +127,7 @@ def write_catalog(path: str | Path, manifest: dict, table: pd.DataFrame, embeddi
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "n_images": int(len(table)), "n_individuals": int(table["individual_id"].nunique()),
             "dim": int(embeddings.shape[1]),
-            "files": {key: {"name": name, "sha256": file_sha256(path / name)} for key, name in names.items()},
+            "files": {key: {"name": name, "sha256": pio.file_sha256(path / name)} for key, name in names.items()},
         }
         pio.write_json(path / MANIFEST, manifest)
     except BaseException:
@@ -387,12 +379,6 @@ def format_summary(info: dict) -> str:
     return "\n".join(lines)
 
 
-def _fold_list(text: str) -> list[int]:
-    from photoid.runs import parse_folds
-
-    return parse_folds(text)
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     build = actions.add_parser("build", help="embed every labelled photo of a data folder with trained runs")
@@ -400,7 +386,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                        help="trained run folder(s); their fold models make the embeddings")
     build.add_argument("--data_dir", required=True, help="Turtle Recall folder: train.csv, extra_images.csv, images/")
     build.add_argument("--out", required=True, help="catalogue folder to write")
-    build.add_argument("--folds", type=_fold_list, help="folds to use, e.g. 0,1 (default: every trained fold)")
+    build.add_argument("--folds", type=parse_folds, help="folds to use, e.g. 0,1 (default: every trained fold)")
     build.add_argument("--force", action="store_true", help="replace an existing catalogue")
     add = actions.add_parser("add", help="add photos of a known or a new individual, without retraining")
     add.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG photos of that individual")

@@ -259,3 +259,14 @@ def validate_config(cfg: Config) -> None:
     if cfg.head == "arcface" and cfg.arcface_sub_centers < 1:
         problems.add("config", None, "arcface_sub_centers must be at least 1")
     problems.raise_if_any(title="invalid configuration")
+
+
+def parse_folds(text: str) -> list[int]:
+    """The command-line form of a fold list: comma-separated fold numbers such as `0,1`."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fold numbers such as 0,1, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected fold numbers such as 0,1, got {text!r}")
+    return values

@@ -28,7 +28,8 @@ import tf_keras
 
 from photoid import io as pio
 from photoid.errors import PhotoidError
-from photoid.runs import RunInfo, choose_folds, load_fold_model, load_run, parse_folds
+from photoid.config import parse_folds
+from photoid.runs import RunInfo, choose_folds, load_fold_model, load_run
 
 # Modules whose import registers a library's layers, for libraries that register them outside the layer's module.
 _REGISTERING_MODULE = {"efficientnet": "efficientnet.tfkeras"}

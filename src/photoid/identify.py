@@ -28,8 +28,9 @@ import tf_keras
 from photoid.ensemble import top_labels
 from photoid.errors import PhotoidError
 from photoid.openset import FAISS_ABOVE
+from photoid.config import parse_folds
 from photoid.runs import (Preprocessing, RunInfo, check_same_labels, choose_folds, load_fold_model, load_run,
-                          parse_folds, prepare_photos)
+                          prepare_photos)
 
 DEFAULT_BATCH = 64
 MAX_TTA = 9

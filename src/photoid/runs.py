@@ -8,7 +8,6 @@ records and the reader did, so a photo gets the same probabilities on its own as
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -234,14 +233,3 @@ def choose_folds(run: RunInfo, folds: list[int] | None) -> list[int]:
     if missing:
         raise PhotoidError(f"{run.run_dir}: fold(s) {missing} not trained; trained folds: {run.folds}")
     return sorted(set(folds))
-
-
-def parse_folds(text: str) -> list[int]:
-    """The command-line form of a fold list: comma-separated fold numbers such as `0,1`."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated fold numbers such as 0,1, got {text!r}") from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected fold numbers such as 0,1, got {text!r}")
-    return values

@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from photoid.config import parse_folds
 from photoid.errors import PhotoidError
 from photoid.io import write_csv
 from photoid.whales.ranking import BACKENDS, SUBMISSION_COLUMNS, normalize_rows, rank_scenarios
@@ -135,12 +136,6 @@ def rank_by_view(scenarios: list, image_ids: list[str], viewpoint_of: dict[str, 
     return ranked.iloc[np.argsort(position.to_numpy(), kind="stable")].reset_index(drop=True)
 
 
-def _fold_list(text: str) -> list[int]:
-    from photoid.runs import parse_folds  # imports TensorFlow: only when --folds is given, so --help stays quick
-
-    return parse_folds(text)
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", nargs="+", default=[], metavar="RUN_DIR", help="trained run folders (every view)")
     parser.add_argument("--run_top", nargs="+", default=None, metavar="RUN_DIR",
@@ -150,7 +145,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data_dir", required=True, help="Where's Whale-do folder with metadata and query scenarios")
     parser.add_argument("--records_dir", default=None, help="its records (default: DATA_DIR/tfrec)")
     parser.add_argument("--out", required=True, type=Path, help="submission CSV to write")
-    parser.add_argument("--folds", type=_fold_list, default=None, help="folds to use, e.g. 0,1 (default: all trained)")
+    parser.add_argument("--folds", type=parse_folds, default=None, help="folds to use, e.g. 0,1 (default: all trained)")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                         help="flip TTA: mean of the image's and its mirror's embeddings (--no-flip: image only)")
     parser.add_argument("--query_expansion", action="store_true", help="the winner's query expansion")
