@@ -24,7 +24,7 @@ import photoid  # noqa: F401  (selects tf-keras before TensorFlow is imported)
 import tensorflow as tf
 import tf_keras
 
-from photoid.catalog import file_sha256
+from photoid.io import file_sha256
 from photoid.ensemble import classes_sha256
 from photoid.errors import PhotoidError, ProblemList
 from photoid.model import build_models_from_config, load_weights_file

@@ -7,6 +7,7 @@ checkpoint or prediction file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -71,6 +72,15 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except (ValueError, EOFError) as err:
         raise PhotoidError(f"{path} cannot be read as a numeric array file (.npy): {err}") from None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_json(path: str | os.PathLike):

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 from PIL import Image, UnidentifiedImageError
 
 from photoid.errors import PhotoidError
-from photoid.io import atomic_path, read_json, write_json
+from photoid.io import atomic_path, file_sha256, read_json, write_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,14 +113,6 @@ def _prepare_job(job: tuple[str, int, bool, bool]) -> bytes:
     return prepare_image_bytes(*job)
 
 
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class RecordsManifest:
     """records.json: the settings a folder was written with and each complete shard's rows, sha256 and inputs.
 
@@ -167,10 +159,10 @@ class RecordsManifest:
         entry = self.shards.get(name)
         path = os.path.join(self.out_dir, name)
         return (entry is not None and entry["inputs"] == inputs and os.path.exists(path)
-                and _file_sha256(path) == entry["sha256"])
+                and file_sha256(path) == entry["sha256"])
 
     def add(self, name: str, rows: int, inputs: str) -> None:
-        self.shards[name] = {"rows": rows, "sha256": _file_sha256(os.path.join(self.out_dir, name)),
+        self.shards[name] = {"rows": rows, "sha256": file_sha256(os.path.join(self.out_dir, name)),
                              "inputs": inputs}
         self.save()
 
