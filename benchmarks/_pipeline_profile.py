@@ -7,14 +7,13 @@ call's overhead and runs on one photo, so these figures rank the steps; they do 
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
 import photoid  # noqa: F401  (selects tf-keras before TensorFlow is imported)
 import tensorflow as tf
 
-from photoid.augment import CROP_FRACTION, TRANSFORM_NAMES, apply_transform, augment_draw_range, rotate_ccw
+from photoid.augment import TRANSFORM_NAMES, apply_transform, augment_draw_range
 from photoid.pipeline import decode_image, finish_image
 
 # The reader's defaults: 9 transforms, each drawn with probability 1/18, identity otherwise.
@@ -33,13 +32,6 @@ class StageCosts:
     finish: float
     kernel_rotations: dict[str, float]  # the same rotations the tfa way: the projective kernel on the whole image
     same_pixels_as_kernel: bool  # whether the reader's rotations give exactly the kernel's pixels
-
-
-def _kernel_rotation(image: tf.Tensor, name: str) -> tf.Tensor:
-    """A rotation as tfa.image.rotate did it: the projective kernel over the whole image, then the crop if any."""
-    degrees = int(name.split("_")[1])
-    rotated = rotate_ccw(image, math.radians(degrees))
-    return tf.image.central_crop(rotated, CROP_FRACTION) if name.endswith("crop") else rotated
 
 
 def _ms_per_call(fn, inputs: list, repeats: int) -> float:
@@ -69,8 +61,12 @@ def stage_costs(original_bytes: list[bytes], resized_bytes: list[bytes], dim: in
     draws = augment_draw_range(AUG_NUMBER, AUG_PERCENTAGE)
     costs = list(transforms.values())
     augment_mean = (costs[0] * (draws - AUG_NUMBER) + sum(costs[1:AUG_NUMBER + 1])) / draws
-    kernel_ways = {name: compiled(lambda image, name=name: _kernel_rotation(image, name))
-                   for name in TRANSFORM_NAMES if name.startswith("rotate")}
+    # Traced for images of unknown size, `apply_transform` rotates as tfa.image.rotate did: the projective kernel
+    # over the whole image, then the crop if any.
+    unknown_size = [tf.TensorSpec([None, None, 3], tf.uint8)]
+    kernel_ways = {name: tf.function(lambda image, t=t: apply_transform(image, t), input_signature=unknown_size,
+                                     autograph=False)
+                   for t, name in enumerate(TRANSFORM_NAMES) if name.startswith("rotate")}
     same = all(bool(tf.reduce_all(way(image) == apply_transform(image, TRANSFORM_NAMES.index(name))))
                for image in images for name, way in kernel_ways.items())
     return StageCosts(

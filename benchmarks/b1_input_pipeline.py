@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from _common import Goal, Result, image_paths, pool_workers, synthetic_turtles, turtle_records
+from _common import Goal, Result, image_paths, interleaved_medians, pool_workers, synthetic_turtles, turtle_records
 
 GOAL = Goal(4.0)
 DIM_PRE = 512  # the original's dim_pre; records and the baseline's resize both use it
@@ -53,19 +52,20 @@ def interleaved_rates(datasets: dict, settings: Settings) -> dict[str, float]:
     background (up to its buffers), which would take cores from the dataset being timed. The untimed
     `warmup_batches` first wait for the shuffle buffer to fill and the autotuned stages to settle.
     """
-    rates: dict[str, list[float]] = {name: [] for name in datasets}
-    for _ in range(settings.windows):
-        for name, dataset in datasets.items():
-            batches = iter(dataset)
-            for _ in range(settings.warmup_batches):
-                next(batches)
-            started, images = time.perf_counter(), 0
-            for _ in range(settings.window_batches):
-                images += int(next(batches)[0].shape[0])
-            rates[name].append(images / (time.perf_counter() - started))
-            del batches
-            gc.collect()  # the iterator's threads stop when it is destroyed, before the next window starts
-    return {name: statistics.median(values) for name, values in rates.items()}
+    def window_rate(dataset) -> float:
+        batches = iter(dataset)
+        for _ in range(settings.warmup_batches):
+            next(batches)
+        started, images = time.perf_counter(), 0
+        for _ in range(settings.window_batches):
+            images += int(next(batches)[0].shape[0])
+        rate = images / (time.perf_counter() - started)
+        del batches
+        gc.collect()  # the iterator's threads stop when it is destroyed, before the next window starts
+        return rate
+
+    return interleaved_medians(settings.windows, {name: lambda d=dataset: window_rate(d)
+                                                  for name, dataset in datasets.items()})
 
 
 def decode_with_dct_scaling(jpeg_bytes, dim_pre: int):
