@@ -116,8 +116,9 @@ def simulated_trials(catalog: Catalog, folds: list[FoldQueries], new_fraction: f
         gallery = np.flatnonzero(~np.isin(codes, held_out))
         position = np.full(len(codes), -1, dtype=np.int64)
         position[gallery] = np.arange(len(gallery))
+        gallery_embeddings, gallery_codes = catalog.embeddings[gallery], codes[gallery]  # the same for every fold
         for f in folds:
-            scores = catalogue_scores(catalog.embeddings[f.rows], catalog.embeddings[gallery], codes[gallery],
+            scores = catalogue_scores(catalog.embeddings[f.rows], gallery_embeddings, gallery_codes,
                                       len(names), f.blocks, exclude=position[f.rows], backend="numpy")
             trials.append((scores, f.probabilities, codes[f.rows]))
     return trials
