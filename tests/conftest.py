@@ -16,6 +16,8 @@ import photoid  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports 
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DIM = 32
+# The real Where's Whale-do metadata and scenarios (no images), kept in the `shared/` folder beside the checkout.
+REAL_BELUGAS = REPO.parent / "shared" / "data" / "belugas"
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import REAL_BELUGAS
 from photoid.cli import main
 from photoid.errors import PhotoidError, ValidationError
 from photoid.synth.belugas import generate_belugas
 from photoid.whales.data import METADATA_COLUMNS, load_belugas, load_truth
 
-REAL_METADATA = Path("/work/shared/data/belugas/metadata.csv")
+REAL_METADATA = REAL_BELUGAS / "metadata.csv"
 needs_real_metadata = pytest.mark.skipif(not REAL_METADATA.exists(), reason="real metadata.csv not available")
 
 

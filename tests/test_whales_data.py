@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import REAL_BELUGAS
 from photoid.errors import PhotoidError, ValidationError
 from photoid.synth.belugas import generate_belugas
 from photoid.whales.data import load_belugas, load_truth, make_whale_folds
 
-REAL_DIR = Path("/work/shared/data/belugas")
+REAL_DIR = REAL_BELUGAS
 needs_real_data = pytest.mark.skipif(not (REAL_DIR / "metadata.csv").exists(), reason="real metadata not available")
 
 

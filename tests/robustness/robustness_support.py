@@ -106,12 +106,33 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+# Signals whose disposition a child inherits from whatever started pytest. A background job of a non-interactive
+# shell (`make test &`, nohup) starts with SIGINT and SIGQUIT ignored; a child that inherits SIG_IGN for SIGINT gets no
+# KeyboardInterrupt from Python, so a Ctrl-C test would then check the shell, not photoid.
+INHERITED_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
+
+
+def restore_default_signals() -> None:
+    """Runs in the child between fork and exec: every signal a test sends gets its default disposition."""
+    for sig in INHERITED_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def spawn(argv: list, stdout, stderr) -> subprocess.Popen:
+    """Start a child as a user's shell would, however pytest itself was started.
+
+    Default signal dispositions (see INHERITED_SIGNALS), no inherited stdin (a terminal, a closed descriptor or a
+    pipe the child could block on), and the environment of `subprocess_env`.
+    """
+    return subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                            env=subprocess_env(), preexec_fn=restore_default_signals)
+
+
 def start_photoid(*argv: str, log_dir: Path, name: str) -> tuple[subprocess.Popen, Path, Path]:
     """Start `photoid ARGV` in a subprocess, its output going to files (a full pipe would block it)."""
     out, err = log_dir / f"{name}.out", log_dir / f"{name}.err"
     with open(out, "wb") as out_file, open(err, "wb") as err_file:
-        process = subprocess.Popen([*PHOTOID, *map(str, argv)], stdout=out_file, stderr=err_file,
-                                   env=subprocess_env())
+        process = spawn([*PHOTOID, *argv], stdout=out_file, stderr=err_file)
     return process, out, err
 
 

@@ -7,8 +7,8 @@ or interrupted (SIGINT, as Ctrl-C) part-way, then run again. Writers that fail m
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,7 +19,7 @@ import pytest
 
 from photoid import io as pio
 from photoid.errors import PhotoidError
-from robustness_support import (file_bytes, files_under, kill, reaped, run_photoid, start_photoid,
+from robustness_support import (file_bytes, files_under, kill, reaped, run_photoid, spawn, start_photoid,
                                 subprocess_env, temporary_files, wait_until)
 
 RECORDS = ("--n_folds", "2", "--shards", "4", "--dim_pre", "256", "--workers", "1")
@@ -331,8 +331,8 @@ sys.exit(cli.run_guarded(command))
 def test_ctrl_c_ends_a_command_that_mishandles_it(tmp_path, grace, presses, mishandling):
     out, err = tmp_path / "out", tmp_path / "err"
     with open(out, "wb") as out_file, open(err, "wb") as err_file:
-        process = subprocess.Popen([sys.executable, "-c", MISHANDLING_COMMAND, str(grace), mishandling],
-                                   stdout=out_file, stderr=err_file, env=subprocess_env())
+        process = spawn([sys.executable, "-c", MISHANDLING_COMMAND, grace, mishandling], stdout=out_file,
+                        stderr=err_file)
     with reaped(process):
         wait_until(lambda: "running" in out.read_text(), process, timeout=120, what="the command to start")
         started = time.monotonic()
@@ -353,3 +353,28 @@ def test_an_error_without_ctrl_c_is_not_taken_for_one():
 
     with pytest.raises(RuntimeError, match="a bug"):
         run_guarded(broken)
+
+
+# --- however the suite was started -----------------------------------------------------------------------------------
+# `make test &` from a script, or under nohup, starts pytest with SIGINT and SIGQUIT ignored, its stdin closed or on
+# /dev/null, perhaps from another folder, with a strict umask, the C locale and no HOME. The children of the Ctrl-C
+# tests must still get a Ctrl-C, so they are run here from such a pytest.
+HOSTILE_START = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+os.umask(0o077)
+os.close(0)
+os.execv(sys.executable, [sys.executable, "-m", "pytest", *sys.argv[1:]])
+"""
+
+
+def test_ctrl_c_tests_pass_when_pytest_starts_with_sigint_ignored(tmp_path):
+    env = {key: value for key, value in subprocess_env().items() if key not in ("HOME", "LANG", "LANGUAGE")}
+    env["LC_ALL"] = "C"
+    selected = "mishandles or ctrl_c_during_record_building"
+    done = subprocess.run([sys.executable, "-c", HOSTILE_START, "-q", "-p", "no:cacheprovider",
+                           "--basetemp", str(tmp_path / "basetemp"), "-k", selected, __file__],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "4 passed" in done.stdout, done.stdout[-4000:]

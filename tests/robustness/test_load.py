@@ -12,13 +12,12 @@ from __future__ import annotations
 import csv
 import io
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from robustness_support import PHOTOID, subprocess_env
+from robustness_support import PHOTOID, spawn
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +34,7 @@ def run_measured(argv: list, log: Path) -> tuple[float, float, str]:
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with open(log.with_suffix(".out"), "wb") as out, open(log.with_suffix(".err"), "wb") as err:
-        process = subprocess.Popen([*PHOTOID, *map(str, argv)], stdout=out, stderr=err, env=subprocess_env())
+        process = spawn([*PHOTOID, *argv], stdout=out, stderr=err)
         _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
