@@ -46,9 +46,12 @@ class Config:
     lr: float = 5e-4  # Adam learning rate (the original ef1b7: 5e-4)
     n_epochs: int = 200  # upper bound; early stopping ends most folds long before
     monitor: str = "val_acc"  # metric for the best checkpoint, ReduceLROnPlateau and EarlyStopping
-    lr_schedule: str = "plateau"  # plateau (Turtle Recall) | warmup_decay (Where's Whale-do: ramp then ×0.64/epoch)
+    lr_schedule: str = "plateau"  # plateau (Turtle Recall) | whaledo (Where's Whale-do winner) | warmup_decay (photoid)
     warmup_epochs: int = 7  # warmup_decay: epochs of the linear ramp from lr/100 to lr
-    lr_decay: float = 0.64  # warmup_decay: factor per epoch after the ramp
+    lr_decay: float = 0.64  # warmup_decay: factor per epoch after the ramp; whaledo: per schedule step (winner 0.8)
+    lr_start: float = 1e-5  # whaledo: learning rate of the first epoch (winner: 1e-5)
+    lr_min: float = 9e-6  # whaledo: additive floor of the decay (winner: 9e-6 top, 1e-6 lateral)
+    lr_ramp_steps: int = 15  # whaledo: schedule steps of the linear ramp from lr_start to lr (winner: 15)
     patience_lr: int = 4  # ReduceLROnPlateau patience (the original: 4)
     patience_stop: int = 8  # EarlyStopping patience (the original: 8)
     steps_per_epoch: int = 0  # 0: one pass over the training folds (n_train // batch_size), as the original
@@ -103,7 +106,7 @@ JOB_WORDS = {"train", "val", "test", "score", "subm"}
 CHOICES = {
     "pooling": {"avg", "gem"},
     "head": {"softmax", "arcface"},
-    "lr_schedule": {"plateau", "warmup_decay"},
+    "lr_schedule": {"plateau", "warmup_decay", "whaledo"},
     "task": {"turtles", "whales"},
     "mixed_precision": {"", "mixed_float16", "mixed_bfloat16"},
     "strategy": {"auto", "default", "mirrored", "multi_worker", "tpu"},
@@ -256,6 +259,8 @@ def validate_config(cfg: Config) -> None:
         problems.add("config", None, f"tta_number must be 0..9, got {cfg.tta_number}")
     if cfg.lr <= 0:
         problems.add("config", None, f"lr must be positive, got {cfg.lr}")
+    if cfg.lr_schedule == "whaledo" and (cfg.lr_ramp_steps < 1 or min(cfg.lr_start, cfg.lr_min) < 0):
+        problems.add("config", None, "whaledo schedule: lr_ramp_steps must be at least 1 and lr_start, lr_min >= 0")
     if cfg.head == "arcface" and cfg.arcface_sub_centers < 1:
         problems.add("config", None, "arcface_sub_centers must be at least 1")
     problems.raise_if_any(title="invalid configuration")

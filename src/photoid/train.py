@@ -81,7 +81,8 @@ class StopOnNaN(tf_keras.callbacks.Callback):
 
 
 def warmup_decay(lr: float, warmup_epochs: int, decay: float):
-    """The Where's Whale-do winner's schedule: linear ramp from lr/100 to lr, then ×decay per epoch."""
+    """photoid's simplification of the Where's Whale-do schedule: linear ramp from lr/100 to lr, then ×decay per
+    epoch with a floor of lr/100 (`whaledo` is the winner's own)."""
 
     def schedule(epoch: int, _current=None) -> float:
         if epoch < warmup_epochs:
@@ -90,6 +91,33 @@ def warmup_decay(lr: float, warmup_epochs: int, decay: float):
         return max(lr * decay ** (epoch - warmup_epochs), lr / 100)
 
     return schedule
+
+
+def whaledo(lr_max: float, lr_start: float, lr_min: float, ramp_steps: int, decay: float):
+    """The Where's Whale-do winner's learning rate per epoch, as its WhaleScheduler actually ran.
+
+    Its formula of the step t: a linear ramp from lr_start to lr_max over `ramp_steps` steps, then
+    (lr_max - lr_min)·decay^(t - ramp_steps) + lr_min (an additive floor). The scheduler's `get_lr` advances its
+    own step counter on top of the one torch's `step()` advances, so epoch k ≥ 1 ran the formula at t = 2k
+    (epoch 0 at lr_start): the ramp peaks near epoch 7 and the decay is 0.8² per epoch.
+    """
+
+    def formula(t: int) -> float:
+        if t < ramp_steps:
+            return (lr_max - lr_start) / ramp_steps * t + lr_start
+        return (lr_max - lr_min) * decay ** (t - ramp_steps) + lr_min
+
+    def schedule(epoch: int, _current=None) -> float:
+        return lr_start if epoch == 0 else formula(2 * epoch)
+
+    return schedule
+
+
+def learning_rate_schedule(cfg):
+    """The per-epoch schedule of a recipe's `lr_schedule` (not `plateau`, which follows the monitor)."""
+    if cfg.lr_schedule == "whaledo":
+        return whaledo(cfg.lr, cfg.lr_start, cfg.lr_min, cfg.lr_ramp_steps, cfg.lr_decay)
+    return warmup_decay(cfg.lr, cfg.warmup_epochs, cfg.lr_decay)
 
 
 def make_callbacks(cfg, fold_dir: Path, weights_model, nan_guard: StopOnNaN) -> list:
@@ -105,7 +133,7 @@ def make_callbacks(cfg, fold_dir: Path, weights_model, nan_guard: StopOnNaN) -> 
             )
         )
     else:
-        callbacks.append(tf_keras.callbacks.LearningRateScheduler(warmup_decay(cfg.lr, cfg.warmup_epochs, cfg.lr_decay)))
+        callbacks.append(tf_keras.callbacks.LearningRateScheduler(learning_rate_schedule(cfg)))
     # After the learning-rate callbacks, so the logged row includes the epoch's `lr`.
     callbacks.append(tf_keras.callbacks.CSVLogger(str(fold_dir / "history.csv"), append=True))
     callbacks.append(
