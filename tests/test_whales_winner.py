@@ -54,3 +54,146 @@ def test_the_learning_rate_logged_per_epoch_is_the_winners(name, tmp_path):
     lr_min = {"whale-top": 9e-6, "whale-lateral": 1e-6}[name]
     assert np.allclose(logged[1:8], 1e-5 + (1e-3 - 1e-5) / 15 * 2 * np.arange(1, 8), rtol=1e-5)
     assert np.allclose(logged[8:], (1e-3 - lr_min) * 0.8 ** (2 * np.arange(8, 20) - 15) + lr_min, rtol=1e-5)
+
+
+# --- per-scenario routing against the winner's loop ------------------------------------------------------------
+
+
+def winners_loop(scenarios, metadata, emb_top, emb_top2, emb_lateral):
+    """The scenario loop of the winner's `score_4887_final/main.py`, re-implemented query by query with pandas and
+    sklearn as it is written there, with `embeddings` (not the misspelt `embedding`) reset per scenario.
+    `emb_*`: DataFrames indexed by image id."""
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    def clip(x):
+        return np.clip(x, 0, 1)
+
+    results = []
+    for _, queries, database in scenarios:
+        db_ids, q_ids = database["database_image_id"].values, queries["query_image_id"].values
+        db_views, q_views = metadata.loc[db_ids, "viewpoint"].values, metadata.loc[q_ids, "viewpoint"].values
+        all_top = all(v == "top" for v in db_views) and all(v == "top" for v in q_views)
+        embeddings = emb_top if all_top else emb_lateral
+        skip = all(v == "top" for v in q_views) and all(v != "top" for v in db_views)
+        only_pseudo = all(v != "top" for v in q_views) and all(v == "top" for v in db_views)
+        for query_id, image_id in zip(queries["query_id"], q_ids):
+            db = embeddings.loc[db_ids].drop(image_id, errors="ignore")
+            db2 = emb_top2.loc[db_ids].drop(image_id, errors="ignore")
+            db_top = emb_top.loc[db_ids].drop(image_id, errors="ignore")
+
+            def blended(first, first_db, image):
+                return 0.75 * cosine_similarity(first.loc[[image]], first_db)[0] + \
+                    0.25 * cosine_similarity(emb_top2.loc[[image]], db2)[0]
+
+            sims = cosine_similarity(embeddings.loc[[image_id]], db)[0]
+            if not skip and not only_pseudo:
+                sims = 0.75 * sims + 0.25 * cosine_similarity(emb_top2.loc[[image_id]], db2)[0]
+            sims = clip(sims)
+            top1 = pd.Series(sims, index=db.index).sort_values(ascending=False).head(2)
+            if only_pseudo:
+                sims2 = clip(blended(emb_top, db_top, top1.index[0]))
+                top2 = pd.Series(sims2, index=db_top.index).sort_values(ascending=False).head(2)
+                sims3 = clip(blended(emb_top, db_top, top2.index[1]))
+                score = 0.2 * sims ** 7 + 0.4 * sims2 ** 7 + 0.4 * sims3 ** 7
+            elif skip:
+                sims2 = clip(cosine_similarity(embeddings.loc[[top1.index[0]]], db)[0])
+                sims3 = clip(cosine_similarity(embeddings.loc[[top1.index[1]]], db)[0])
+                score = 0.4 * sims ** 7 + 0.4 * sims2 ** 7 + 0.2 * sims3 ** 7
+            else:
+                sims2 = clip(blended(embeddings, db, top1.index[0]))
+                sims3 = clip(blended(embeddings, db, top1.index[1]))
+                score = 0.4 * sims ** 7 + 0.4 * sims2 ** 7 + 0.2 * sims3 ** 7
+            top20 = pd.Series(score, index=db.index).sort_values(ascending=False).head(20)
+            results.append(pd.DataFrame({"query_id": query_id, "database_image_id": top20.index,
+                                         "score": top20.values}))
+    return pd.concat(results, ignore_index=True)
+
+
+def real_and_cross_view_scenarios():
+    """The organisers' two example scenarios (all top) and three built from the real metadata for the other routes:
+    lateral queries against top photos, top queries against lateral photos, and a mix (queries in the database)."""
+    from photoid.whales.data import load_belugas
+
+    data = load_belugas(REAL_DIR, check_images=False)
+    meta = data.metadata
+    scenarios = [(s.scenario_id, s.queries, s.database) for s in data.scenarios]
+    lateral = meta["viewpoint"] != "top"
+    both = sorted(set(meta.loc[lateral, "whale_id"]) & set(meta.loc[~lateral, "whale_id"]))[:12]
+    rows = meta[meta["whale_id"].isin(both)]
+    tops, lats = rows[rows["viewpoint"] == "top"]["image_id"], rows[rows["viewpoint"] != "top"]["image_id"]
+
+    def scenario(name, query_images, database_images):
+        queries = pd.DataFrame({"query_id": [f"{name}-{i}" for i in query_images], "query_image_id": list(query_images)})
+        return name, queries, pd.DataFrame({"database_image_id": list(database_images)})
+
+    scenarios += [scenario("lat2top", lats.iloc[::7][:6], tops),
+                  scenario("top2lat", tops.iloc[::9][:6], lats),
+                  scenario("mixed", [*tops.iloc[1::11][:3], *lats.iloc[2::9][:3]], rows["image_id"])]
+    return scenarios, meta.set_index("image_id")
+
+
+def clustered_embeddings(image_ids, whale_of, width, seed):
+    """One positive random centre per whale plus positive noise per photo: every cosine lies in (0, 1), so no
+    score is clipped to an exact tie."""
+    rng = np.random.default_rng(seed)
+    centres = {w: rng.random(width) for w in sorted(set(whale_of.values()))}
+    rows = [centres[whale_of[i]] + 0.6 * rng.random(width) for i in image_ids]
+    return np.asarray(rows, dtype=np.float32)
+
+
+@needs_real_data
+def test_routing_equals_the_winners_loop_on_every_route(tmp_path):
+    from photoid.cli import main
+    from photoid.whales.embed import save_embeddings
+    from photoid.whales.routing import Families, rank_routed, route_of_queries
+
+    scenarios, meta = real_and_cross_view_scenarios()
+    viewpoint_of = meta["viewpoint"].to_dict()
+    assert set(route_of_queries(scenarios, viewpoint_of).values()) == {"top", "top_to_lateral", "lateral_to_top", "mixed"}
+    ids = sorted({i for _, q, d in scenarios for i in (*q["query_image_id"], *d["database_image_id"])})
+    whale_of = meta["whale_id"].to_dict()
+    emb = {name: clustered_embeddings(ids, whale_of, width, seed)
+           for name, width, seed in (("top", 24, 1), ("top2", 20, 2), ("lateral", 24, 3))}
+    expected = winners_loop(scenarios, meta, *(pd.DataFrame(emb[n], index=ids) for n in ("top", "top2", "lateral")))
+
+    ranked = rank_routed(scenarios, Families(ids, emb["top"], emb["lateral"], emb["top2"]), viewpoint_of)
+    assert ranked["query_id"].tolist() == expected["query_id"].tolist()
+    assert ranked["database_image_id"].tolist() == expected["database_image_id"].tolist()
+    np.testing.assert_allclose(ranked["score"], expected["score"], rtol=1e-5, atol=1e-7)
+
+    # `photoid rank` from embedding files (rows in another order, with images of no scenario) ranks the same.
+    data_dir = tmp_path / "belugas"
+    data_dir.mkdir()
+    meta.reset_index().to_csv(data_dir / "metadata.csv", index=False)
+    (data_dir / "queries").mkdir()
+    (data_dir / "databases").mkdir()
+    listing = []
+    for name, queries, database in scenarios:
+        queries.to_csv(data_dir / f"queries/{name}.csv", index=False)
+        database.to_csv(data_dir / f"databases/{name}.csv", index=False)
+        listing.append((name, f"queries/{name}.csv", f"databases/{name}.csv"))
+    pd.DataFrame(listing, columns=["scenario_id", "queries_path", "database_path"]).to_csv(
+        data_dir / "query_scenarios.csv", index=False)
+    extra = ["train5000", "train5001"]
+    order = np.random.default_rng(4).permutation(len(ids) + 2)
+    for name, array in emb.items():
+        rows = np.concatenate([array, np.ones((2, array.shape[1]), np.float32)])
+        save_embeddings(tmp_path / f"{name}.npz", np.asarray(ids + extra)[order], rows[order])
+    out = tmp_path / "submission.csv"
+    assert main(["rank", "--data_dir", str(data_dir), "--top", str(tmp_path / "top.npz"), "--top2",
+                 str(tmp_path / "top2.npz"), "--lateral", str(tmp_path / "lateral.npz"), "--out", str(out)]) == 0
+    written = pd.read_csv(out)
+    assert written[["query_id", "database_image_id"]].values.tolist() == \
+        expected[["query_id", "database_image_id"]].values.tolist()
+    np.testing.assert_allclose(written["score"], expected["score"], rtol=1e-5, atol=1e-7)
+
+
+def test_routes_follow_the_scenarios_viewpoints():
+    from photoid.whales.routing import scenario_route
+
+    assert scenario_route(["top"], ["top", "top"]) == "top"
+    assert scenario_route(["top", "top"], ["left", "right"]) == "top_to_lateral"
+    assert scenario_route(["left", "right"], ["top"]) == "lateral_to_top"
+    assert scenario_route(["top", "left"], ["top"]) == "mixed"
+    assert scenario_route(["left"], ["left", "top"]) == "mixed"
+    assert scenario_route(["top"], ["top", "left"]) == "mixed"
