@@ -239,7 +239,7 @@ def test_flip_tta_embedding_is_the_mean_of_both_normalised_embeddings(whale_run,
     from photoid.pipeline import build_dataset
     from photoid.records import test_files
     from photoid.runs import load_run
-    from photoid.whales.rank import embed_files
+    from photoid.whales.embed import embed_files
 
     run = load_run(whale_run)
     cfg = dataclasses.replace(run.config, weights="none")
@@ -259,6 +259,10 @@ def test_flip_tta_embedding_is_the_mean_of_both_normalised_embeddings(whale_run,
     np.testing.assert_allclose(got, expected, atol=1e-5)
     np.testing.assert_allclose(embed_files(models.embed, files, dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=8,
                                            flip=False), plain, atol=1e-5)
+    # The winner's join: the raw mean of the image's and its mirror's embeddings.
+    raw = (models.embed.predict(images, verbose=0) + models.embed.predict(images[:, :, ::-1], verbose=0)) / 2
+    np.testing.assert_allclose(embed_files(models.embed, files, dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=8,
+                                           flip=True, normalize=False), raw, rtol=1e-4, atol=1e-5)
 
 
 # --- ranking and scoring --------------------------------------------------------------------------------------

@@ -197,3 +197,83 @@ def test_routes_follow_the_scenarios_viewpoints():
     assert scenario_route(["top", "left"], ["top"]) == "mixed"
     assert scenario_route(["left"], ["left", "top"]) == "mixed"
     assert scenario_route(["top"], ["top", "left"]) == "mixed"
+
+
+# --- the winner's neck and backbone settings ---------------------------------------------------------------------
+
+
+def test_the_b5_neck_is_three_copies_then_batchnorm_then_a_dense_layer_with_bias():
+    import tf_keras
+
+    from photoid.model import IMAGENET_MEAN, IMAGENET_STD, build_models
+
+    models = build_models(backbone="simple-cnn", dim=32, n_classes=4, pooling="gem", head="arcface",
+                          embedding_size=16, neck_kind="bn_dense", input_norm="imagenet")
+    names = [layer.name for layer in models.embed.layers]
+    assert names[-5:] == ["simple-cnn", "gem_pooling2d", "neck_copies", "neck_bn", "embedding"]
+    dense = models.embed.get_layer("embedding")
+    assert dense.use_bias and dense.kernel.shape == (3 * 256, 16)
+    bound = 1 / np.sqrt(3 * 256)   # torch Linear's initial range
+    assert np.abs(dense.kernel.numpy()).max() <= bound and np.abs(dense.bias.numpy()).max() <= bound
+    assert np.abs(dense.bias.numpy()).max() > 0   # a real bias, not zeros
+    bn = models.embed.get_layer("neck_bn")
+    assert bn.epsilon == 1e-5 and bn.momentum == pytest.approx(0.9)
+    # Give each copy its own BatchNorm statistics, then check the embedding against numpy.
+    rng = np.random.default_rng(0)
+    bn.set_weights([rng.normal(size=768), rng.normal(size=768), rng.normal(size=768), rng.random(768) + 0.5])
+    images = rng.random((3, 32, 32, 3)).astype(np.float32)
+    pooled = tf_keras.Model(models.embed.inputs, models.embed.get_layer("gem_pooling2d").output)(images).numpy()
+    gamma, beta, mean, var = bn.get_weights()
+    normed = (np.tile(pooled, 3) - mean) / np.sqrt(var + 1e-5) * gamma + beta
+    expected = normed @ dense.kernel.numpy() + dense.bias.numpy()
+    np.testing.assert_allclose(models.embed(images, training=False).numpy(), expected, rtol=2e-4, atol=2e-4)
+    # The input is scaled to ImageNet mean/std inside the model, as albumentations' Normalize().
+    scaled = models.embed.get_layer("input_norm")(images).numpy()
+    np.testing.assert_allclose(scaled, (images - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD), rtol=1e-5, atol=1e-5)
+
+
+def test_the_effv2_neck_is_batchnorm_of_the_pooled_vector():
+    from photoid.model import build_models
+
+    models = build_models(backbone="simple-cnn", dim=32, n_classes=4, pooling="gem", head="arcface", neck_kind="bn")
+    assert [layer.name for layer in models.embed.layers][-2:] == ["gem_pooling2d", "embedding"]
+    assert models.embed.output_shape == (None, 256)
+
+
+def test_drop_connect_rate_reaches_the_kecam_backbone():
+    from photoid.backbones import build_backbone
+    from photoid.errors import PhotoidError
+
+    def drop_rates(model):
+        return sorted({layer.rate for layer in model.layers if type(layer).__name__ == "Dropout"})
+
+    assert drop_rates(build_backbone("efficientnet-v1-b0", (32, 32, 3))) != []   # kecam's default stochastic depth
+    assert drop_rates(build_backbone("efficientnet-v1-b0", (32, 32, 3), drop_connect_rate=0.0)) == []
+    with pytest.raises(PhotoidError, match="drop_connect_rate"):
+        build_backbone("simple-cnn", (32, 32, 3), drop_connect_rate=0.0)
+
+
+@pytest.mark.parametrize("name", ["whale-top", "whale-lateral"])
+def test_whale_recipes_use_the_winners_neck_and_backbone_settings(name):
+    cfg = recipe(name)
+    assert (cfg.neck, cfg.embedding_size, cfg.drop_connect_rate, cfg.input_norm) == ("bn_dense", 2048, 0.0, "imagenet")
+    assert (cfg.pooling, cfg.backbone, cfg.weights) == ("gem", "efficientnet-v1-b5", "noisy_student")
+
+
+def test_the_winners_neck_saves_and_reloads(tmp_path):
+    import tf_keras
+
+    from photoid.model import build_models, load_weights_file
+
+    options = dict(backbone="simple-cnn", dim=32, n_classes=4, pooling="gem", head="arcface", embedding_size=8,
+                   neck_kind="bn_dense", input_norm="imagenet")
+    models = build_models(**options)
+    images = np.random.default_rng(1).random((2, 32, 32, 3)).astype(np.float32)
+    expected = models.predict(images, training=False).numpy()
+    models.predict.save(tmp_path / "model.keras")
+    reloaded = tf_keras.models.load_model(tmp_path / "model.keras")   # registered layers, no custom_objects
+    np.testing.assert_allclose(reloaded(images, training=False).numpy(), expected, rtol=1e-6)
+    models.predict.save_weights(tmp_path / "w.weights.h5")
+    fresh = build_models(**options)
+    load_weights_file(fresh.predict, tmp_path / "w.weights.h5", 4)
+    np.testing.assert_allclose(fresh.predict(images, training=False).numpy(), expected, rtol=1e-6)

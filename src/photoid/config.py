@@ -35,7 +35,10 @@ class Config:
     dim_pre: int = 512  # side images are resized to before augmentation (the original: 512)
     pooling: str = "avg"  # avg | gem: how the feature map becomes one vector
     head: str = "softmax"  # softmax (Turtle Recall) | arcface (Where's Whale-do)
-    embedding_size: int = 0  # >0 adds Dense(embedding_size)+BatchNorm between pooling and head (winner: 2048)
+    embedding_size: int = 0  # >0 adds an embedding layer of this width between pooling and head (winner: 2048)
+    neck: str = "dense_bn"  # dense_bn: Dense→BN (photoid) | bn_dense: 3 copies→BN→Dense (winner's B5) | bn: BN (EffV2)
+    drop_connect_rate: float = -1.0  # stochastic depth of kecam EfficientNets; -1: kecam's default (V1 0.2, V2 0)
+    input_norm: str = "unit"  # unit: pixels in [0, 1] | imagenet: ImageNet mean/std, the winner's Normalize()
     arcface_scale: float = 30.0  # ArcFace s (Where's Whale-do winner: 30)
     arcface_margin: float = 0.5  # ArcFace m (winner: 0.5)
     arcface_margin_std: float = 0.0  # >0: per-sample margin ~ N(m, std), ElasticFace-Arc (winner: 0.0125)
@@ -105,6 +108,8 @@ SETTABLE = list(fields(Config))
 JOB_WORDS = {"train", "val", "test", "score", "subm"}
 CHOICES = {
     "pooling": {"avg", "gem"},
+    "neck": {"dense_bn", "bn_dense", "bn"},
+    "input_norm": {"unit", "imagenet"},
     "head": {"softmax", "arcface"},
     "lr_schedule": {"plateau", "warmup_decay", "whaledo"},
     "task": {"turtles", "whales"},
@@ -261,6 +266,10 @@ def validate_config(cfg: Config) -> None:
         problems.add("config", None, f"lr must be positive, got {cfg.lr}")
     if cfg.lr_schedule == "whaledo" and (cfg.lr_ramp_steps < 1 or min(cfg.lr_start, cfg.lr_min) < 0):
         problems.add("config", None, "whaledo schedule: lr_ramp_steps must be at least 1 and lr_start, lr_min >= 0")
+    if cfg.neck == "bn_dense" and cfg.embedding_size < 1:
+        problems.add("config", None, "neck bn_dense needs embedding_size (the Dense layer's width)")
+    if cfg.drop_connect_rate >= 1:
+        problems.add("config", None, f"drop_connect_rate must be below 1 (-1: the library's default), got {cfg.drop_connect_rate}")
     if cfg.head == "arcface" and cfg.arcface_sub_centers < 1:
         problems.add("config", None, "arcface_sub_centers must be at least 1")
     problems.raise_if_any(title="invalid configuration")
