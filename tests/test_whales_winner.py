@@ -277,3 +277,61 @@ def test_the_winners_neck_saves_and_reloads(tmp_path):
     fresh = build_models(**options)
     load_weights_file(fresh.predict, tmp_path / "w.weights.h5", 4)
     np.testing.assert_allclose(fresh.predict(images, training=False).numpy(), expected, rtol=1e-6)
+
+
+# --- view-specific training sets ---------------------------------------------------------------------------------
+
+
+@needs_real_data
+@pytest.mark.filterwarnings("ignore:The least populated class")
+def test_no_grouped_folds_of_the_top_rows_are_the_winners_split():
+    """whale-records' rows and folds for `--views top --no-grouped --train_on_scenarios` (the winner trained on
+    every labelled photo) against the winner's own call: StratifiedKFold on the top rows of metadata.csv, labels
+    indexing the sorted whale ids of the whole file."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from photoid.whales.data import load_belugas
+    from photoid.whales.records import split_training_and_evaluation, whale_folds_table
+
+    data = load_belugas(REAL_DIR, check_images=False)
+    training, _ = split_training_and_evaluation(data, train_on_scenarios=True, views="top")
+    table = whale_folds_table(training, n_folds=5, seed=42, grouped=False)
+
+    metadata = pd.read_csv(REAL_DIR / "metadata.csv", index_col="image_id")
+    labels = sorted(set(metadata["whale_id"]))
+    metadata["label"] = [labels.index(w) for w in metadata["whale_id"]]
+    top = metadata[metadata["viewpoint"] == "top"].reset_index()
+    assert len(top) == 5434 and table["image_id"].tolist() == top["image_id"].tolist()
+    for fold, (_, valid) in enumerate(StratifiedKFold(5, shuffle=True, random_state=42).split(top, top["label"])):
+        assert set(table.index[table["fold"] == fold]) == set(valid), fold
+
+
+def test_a_recipe_with_views_refuses_records_holding_other_views(tmp_path):
+    from photoid.errors import PhotoidError
+    from photoid.run import check_record_views
+
+    folds = pd.DataFrame({"image_id": ["a", "b"], "viewpoint": ["top", "left"]})
+    with pytest.raises(PhotoidError, match=r"also hold left photos.*--views top"):
+        check_record_views(recipe("whale-top"), folds)
+    check_record_views(recipe("whale-top"), folds[folds["viewpoint"] == "top"])
+    with pytest.raises(PhotoidError, match="unknown viewpoint"):
+        recipe("whale-top", views="top,back")
+
+
+def test_whale_records_for_top_views_train_on_top_photos_and_test_every_scenario_image(tmp_path):
+    from photoid.predict import read_record_ids
+    from photoid.records import test_files
+    from photoid.synth.belugas import generate_belugas
+    from photoid.whales.records import build_whale_records
+
+    data_dir = tmp_path / "data"
+    generate_belugas(data_dir, seed=3, n_whales=8, images_per_whale=6, size=32, workers=1)
+    metadata = pd.read_csv(data_dir / "metadata.csv")
+    assert set(metadata["viewpoint"]) > {"top"}   # the folder has lateral photos to leave out
+    summary = build_whale_records(data_dir, tmp_path / "top", n_folds=2, dim_pre=16, views="top",
+                                  train_on_scenarios=True, workers=1)
+    folds = pd.read_csv(tmp_path / "top" / "folds.csv")
+    assert len(folds) == (metadata["viewpoint"] == "top").sum() and set(folds["viewpoint"]) == {"top"}
+    assert sum(summary["fold_rows"]) == len(folds)
+    scenario_ids = {i for f in (data_dir / "queries").glob("*.csv") for i in pd.read_csv(f)["query_image_id"]}
+    assert scenario_ids <= set(read_record_ids(test_files(str(tmp_path / "top"))))

@@ -70,6 +70,7 @@ class Config:
     tta_number: int = 0  # extra test-time transforms: predictions for TTA 0..tta_number
     buffer_size: int = 256  # shuffle buffer (0 = no shuffle)
     cache: bool = False  # cache decoded training and validation images in memory (only for data sets that fit)
+    views: str = ""  # whales: viewpoints the records must hold, comma-separated (winner's top models: "top"); "" = any
     # --- run ------------------------------------------------------------------------------------------------------
     job: str = "train_val_test_score_subm"  # words joined by _: train, val, test, score, subm
     run_dir: str = ""  # output folder; empty = runs/<model>
@@ -266,6 +267,9 @@ def validate_config(cfg: Config) -> None:
         problems.add("config", None, f"lr must be positive, got {cfg.lr}")
     if cfg.lr_schedule == "whaledo" and (cfg.lr_ramp_steps < 1 or min(cfg.lr_start, cfg.lr_min) < 0):
         problems.add("config", None, "whaledo schedule: lr_ramp_steps must be at least 1 and lr_start, lr_min >= 0")
+    unknown_views = set(view_list(cfg.views)) - {"top", "left", "right"}
+    if unknown_views:
+        problems.add("config", None, f"views: unknown viewpoint(s) {sorted(unknown_views)}; use top, left, right")
     if cfg.neck == "bn_dense" and cfg.embedding_size < 1:
         problems.add("config", None, "neck bn_dense needs embedding_size (the Dense layer's width)")
     if cfg.drop_connect_rate >= 1:
@@ -273,6 +277,11 @@ def validate_config(cfg: Config) -> None:
     if cfg.head == "arcface" and cfg.arcface_sub_centers < 1:
         problems.add("config", None, "arcface_sub_centers must be at least 1")
     problems.raise_if_any(title="invalid configuration")
+
+
+def view_list(text: str) -> list[str]:
+    """The viewpoints of a comma-separated `views` value ("" = none named, i.e. every view)."""
+    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def parse_folds(text: str) -> list[int]:

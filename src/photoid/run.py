@@ -94,6 +94,19 @@ def check_records_complete(cfg: Config) -> None:
                            "build resumes where it stopped when its command runs again")
 
 
+def check_record_views(cfg: Config, folds: pd.DataFrame) -> None:
+    """A recipe that names its views (the winner's top models: top photos only) trains only on records built for
+    them, whose folds were split over those rows alone: filtering rows out of other records would keep another
+    split."""
+    from photoid.config import view_list
+
+    extra = sorted(set(folds["viewpoint"]) - set(view_list(cfg.views)))
+    if extra:
+        raise PhotoidError(f"recipe {cfg.model} trains on views {cfg.views!r}, but the records in {cfg.records_dir} "
+                           f"also hold {', '.join(extra)} photos: build records for it with photoid whale-records "
+                           f"--views {cfg.views} --out_dir DIR, and pass --data_tfrec_dir DIR")
+
+
 def set_determinism(cfg: Config) -> None:
     import tf_keras
     import tensorflow as tf
@@ -116,6 +129,8 @@ def run_config(cfg: Config) -> int:
     n_folds_in_records = int(folds["fold"].max()) + 1
     if n_folds_in_records != cfg.n_folds:
         raise PhotoidError(f"--n_folds {cfg.n_folds} but the records in {cfg.records_dir} have {n_folds_in_records} folds")
+    if cfg.task == "whales" and cfg.views:
+        check_record_views(cfg, folds)
     classes, original_ids, _ = load_label_space(folds)
     check_records_complete(cfg)
     run_dir = prepare_run_dir(cfg, classes, original_ids)

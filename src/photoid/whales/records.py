@@ -47,13 +47,20 @@ def scenario_image_ids(data: BelugaData) -> set[str]:
     return ids
 
 
-def split_training_and_evaluation(data: BelugaData, train_on_scenarios: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_training_and_evaluation(data: BelugaData, train_on_scenarios: bool,
+                                  views: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
     """(training rows, evaluation rows) of the metadata, each in metadata order.
 
     Evaluation rows are the scenario images. Training rows are the labelled images, less (unless
     `train_on_scenarios`) every image that shares an encounter with an evaluation image: photos of one encounter
     are near-duplicates, and training on one of them would flatter the evaluation as much as training on it.
+    `views` (comma-separated viewpoints, "" = all) keeps only the training photos of those viewpoints.
     """
+    from photoid.config import view_list
+
+    unknown = sorted(set(view_list(views)) - {"top", "left", "right"})
+    if unknown:
+        raise PhotoidError(f"views: unknown viewpoint(s) {', '.join(unknown)}; use top, left, right")
     metadata = data.metadata
     evaluated = metadata["image_id"].isin(scenario_image_ids(data))
     if not data.has_labels:
@@ -62,6 +69,8 @@ def split_training_and_evaluation(data: BelugaData, train_on_scenarios: bool) ->
     if not train_on_scenarios and "encounter_id" in metadata.columns:
         held_out |= metadata["encounter_id"].isin(metadata.loc[evaluated, "encounter_id"])
     training = metadata if train_on_scenarios else metadata[~held_out]
+    if views:
+        training = training[training["viewpoint"].isin(view_list(views))]
     return training, metadata[evaluated]
 
 
@@ -90,15 +99,20 @@ def evaluation_table(evaluation: pd.DataFrame, classes: list[str]) -> pd.DataFra
 def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, n_folds: int = 5,
                         dim_pre: int = 512, grouped: bool = True, train_on_scenarios: bool = False,
                         mirror_right: bool = True, keep_original: bool = False, shards: int = 1,
-                        workers: int | None = None, seed: int = DEFAULT_SEED, force: bool = False) -> dict:
+                        workers: int | None = None, seed: int = DEFAULT_SEED, force: bool = False,
+                        views: str = "") -> dict:
     """Validate a Where's Whale-do folder, then write folds.csv, one record set per fold and the test records.
 
-    Nothing is written when validation or the fold split fails. `out_dir` defaults to DATA_DIR/tfrec. Returns a
+    Nothing is written when validation or the fold split fails. `out_dir` defaults to DATA_DIR/tfrec. `views`
+    (comma-separated viewpoints, "" = all) keeps only those training photos, and the folds are split over them
+    alone (the winner split its top models' top rows); the test records keep every scenario image. Returns a
     summary of what was written.
     """
     started = time.perf_counter()
     data = load_belugas(data_dir, check_images=True)
-    training, evaluation = split_training_and_evaluation(data, train_on_scenarios)
+    training, evaluation = split_training_and_evaluation(data, train_on_scenarios, views)
+    if views and data.has_labels and training.empty:
+        raise PhotoidError(f"no training photo of {data_dir} has viewpoint {views}")
     if data.has_labels and training.empty:
         raise PhotoidError(
             f"every labelled image of {data_dir} is a query-scenario image or shares an encounter with one, so "
@@ -113,6 +127,8 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
     settings = {"dataset": "wheres-whale-do", "n_folds": n_folds, "seed": seed, "grouped": grouped,
                 "train_on_scenarios": train_on_scenarios, "mirror_right": mirror_right, "dim_pre": dim_pre,
                 "keep_original": keep_original, "shards": shards}
+    if views:   # only when set, so records written before this setting existed still match
+        settings["views"] = views
     manifest = RecordsManifest.open(out_dir, settings, force=force)
     if folds is not None:
         write_csv(os.path.join(out_dir, FOLDS_CSV), folds)
@@ -192,6 +208,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="store each photo's JPEG file as it is (mirrored photos are re-encoded at their size)")
     parser.add_argument("--shards", type=int, default=1, help="files per fold and for the test set")
     parser.add_argument("--workers", type=int, default=None, help="processes preparing images (default: all cores)")
+    parser.add_argument("--views", default="",
+                        help="train only on these viewpoints, folds split over them alone (e.g. top; default: all)")
     parser.add_argument("--force", action="store_true", help="replace records in OUT_DIR written with other settings")
 
 
@@ -200,8 +218,9 @@ def run(args: argparse.Namespace) -> int:
     summary = build_whale_records(args.data_dir, args.out_dir, n_folds=args.n_folds, dim_pre=args.dim_pre,
                                   grouped=args.grouped, train_on_scenarios=args.train_on_scenarios,
                                   mirror_right=args.mirror_right, keep_original=args.keep_original,
-                                  shards=args.shards, workers=args.workers, seed=args.seed, force=args.force)
-    split = "grouped by encounter" if args.grouped else "StratifiedKFold"
+                                  shards=args.shards, workers=args.workers, seed=args.seed, force=args.force,
+                                  views=args.views)
+    split = ("grouped by encounter" if args.grouped else "StratifiedKFold") + (f", views {args.views}" if args.views else "")
     print(f"folds ({split}): {summary['fold_rows']} images of {summary['n_classes']} whales; "
           f"test (the scenario images): {summary['test_rows']} images")
     if summary["left_out"]:
