@@ -335,3 +335,31 @@ def test_whale_records_for_top_views_train_on_top_photos_and_test_every_scenario
     assert sum(summary["fold_rows"]) == len(folds)
     scenario_ids = {i for f in (data_dir / "queries").glob("*.csv") for i in pd.read_csv(f)["query_image_id"]}
     assert scenario_ids <= set(read_record_ids(test_files(str(tmp_path / "top"))))
+
+
+# --- checkpoint rule per split -------------------------------------------------------------------------------------
+
+
+def test_monitor_last_keeps_the_last_epoch_and_never_stops_early(tmp_path):
+    import tf_keras
+
+    from photoid.io import read_json, write_json
+    from photoid.run import records_grouped
+    from photoid.train import BestCheckpoint, StopOnNaN, make_callbacks
+
+    cfg = recipe("whale-top", monitor="last")
+    callbacks = make_callbacks(cfg, tmp_path, None, StopOnNaN())
+    assert not any(isinstance(c, tf_keras.callbacks.EarlyStopping) for c in callbacks)
+    model = tf_keras.Sequential([tf_keras.layers.Dense(1, input_shape=(1,))])
+    keeper = BestCheckpoint(tmp_path, "last", model)
+    keeper.set_model(model)
+    for epoch, val_loss in enumerate([1.0, 0.5, 2.0]):   # val_loss would keep epoch 2
+        keeper.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss})
+    assert read_json(tmp_path / "best.json")["epoch"] == 3
+
+    # The recipes keep val_loss on the winner's split and the last epoch on grouped folds.
+    assert (recipe("whale-top").monitor, recipe("whale-top").monitor_grouped) == ("val_loss", "last")
+    write_json(tmp_path / "records.json", {"settings": {"grouped": False}})
+    assert not records_grouped(str(tmp_path))
+    write_json(tmp_path / "records.json", {"settings": {"grouped": True}})
+    assert records_grouped(str(tmp_path))

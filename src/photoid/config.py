@@ -48,7 +48,8 @@ class Config:
     batch_size: int = 64  # global batch size across replicas (the original: 64 on a TPUv3-8)
     lr: float = 5e-4  # Adam learning rate (the original ef1b7: 5e-4)
     n_epochs: int = 200  # upper bound; early stopping ends most folds long before
-    monitor: str = "val_acc"  # metric for the best checkpoint, ReduceLROnPlateau and EarlyStopping
+    monitor: str = "val_acc"  # metric for the best checkpoint, ReduceLROnPlateau and EarlyStopping; last: last epoch
+    monitor_grouped: str = ""  # whales: the monitor instead when the records' folds are grouped by encounter
     lr_schedule: str = "plateau"  # plateau (Turtle Recall) | whaledo (Where's Whale-do winner) | warmup_decay (photoid)
     warmup_epochs: int = 7  # warmup_decay: epochs of the linear ramp from lr/100 to lr
     lr_decay: float = 0.64  # warmup_decay: factor per epoch after the ramp; whaledo: per schedule step (winner 0.8)
@@ -265,6 +266,8 @@ def validate_config(cfg: Config) -> None:
         problems.add("config", None, f"tta_number must be 0..9, got {cfg.tta_number}")
     if cfg.lr <= 0:
         problems.add("config", None, f"lr must be positive, got {cfg.lr}")
+    if cfg.monitor == "last" and cfg.lr_schedule == "plateau":
+        problems.add("config", None, "monitor 'last' keeps the last epoch; it cannot drive the plateau schedule")
     if cfg.lr_schedule == "whaledo" and (cfg.lr_ramp_steps < 1 or min(cfg.lr_start, cfg.lr_min) < 0):
         problems.add("config", None, "whaledo schedule: lr_ramp_steps must be at least 1 and lr_start, lr_min >= 0")
     unknown_views = set(view_list(cfg.views)) - {"top", "left", "right"}

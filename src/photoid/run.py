@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import re
 import time
 from pathlib import Path
@@ -94,6 +95,14 @@ def check_records_complete(cfg: Config) -> None:
                            "build resumes where it stopped when its command runs again")
 
 
+def records_grouped(records_dir: str) -> bool:
+    """Whether whale records' folds are grouped by encounter (their records.json says; older records were)."""
+    from photoid.records import MANIFEST_NAME
+
+    path = Path(records_dir) / MANIFEST_NAME
+    return bool(pio.read_json(path).get("settings", {}).get("grouped", True)) if path.is_file() else True
+
+
 def check_record_views(cfg: Config, folds: pd.DataFrame) -> None:
     """A recipe that names its views (the winner's top models: top photos only) trains only on records built for
     them, whose folds were split over those rows alone: filtering rows out of other records would keep another
@@ -131,6 +140,9 @@ def run_config(cfg: Config) -> int:
         raise PhotoidError(f"--n_folds {cfg.n_folds} but the records in {cfg.records_dir} have {n_folds_in_records} folds")
     if cfg.task == "whales" and cfg.views:
         check_record_views(cfg, folds)
+    if cfg.task == "whales" and cfg.monitor_grouped and records_grouped(cfg.records_dir):
+        print(f"folds grouped by encounter: checkpoint by {cfg.monitor_grouped!r} instead of {cfg.monitor!r}")
+        cfg = dataclasses.replace(cfg, monitor=cfg.monitor_grouped)
     classes, original_ids, _ = load_label_space(folds)
     check_records_complete(cfg)
     run_dir = prepare_run_dir(cfg, classes, original_ids)

@@ -42,19 +42,20 @@ class BestCheckpoint(tf_keras.callbacks.Callback):
         self.fold_dir, self.monitor, self.mode = Path(fold_dir), monitor, monitor_mode(monitor)
         self.weights_model = weights_model
         self.best_path, self.info_path = self.fold_dir / BEST_WEIGHTS, self.fold_dir / "best.json"
-        self.best = -math.inf if self.mode == "max" else math.inf
+        self.best = -math.inf if self.mode == "max" or monitor == "last" else math.inf
         if self.info_path.exists() and self.best_path.exists():
             self.best = pio.read_json(self.info_path)["value"]
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
+        # monitor "last": every finished epoch replaces the checkpoint (its value is the epoch number).
+        value = epoch + 1 if self.monitor == "last" else (logs or {}).get(self.monitor)
         if value is None:
             raise PhotoidError(f"monitor {self.monitor!r} is not among the logged metrics {sorted(logs or {})}")
         # An epoch whose training loss became NaN ends with broken weights whose validation accuracy can still
         # be a number (argmax of NaN rows): such weights must never replace the best checkpoint.
         if not np.isfinite(value) or not np.isfinite((logs or {}).get("loss", 0.0)):
             return
-        better = value > self.best if self.mode == "max" else value < self.best
+        better = value > self.best if self.mode == "max" or self.monitor == "last" else value < self.best
         if better:
             self.best = float(value)
             with pio.atomic_path(self.best_path, suffix=".weights.h5") as tmp:
@@ -136,9 +137,9 @@ def make_callbacks(cfg, fold_dir: Path, weights_model, nan_guard: StopOnNaN) -> 
         callbacks.append(tf_keras.callbacks.LearningRateScheduler(learning_rate_schedule(cfg)))
     # After the learning-rate callbacks, so the logged row includes the epoch's `lr`.
     callbacks.append(tf_keras.callbacks.CSVLogger(str(fold_dir / "history.csv"), append=True))
-    callbacks.append(
-        tf_keras.callbacks.EarlyStopping(monitor=cfg.monitor, patience=cfg.patience_stop, min_delta=1e-4, mode="auto", verbose=1)
-    )
+    if cfg.monitor != "last":
+        callbacks.append(tf_keras.callbacks.EarlyStopping(
+            monitor=cfg.monitor, patience=cfg.patience_stop, min_delta=1e-4, mode="auto", verbose=1))
     return callbacks
 
 
@@ -200,7 +201,8 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     # as an unfinished fold.
     shutil.rmtree(fold_dir / BACKUP_DIR, ignore_errors=True)
     history = _read_history(fold_dir / "history.csv")
-    plot_history(history, cfg.monitor, fold_dir / "curve.png", title=f"{cfg.model} fold {fold}")
+    curve_metric = "val_acc" if cfg.monitor == "last" else cfg.monitor
+    plot_history(history, curve_metric, fold_dir / "curve.png", title=f"{cfg.model} fold {fold}")
     best_file = fold_dir / "best.json"
     if nan_guard.where is not None:
         kept = f"the best checkpoint so far is kept in {fold_dir / BEST_WEIGHTS}" if best_file.exists() else "no epoch ended with a finite loss, so there is no checkpoint"
