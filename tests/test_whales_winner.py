@@ -363,3 +363,13 @@ def test_monitor_last_keeps_the_last_epoch_and_never_stops_early(tmp_path):
     assert not records_grouped(str(tmp_path))
     write_json(tmp_path / "records.json", {"settings": {"grouped": True}})
     assert records_grouped(str(tmp_path))
+
+
+def test_the_second_top_family_is_an_efficientnetv2_with_a_batchnorm_embedding():
+    from photoid.model import build_models_from_config
+
+    cfg = recipe("whale-top-v2", weights="none", dim=64, dim_pre=64)
+    assert (cfg.views, cfg.neck, cfg.drop_connect_rate, cfg.lr_schedule) == ("top", "bn", 0.0, "whaledo")
+    models = build_models_from_config(cfg, n_classes=3)
+    assert [layer.name for layer in models.embed.layers][-2:] == ["gem_pooling2d", "embedding"]
+    assert models.embed.output_shape == (None, 1280)

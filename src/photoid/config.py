@@ -38,7 +38,7 @@ class Config:
     embedding_size: int = 0  # >0 adds an embedding layer of this width between pooling and head (winner: 2048)
     neck: str = "dense_bn"  # dense_bn: Dense→BN (photoid) | bn_dense: 3 copies→BN→Dense (winner's B5) | bn: BN (EffV2)
     drop_connect_rate: float = -1.0  # stochastic depth of kecam EfficientNets; -1: kecam's default (V1 0.2, V2 0)
-    input_norm: str = "unit"  # unit: pixels in [0, 1] | imagenet: ImageNet mean/std, the winner's Normalize()
+    input_norm: str = "unit"  # unit: [0, 1] | imagenet: ImageNet mean/std (winner's Normalize()) | tf: [-1, 1]
     arcface_scale: float = 30.0  # ArcFace s (Where's Whale-do winner: 30)
     arcface_margin: float = 0.5  # ArcFace m (winner: 0.5)
     arcface_margin_std: float = 0.0  # >0: per-sample margin ~ N(m, std), ElasticFace-Arc (winner: 0.0125)
@@ -111,7 +111,7 @@ JOB_WORDS = {"train", "val", "test", "score", "subm"}
 CHOICES = {
     "pooling": {"avg", "gem"},
     "neck": {"dense_bn", "bn_dense", "bn"},
-    "input_norm": {"unit", "imagenet"},
+    "input_norm": {"unit", "imagenet", "tf"},
     "head": {"softmax", "arcface"},
     "lr_schedule": {"plateau", "warmup_decay", "whaledo"},
     "task": {"turtles", "whales"},

@@ -121,7 +121,10 @@ NECK_COPIES = 3  # the winner's B5 neck concatenates its pooled vector 3 times b
 
 
 def input_scaling(input_norm: str) -> tf_keras.layers.Layer:
-    """[0, 1] pixels → ImageNet mean/std, as albumentations' default `Normalize()` (the winner's)."""
+    """[0, 1] pixels → ImageNet mean/std, as albumentations' default `Normalize()` (the winner's), or → [-1, 1]
+    (`tf`: what kecam's EfficientNetV2 S/M/L weights were trained on)."""
+    if input_norm == "tf":
+        return layers.Rescaling(scale=2.0, offset=-1.0, name="input_norm")
     if input_norm != "imagenet":
         raise PhotoidError(f"unknown input_norm {input_norm!r}")
     mean, std = tf.constant(IMAGENET_MEAN), tf.constant(IMAGENET_STD)
