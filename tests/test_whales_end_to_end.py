@@ -144,12 +144,19 @@ def test_right_views_are_stored_mirrored(beluga_dir, whale_records):
             continue
         path = beluga_dir / "images" / f"{record['image_id']}.jpg"
         stored = np.asarray(Image.open(io.BytesIO(record["image"])), dtype=np.float32)
-        plain = np.asarray(Image.open(io.BytesIO(prepare_image_bytes(path, TINY_DIM, False))), dtype=np.float32)
-        mirrored = record["image"] == prepare_image_bytes(path, TINY_DIM, False, mirror=True)
+        # Records turn wide photos upright by default (rotate_wide), the mirror being applied before turning.
+        plain = np.asarray(Image.open(io.BytesIO(prepare_image_bytes(path, TINY_DIM, False, rotate_wide=True))),
+                           dtype=np.float32)
+        mirrored = record["image"] == prepare_image_bytes(path, TINY_DIM, False, mirror=True, rotate_wide=True)
         assert mirrored == (viewpoint == "right")
-        # Pixels, not only bytes: the stored photo is (up to JPEG rounding) the plain one flipped, or the plain one.
-        reference = plain[:, ::-1] if viewpoint == "right" else plain
-        assert np.abs(stored - reference).mean() < 3.0 < np.abs(stored - reference[:, ::-1]).mean()
+        # Pixels, not only bytes: the stored photo is (up to JPEG rounding) the plain one flipped, or the plain one;
+        # a left-right mirror of a photo turned upright afterwards is an up-down flip of the upright photo.
+        with Image.open(path) as original:
+            wide = original.width > original.height
+        flipped = plain[::-1] if wide else plain[:, ::-1]
+        reference = flipped if viewpoint == "right" else plain
+        other = plain if viewpoint == "right" else flipped
+        assert np.abs(stored - reference).mean() < 3.0 < np.abs(stored - other).mean()
 
 
 def test_keep_original_with_mirror_re_encodes_at_the_photos_size(beluga_dir):

@@ -373,3 +373,40 @@ def test_the_second_top_family_is_an_efficientnetv2_with_a_batchnorm_embedding()
     models = build_models_from_config(cfg, n_classes=3)
     assert [layer.name for layer in models.embed.layers][-2:] == ["gem_pooling2d", "embedding"]
     assert models.embed.output_shape == (None, 1280)
+
+
+# --- wide photos stand upright, in records and single-photo paths -------------------------------------------------
+
+
+def test_wide_photos_are_turned_90_degrees_clockwise_in_records_and_single_photo_paths(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from photoid.records import prepare_image_bytes
+    from photoid.runs import Preprocessing
+
+    wide = np.zeros((20, 40, 3), np.uint8)   # 20 high, 40 wide: a lateral photo
+    wide[:, :8] = (255, 0, 0)                 # its left edge red
+    wide[:5, 8:] = (0, 0, 255)                # its top edge blue
+    path = tmp_path / "wide.jpg"
+    Image.fromarray(wide).save(path, quality=98)
+    tall_path = tmp_path / "tall.jpg"
+    Image.fromarray(wide.transpose(1, 0, 2).copy()).save(tall_path, quality=98)
+
+    def decoded(data):
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+
+    kept = decoded(prepare_image_bytes(path, 0, keep_original=True, rotate_wide=True))
+    assert kept.shape == (40, 20, 3)                       # now tall
+    assert kept[:6, 8:12, 0].min() > 200                   # left edge → top (turned clockwise)
+    assert kept[12:, -3:, 2].min() > 200                   # top edge → right
+    resized = decoded(prepare_image_bytes(path, 16, keep_original=False, rotate_wide=True))
+    assert resized.shape == (16, 16, 3) and resized[:2, 4:8, 0].min() > 200 and resized[8:, -1, 2].min() > 200
+    # A tall photo is left as it is; mirroring (a right view) happens in the photo's own frame, before turning.
+    assert prepare_image_bytes(tall_path, 0, True, rotate_wide=True) == tall_path.read_bytes()
+    mirrored = decoded(prepare_image_bytes(path, 0, True, mirror=True, rotate_wide=True))
+    assert mirrored[-6:, 8:12, 0].min() > 200              # the red edge, now on the right, turns to the bottom
+    # identify / catalog prepare a single photo exactly as whale records prepared it.
+    single = Preprocessing(dim=16, dim_pre=16, records_dim_pre=16, keep_original=False, rotate_wide=True)
+    assert single.file_bytes(path) == prepare_image_bytes(path, 16, False, rotate_wide=True)

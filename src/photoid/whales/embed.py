@@ -113,18 +113,21 @@ def family_embeddings(runs: Sequence[str | Path], files: list[str], records_dir:
 
 
 def _check_same_mirroring(trained_on: Path, ranked: Path, run_dir: Path) -> None:
-    """Refuse test records whose right views are stored otherwise than in the run's training records (when
-    those can be found here): a model that only saw mirrored right views would be shown unmirrored ones."""
+    """Refuse test records whose right views or wide photos are stored otherwise than in the run's training records
+    (when those can be found here): a model that only saw mirrored right views, or upright lateral photos, would
+    be shown others."""
     from photoid.io import read_json
     from photoid.records import MANIFEST_NAME
 
     if not (trained_on / MANIFEST_NAME).is_file() or not (ranked / MANIFEST_NAME).is_file():
         return
-    trained = read_json(trained_on / MANIFEST_NAME).get("settings", {}).get("mirror_right")
-    given = read_json(ranked / MANIFEST_NAME).get("settings", {}).get("mirror_right")
-    if trained != given:
-        raise PhotoidError(f"{run_dir} was trained on records with mirror_right={trained} ({trained_on}), but the "
-                           f"records of {ranked} have mirror_right={given}; rebuild them with the same setting")
+    trained = read_json(trained_on / MANIFEST_NAME).get("settings", {})
+    given = read_json(ranked / MANIFEST_NAME).get("settings", {})
+    for name, default in (("mirror_right", None), ("rotate_wide", False)):
+        if trained.get(name, default) != given.get(name, default):
+            raise PhotoidError(f"{run_dir} was trained on records with {name}={trained.get(name, default)} "
+                               f"({trained_on}), but the records of {ranked} have {name}={given.get(name, default)}; "
+                               "rebuild them with the same setting")
 
 
 def save_embeddings(path: str | Path, image_ids: Sequence[str], embeddings: np.ndarray) -> None:

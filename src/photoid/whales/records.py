@@ -9,9 +9,10 @@ on both sides of a split) or with the winner's StratifiedKFold(5, shuffle, 42).
 Records (`feature_spec(WHALE_STRING_COLUMNS, WHALE_INT_COLUMNS)`): `image_id`, `image`, `whale_id`, `label`,
 `viewpoint`, `encounter_id`. `label` indexes the sorted whale ids of the training images (-1 for a whale they do
 not hold, or an unlabelled folder). Right views are stored mirrored, so every lateral photo looks like a left view
-(the stored `viewpoint` stays `right`). Wide lateral photos are not rotated to stand tall as the winner's were:
-the reader resizes every photo to a square, so a rotation would change only the orientation the network sees,
-which its training teaches it anyway.
+(the stored `viewpoint` stays `right`). Photos wider than tall (in the real data every lateral photo, and no top
+photo) are turned 90° clockwise to stand tall, as the winner turned them for every model in training and at
+inference; the horizontal flip of training and TTA then flips a lateral photo's upright image, i.e. the whale
+upside down, as it did for the winner (`--no-rotate_wide` keeps them as they are).
 
 A folder without labels (the test-time layout) gets test records only; labels without scenarios, folds only.
 """
@@ -100,7 +101,7 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
                         dim_pre: int = 512, grouped: bool = True, train_on_scenarios: bool = False,
                         mirror_right: bool = True, keep_original: bool = False, shards: int = 1,
                         workers: int | None = None, seed: int = DEFAULT_SEED, force: bool = False,
-                        views: str = "") -> dict:
+                        views: str = "", rotate_wide: bool = True) -> dict:
     """Validate a Where's Whale-do folder, then write folds.csv, one record set per fold and the test records.
 
     Nothing is written when validation or the fold split fails. `out_dir` defaults to DATA_DIR/tfrec. `views`
@@ -129,6 +130,8 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
                 "keep_original": keep_original, "shards": shards}
     if views:   # only when set, so records written before this setting existed still match
         settings["views"] = views
+    if rotate_wide:
+        settings["rotate_wide"] = True
     manifest = RecordsManifest.open(out_dir, settings, force=force)
     if folds is not None:
         write_csv(os.path.join(out_dir, FOLDS_CSV), folds)
@@ -137,14 +140,15 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
     if not evaluation.empty:
         parts["test"] = evaluation_table(evaluation, classes)
     results = {}
-    # Kept originals that need no mirroring are only read; re-encoding is what worker processes are for.
-    with image_preparer(1 if keep_original and not mirror_right else workers) as preparer:
+    # Kept originals that need no mirroring or rotation are only read; re-encoding is what worker processes are for.
+    with image_preparer(1 if keep_original and not mirror_right and not rotate_wide else workers) as preparer:
         for name, rows in parts.items():
             mirror = (rows["viewpoint"] == MIRRORED_VIEWPOINT).to_numpy() if mirror_right else None
             results[name] = write_records(
                 rows, [data.image_path(i) for i in rows["image_id"]], os.path.join(out_dir, f"{name}.tfrecord"),
                 string_columns=WHALE_STRING_COLUMNS, int_columns=WHALE_INT_COLUMNS, dim_pre=dim_pre,
-                keep_original=keep_original, manifest=manifest, shards=shards, preparer=preparer, mirror=mirror)
+                keep_original=keep_original, manifest=manifest, shards=shards, preparer=preparer, mirror=mirror,
+                rotate_wide=rotate_wide)
     used = set(training["image_id"]) | set(evaluation["image_id"])
     return {
         "out_dir": out_dir,
@@ -208,6 +212,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="store each photo's JPEG file as it is (mirrored photos are re-encoded at their size)")
     parser.add_argument("--shards", type=int, default=1, help="files per fold and for the test set")
     parser.add_argument("--workers", type=int, default=None, help="processes preparing images (default: all cores)")
+    parser.add_argument("--rotate_wide", action=argparse.BooleanOptionalAction, default=True,
+                        help="turn photos wider than tall 90° clockwise, as the winner did for every model")
     parser.add_argument("--views", default="",
                         help="train only on these viewpoints, folds split over them alone (e.g. top; default: all)")
     parser.add_argument("--force", action="store_true", help="replace records in OUT_DIR written with other settings")
@@ -219,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
                                   grouped=args.grouped, train_on_scenarios=args.train_on_scenarios,
                                   mirror_right=args.mirror_right, keep_original=args.keep_original,
                                   shards=args.shards, workers=args.workers, seed=args.seed, force=args.force,
-                                  views=args.views)
+                                  views=args.views, rotate_wide=args.rotate_wide)
     split = ("grouped by encounter" if args.grouped else "StratifiedKFold") + (f", views {args.views}" if args.views else "")
     print(f"folds ({split}): {summary['fold_rows']} images of {summary['n_classes']} whales; "
           f"test (the scenario images): {summary['test_rows']} images")
