@@ -410,3 +410,84 @@ def test_wide_photos_are_turned_90_degrees_clockwise_in_records_and_single_photo
     # identify / catalog prepare a single photo exactly as whale records prepared it.
     single = Preprocessing(dim=16, dim_pre=16, records_dim_pre=16, keep_original=False, rotate_wide=True)
     assert single.file_bytes(path) == prepare_image_bytes(path, 16, False, rotate_wide=True)
+
+
+# --- the paired lateral model ---------------------------------------------------------------------------------------
+
+
+@needs_real_data
+def test_the_real_metadata_gives_the_winners_2489_pairs():
+    from photoid.whales.data import load_belugas
+    from photoid.whales.pairs import pair_lateral_rows
+
+    metadata = load_belugas(REAL_DIR, check_images=False).metadata
+    tops, partners = pair_lateral_rows(metadata, seed=42)
+    assert len(tops) == len(partners) == 2489
+    assert (tops["viewpoint"] == "top").all() and partners["viewpoint"].isin(["left", "right"]).all()
+    assert (tops["whale_id"].to_numpy() == partners["whale_id"].to_numpy()).all()
+    assert partners["image_id"].nunique() > 300   # drawn among each whale's lateral photos, not always the first
+
+
+@pytest.fixture(scope="module")
+def paired_folder(tmp_path_factory):
+    from photoid.synth.belugas import generate_belugas
+    from photoid.whales.records import build_whale_records
+
+    root = tmp_path_factory.mktemp("paired")
+    generate_belugas(root / "data", seed=5, n_whales=10, images_per_whale=10, size=32, workers=1)
+    build_whale_records(root / "data", root / "pairs", n_folds=2, dim_pre=32, pair_lateral=True,
+                        train_on_scenarios=True, workers=1)
+    return root
+
+
+def test_paired_records_hold_a_lateral_partner_of_the_same_whale_row_for_row(paired_folder):
+    import tensorflow as tf
+
+    from photoid.records import feature_spec, fold_files
+    from photoid.whales.pairs import pair_files
+    from photoid.whales.records import WHALE_INT_COLUMNS, WHALE_STRING_COLUMNS
+
+    spec = feature_spec(WHALE_STRING_COLUMNS, WHALE_INT_COLUMNS)
+
+    def rows(files):
+        return [{k: v.numpy() for k, v in tf.io.parse_single_example(r, spec).items() if k != "image"}
+                for r in tf.data.TFRecordDataset(files)]
+
+    files = fold_files(paired_folder / "pairs", [0, 1])
+    tops, laterals = rows(files), rows(pair_files(files))
+    assert len(tops) == len(laterals) > 0
+    for top, lateral in zip(tops, laterals):
+        assert top["viewpoint"] == b"top" and lateral["viewpoint"] in (b"left", b"right")
+        assert top["whale_id"] == lateral["whale_id"] and top["label"] == lateral["label"]
+
+
+def test_a_paired_run_trains_each_view_through_the_same_network(paired_folder, tmp_path):
+    from photoid.io import read_json
+    from photoid.run import run_config
+    from photoid.whales.pairs import build_paired_dataset
+
+    from photoid.records import fold_files
+
+    (top, lateral, label), (y1, y2) = next(iter(build_paired_dataset(
+        fold_files(paired_folder / "pairs", [0]), dim=32, dim_pre=32, batch_size=4, training=True, seed=1)))
+    assert top.shape == lateral.shape == (4, 32, 32, 3) and (label.numpy() == y1.numpy()).all()
+    assert not np.allclose(top.numpy(), lateral.numpy())
+
+    cfg = recipe("whale-cpu-demo", paired=True, data_dir=paired_folder / "data",
+                 data_tfrec_dir=paired_folder / "pairs", run_dir=tmp_path / "run", n_folds=2, n_epochs=1,
+                 final_fold=1, job="train", dim=32, dim_pre=32, batch_size=4, verbose=0)
+    assert run_config(cfg) == 0
+    history = pd.read_csv(tmp_path / "run/fold_0/history.csv")
+    # Two outputs of one network: the loss is the sum of both views' cross-entropies.
+    parts = [c for c in history.columns if c.endswith("_loss") and not c.startswith("val_")]
+    assert len(parts) == 2
+    assert history["loss"].iloc[0] == pytest.approx(history[parts].iloc[0].sum(), rel=1e-4)
+    assert read_json(tmp_path / "run/fold_0/done.json")["n_train"] == len(pd.read_csv(
+        paired_folder / "pairs/folds.csv").query("fold == 1"))
+
+    unpaired = recipe("whale-cpu-demo", paired=True, data_dir=paired_folder / "data",
+                      data_tfrec_dir=paired_folder / "data" / "missing", run_dir=tmp_path / "run2", n_folds=2)
+    from photoid.errors import PhotoidError
+
+    with pytest.raises(PhotoidError):
+        run_config(unpaired)

@@ -72,6 +72,7 @@ class Config:
     buffer_size: int = 256  # shuffle buffer (0 = no shuffle)
     cache: bool = False  # cache decoded training and validation images in memory (only for data sets that fit)
     views: str = ""  # whales: viewpoints the records must hold, comma-separated (winner's top models: "top"); "" = any
+    paired: bool = False  # whales: train on (top, lateral) pairs of whale-records --pair_lateral (winner's lateral)
     # --- run ------------------------------------------------------------------------------------------------------
     job: str = "train_val_test_score_subm"  # words joined by _: train, val, test, score, subm
     run_dir: str = ""  # output folder; empty = runs/<model>

@@ -95,12 +95,17 @@ def check_records_complete(cfg: Config) -> None:
                            "build resumes where it stopped when its command runs again")
 
 
-def records_grouped(records_dir: str) -> bool:
-    """Whether whale records' folds are grouped by encounter (their records.json says; older records were)."""
+def records_setting(records_dir: str, name: str, default):
+    """One setting of the records' records.json (`default` when the file or the setting is absent)."""
     from photoid.records import MANIFEST_NAME
 
     path = Path(records_dir) / MANIFEST_NAME
-    return bool(pio.read_json(path).get("settings", {}).get("grouped", True)) if path.is_file() else True
+    return pio.read_json(path).get("settings", {}).get(name, default) if path.is_file() else default
+
+
+def records_grouped(records_dir: str) -> bool:
+    """Whether whale records' folds are grouped by encounter (their records.json says; older records were)."""
+    return bool(records_setting(records_dir, "grouped", True))
 
 
 def check_record_views(cfg: Config, folds: pd.DataFrame) -> None:
@@ -140,6 +145,10 @@ def run_config(cfg: Config) -> int:
         raise PhotoidError(f"--n_folds {cfg.n_folds} but the records in {cfg.records_dir} have {n_folds_in_records} folds")
     if cfg.task == "whales" and cfg.views:
         check_record_views(cfg, folds)
+    if cfg.task == "whales" and cfg.paired and not records_setting(cfg.records_dir, "pair_lateral", False):
+        raise PhotoidError(f"recipe {cfg.model} trains on (top, lateral) pairs, but the records in {cfg.records_dir} "
+                           "hold none: build them with photoid whale-records --pair_lateral --out_dir DIR, and pass "
+                           "--data_tfrec_dir DIR")
     if cfg.task == "whales" and cfg.monitor_grouped and records_grouped(cfg.records_dir):
         print(f"folds grouped by encounter: checkpoint by {cfg.monitor_grouped!r} instead of {cfg.monitor!r}")
         cfg = dataclasses.replace(cfg, monitor=cfg.monitor_grouped)

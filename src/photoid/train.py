@@ -150,7 +150,7 @@ def fold_is_done(fold_dir: Path) -> bool:
 def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     """Train fold `fold` (validate on it, train on the others) and return the summary written to done.json."""
     from photoid.model import build_models_from_config, compile_for_training, load_weights_file
-    from photoid.pipeline import build_dataset, count_records
+    from photoid.pipeline import count_records
     from photoid.records import fold_files
 
     fold_dir = run_dir / f"fold_{fold}"
@@ -166,30 +166,31 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
 
     arcface = cfg.head == "arcface"
     common = dict(dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=cfg.batch_size, seed=cfg.seed + fold)
-    train_ds = build_dataset(
-        train_files,
-        training=True,
-        aug_number=cfg.aug_number,
-        aug_percentage=cfg.aug_percentage,
-        buffer_size=cfg.buffer_size,
-        cache=cfg.cache,
-        **common,
-    )
-    val_ds = build_dataset(val_files, training=False, cache=cfg.cache, **common)
-    if arcface:  # the margin needs the label as a model input
-        train_ds = train_ds.map(lambda x, y: ((x, y), y))
-        val_ds = val_ds.map(lambda x, y: ((x, y), y))
+    if cfg.paired:
+        from photoid.whales.pairs import build_paired_dataset
+
+        train_ds = build_paired_dataset(train_files, training=True, aug_number=cfg.aug_number,
+                                        aug_percentage=cfg.aug_percentage, buffer_size=cfg.buffer_size,
+                                        cache=cfg.cache, **common)
+        val_ds = build_paired_dataset(val_files, training=False, cache=cfg.cache, **common)
+    else:
+        train_ds, val_ds = _single_datasets(cfg, train_files, val_files, arcface, common)
 
     with strategy.scope():
         models = build_models_from_config(cfg, n_classes)
         if cfg.weights and Path(cfg.weights).suffix in {".h5", ".hdf5"}:
             load_weights_file(models.predict, cfg.weights, n_classes)
-        compile_for_training(models.train, cfg.lr)
+        trained = models.train
+        if cfg.paired:
+            from photoid.whales.pairs import paired_train_model
+
+            trained = paired_train_model(models.train)
+        compile_for_training(trained, cfg.lr)
 
     nan_guard = StopOnNaN()
     steps = cfg.steps_per_epoch or max(1, n_train // cfg.batch_size)
     started = time.time()
-    models.train.fit(
+    trained.fit(
         train_ds,
         steps_per_epoch=steps,
         epochs=cfg.n_epochs,
@@ -219,6 +220,26 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     }
     pio.write_json(fold_dir / "done.json", summary)
     return summary
+
+
+def _single_datasets(cfg, train_files, val_files, arcface: bool, common: dict):
+    """One photo per example: (image, label), or ((image, label), label) for ArcFace's margin."""
+    from photoid.pipeline import build_dataset
+
+    train_ds = build_dataset(
+        train_files,
+        training=True,
+        aug_number=cfg.aug_number,
+        aug_percentage=cfg.aug_percentage,
+        buffer_size=cfg.buffer_size,
+        cache=cfg.cache,
+        **common,
+    )
+    val_ds = build_dataset(val_files, training=False, cache=cfg.cache, **common)
+    if arcface:  # the margin needs the label as a model input
+        train_ds = train_ds.map(lambda x, y: ((x, y), y))
+        val_ds = val_ds.map(lambda x, y: ((x, y), y))
+    return train_ds, val_ds
 
 
 def _read_history(path: Path) -> dict[str, list[float]]:

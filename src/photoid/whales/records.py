@@ -101,7 +101,7 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
                         dim_pre: int = 512, grouped: bool = True, train_on_scenarios: bool = False,
                         mirror_right: bool = True, keep_original: bool = False, shards: int = 1,
                         workers: int | None = None, seed: int = DEFAULT_SEED, force: bool = False,
-                        views: str = "", rotate_wide: bool = True) -> dict:
+                        views: str = "", rotate_wide: bool = True, pair_lateral: bool = False) -> dict:
     """Validate a Where's Whale-do folder, then write folds.csv, one record set per fold and the test records.
 
     Nothing is written when validation or the fold split fails. `out_dir` defaults to DATA_DIR/tfrec. `views`
@@ -114,6 +114,16 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
     training, evaluation = split_training_and_evaluation(data, train_on_scenarios, views)
     if views and data.has_labels and training.empty:
         raise PhotoidError(f"no training photo of {data_dir} has viewpoint {views}")
+    partners = None
+    if pair_lateral:   # the winner's lateral model: its folds split the paired top rows
+        from photoid.whales.pairs import pair_lateral_rows
+
+        if views:
+            raise PhotoidError("--pair_lateral chooses its own rows (top photos and their lateral partners): "
+                               "leave out --views")
+        training, partners = pair_lateral_rows(training, seed)
+        if data.has_labels and training.empty:
+            raise PhotoidError(f"no whale of {data_dir} has both top and lateral training photos to pair")
     if data.has_labels and training.empty:
         raise PhotoidError(
             f"every labelled image of {data_dir} is a query-scenario image or shares an encounter with one, so "
@@ -132,11 +142,17 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
         settings["views"] = views
     if rotate_wide:
         settings["rotate_wide"] = True
+    if pair_lateral:
+        settings["pair_lateral"] = True
     manifest = RecordsManifest.open(out_dir, settings, force=force)
     if folds is not None:
         write_csv(os.path.join(out_dir, FOLDS_CSV), folds)
 
     parts = {f"fold.{k}": folds[folds["fold"] == k] for k in range(n_folds)} if folds is not None else {}
+    if partners is not None and folds is not None:
+        # Each partner shard holds the lateral photos of its fold shard's rows, in the same order and labels.
+        partner_rows = partners.reset_index(drop=True).assign(label=folds["label"].to_numpy(), fold=folds["fold"].to_numpy())
+        parts.update({f"pair.{k}": partner_rows[partner_rows["fold"] == k] for k in range(n_folds)})
     if not evaluation.empty:
         parts["test"] = evaluation_table(evaluation, classes)
     results = {}
@@ -149,7 +165,7 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
                 string_columns=WHALE_STRING_COLUMNS, int_columns=WHALE_INT_COLUMNS, dim_pre=dim_pre,
                 keep_original=keep_original, manifest=manifest, shards=shards, preparer=preparer, mirror=mirror,
                 rotate_wide=rotate_wide)
-    used = set(training["image_id"]) | set(evaluation["image_id"])
+    used = set(training["image_id"]) | set(evaluation["image_id"]) | (set(partners["image_id"]) if partners is not None else set())
     return {
         "out_dir": out_dir,
         "n_classes": len(classes),
@@ -214,6 +230,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="processes preparing images (default: all cores)")
     parser.add_argument("--rotate_wide", action=argparse.BooleanOptionalAction, default=True,
                         help="turn photos wider than tall 90° clockwise, as the winner did for every model")
+    parser.add_argument("--pair_lateral", action="store_true",
+                        help="the winner's lateral model: top photos paired with a random lateral photo of the same "
+                             "whale (folds split over the pairs; fold.K and pair.K records)")
     parser.add_argument("--views", default="",
                         help="train only on these viewpoints, folds split over them alone (e.g. top; default: all)")
     parser.add_argument("--force", action="store_true", help="replace records in OUT_DIR written with other settings")
@@ -225,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
                                   grouped=args.grouped, train_on_scenarios=args.train_on_scenarios,
                                   mirror_right=args.mirror_right, keep_original=args.keep_original,
                                   shards=args.shards, workers=args.workers, seed=args.seed, force=args.force,
-                                  views=args.views, rotate_wide=args.rotate_wide)
+                                  views=args.views, rotate_wide=args.rotate_wide, pair_lateral=args.pair_lateral)
     split = ("grouped by encounter" if args.grouped else "StratifiedKFold") + (f", views {args.views}" if args.views else "")
     print(f"folds ({split}): {summary['fold_rows']} images of {summary['n_classes']} whales; "
           f"test (the scenario images): {summary['test_rows']} images")
