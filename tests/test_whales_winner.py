@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -491,3 +492,117 @@ def test_a_paired_run_trains_each_view_through_the_same_network(paired_folder, t
 
     with pytest.raises(PhotoidError):
         run_config(unpaired)
+
+
+# --- the winner's augmentation ---------------------------------------------------------------------------------------
+
+
+def gradient_image(size=64, low=100, high=130):
+    """A low-contrast horizontal ramp with a little texture, uint8 size x size x 3."""
+    ramp = np.linspace(low, high, size)[None, :, None] + np.zeros((size, 1, 3))
+    texture = 4 * np.sin(np.arange(size) / 3.0)[:, None, None]
+    return np.clip(ramp + texture, 0, 255).astype(np.uint8)
+
+
+def test_to_gray_uses_the_luma_weights_on_every_channel():
+    from photoid.whales.augment import to_gray
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    out = to_gray(image).numpy().astype(int)
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+    np.testing.assert_allclose(out[..., 0], image.astype(float) @ [0.299, 0.587, 0.114], atol=0.51)
+
+
+def test_sharpen_scales_flat_regions_by_its_kernel_sum_and_raises_edges():
+    from photoid.whales.augment import sharpen
+
+    flat = np.full((8, 8, 3), 120, np.uint8)
+    # The kernel sums to (1 - α) + α·λ (the effect's centre is 8 + λ): flat regions scale by it, as in
+    # albumentations/imgaug, darker for λ < 1.
+    assert (sharpen(flat, 0.4, 0.7).numpy() == round(120 * (0.6 + 0.4 * 0.7))).all()
+    assert (sharpen(flat, 0.4, 1.0).numpy() == 120).all()
+    step = np.zeros((8, 8, 3), np.uint8)
+    step[:, 4:] = 200
+    step[:, :4] = 50
+    assert (sharpen(step, 0.0, 1.0).numpy() == step).all()   # α = 0: identity
+    out = sharpen(step, 0.5, 1.0).numpy().astype(int)
+    assert out[0, 3, 0] < 50 and out[0, 4, 0] > 200          # both sides of the edge pushed apart
+
+
+def test_clahe_raises_local_contrast_within_its_clip_limit():
+    from photoid.whales.augment import clahe
+
+    image = gradient_image()
+    out = clahe(image).numpy().astype(int)
+    assert out.shape == image.shape and out.std() > 1.3 * image.astype(int).std()
+    # Contrast-limited: without the clip (plain adaptive equalisation) the contrast would rise much more.
+    assert clahe(image, clip_limit=1000.0).numpy().std() > 1.5 * out.std()
+    # Every tile of a uniform photo has the same histogram, hence the same mapping: it stays uniform, and grey.
+    flat = clahe(np.full((64, 64, 3), 90, np.uint8)).numpy()
+    assert len(np.unique(flat)) == 1
+
+
+def test_shift_scale_rotate_moves_scales_and_turns_about_the_centre():
+    from photoid.whales.augment import shift_scale_rotate
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[28:36, 28:36] = 255                               # an 8 px square at the centre
+    def centroid_and_area(x):
+        ys, xs = np.nonzero(x[..., 0] > 127)
+        return np.array([ys.mean(), xs.mean()]), len(ys)
+
+    identity = shift_scale_rotate(image, 0.0, 1.0, 0.0, 0.0).numpy()
+    assert (identity == image).all()
+    centre, _ = centroid_and_area(shift_scale_rotate(image, 0.0, 1.0, 0.25, 0.0).numpy())
+    np.testing.assert_allclose(centre, [31.5, 31.5 + 16], atol=0.6)   # shifted right by 0.25 of the width
+    _, area = centroid_and_area(shift_scale_rotate(image, 0.0, 1.2, 0.0, 0.0).numpy())
+    assert 1.2 ** 2 * 64 * 0.85 < area < 1.2 ** 2 * 64 * 1.2   # 20 % larger sides
+    bar = np.zeros((64, 64, 3), np.uint8)
+    bar[31:33, 8:56] = 255                                   # a horizontal bar turned 4° counter-clockwise
+    turned = shift_scale_rotate(bar, 4.0, 1.0, 0.0, 0.0).numpy()[..., 0] > 127
+    ys, xs = np.nonzero(turned)
+    slope = np.polyfit(xs, ys, 1)[0]
+    assert slope == pytest.approx(-math.tan(math.radians(4)), abs=0.01)   # image rows grow downwards
+
+
+def test_color_jitter_factors_do_what_they_say():
+    from photoid.whales.augment import color_jitter
+
+    order = np.array([0, 1, 2, 3])
+    rng = np.random.default_rng(1)
+    image = rng.integers(40, 200, (8, 8, 3), dtype=np.uint8)
+    same = color_jitter(image, 1.0, 1.0, 1.0, 0.0, order).numpy()
+    assert np.abs(same.astype(int) - image).max() <= 1
+    brighter = color_jitter(image, 1.1, 1.0, 1.0, 0.0, order).numpy()
+    assert brighter.mean() == pytest.approx(image.mean() * 1.1, rel=0.02)
+    gray = color_jitter(image, 1.0, 1.0, 0.0, 0.0, order).numpy().astype(int)
+    assert np.abs(gray[..., 0] - gray[..., 1]).max() <= 1
+    red = np.zeros((2, 2, 3), np.uint8)
+    red[..., 0] = 200
+    cyan = color_jitter(red, 1.0, 1.0, 1.0, 0.5, order).numpy()
+    assert (cyan[..., 0] < 5).all() and (cyan[..., 1] > 195).all() and (cyan[..., 2] > 195).all()
+
+
+def test_triangle_whitens_the_top_left_corner_only():
+    from photoid.whales.augment import triangle
+
+    out = triangle(np.zeros((40, 100, 3), np.uint8)).numpy()[..., 0]
+    assert out[0, :29].min() == 255 and out[0, 30:].max() == 0     # first row: 30 % of the width
+    assert out[10:].max() == 0                                       # below 25 % of the height: untouched
+    assert out[5].sum() < out[0].sum()                               # narrowing row by row
+
+
+def test_the_whaledo_chain_is_seeded_and_applies_each_transform_about_as_often_as_the_winners():
+    import tensorflow as tf
+
+    from photoid.whales.augment import whaledo_augment
+
+    image = gradient_image(32)
+    first = whaledo_augment(image, tf.constant([3, 7], tf.int64)).numpy()
+    assert (first == whaledo_augment(image, tf.constant([3, 7], tf.int64)).numpy()).all()
+    outputs = [whaledo_augment(image, tf.constant([3, k], tf.int64)).numpy() for k in range(60)]
+    changed = np.mean([not (o == image).all() for o in outputs])
+    # Nothing applied has probability 0.5⁴ = 1/16.
+    assert 0.8 < changed <= 1.0
+    assert len({o.tobytes() for o in outputs}) > 40   # a flip alone, or gray alone, repeats exactly

@@ -68,6 +68,7 @@ class Config:
     final_fold: int = -1  # one past the last fold to run (from 1); -1 = n_folds
     aug_number: int = 9  # train-time transforms (0 = no augmentation)
     aug_percentage: float = 0.5  # probability of any transform; each one gets aug_percentage / aug_number
+    augment: str = "original"  # original (Turtle Recall, aug_number) | whaledo | whaledo_triangle (Where's Whale-do)
     tta_number: int = 0  # extra test-time transforms: predictions for TTA 0..tta_number
     buffer_size: int = 256  # shuffle buffer (0 = no shuffle)
     cache: bool = False  # cache decoded training and validation images in memory (only for data sets that fit)
@@ -113,6 +114,7 @@ CHOICES = {
     "pooling": {"avg", "gem"},
     "neck": {"dense_bn", "bn_dense", "bn"},
     "input_norm": {"unit", "imagenet", "tf"},
+    "augment": {"original", "whaledo", "whaledo_triangle"},
     "head": {"softmax", "arcface"},
     "lr_schedule": {"plateau", "warmup_decay", "whaledo"},
     "task": {"turtles", "whales"},

@@ -171,7 +171,7 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
 
         train_ds = build_paired_dataset(train_files, training=True, aug_number=cfg.aug_number,
                                         aug_percentage=cfg.aug_percentage, buffer_size=cfg.buffer_size,
-                                        cache=cfg.cache, **common)
+                                        cache=cfg.cache, augment=cfg.augment, **common)
         val_ds = build_paired_dataset(val_files, training=False, cache=cfg.cache, **common)
     else:
         train_ds, val_ds = _single_datasets(cfg, train_files, val_files, arcface, common)
@@ -233,6 +233,7 @@ def _single_datasets(cfg, train_files, val_files, arcface: bool, common: dict):
         aug_percentage=cfg.aug_percentage,
         buffer_size=cfg.buffer_size,
         cache=cfg.cache,
+        augment=cfg.augment,
         **common,
     )
     val_ds = build_dataset(val_files, training=False, cache=cfg.cache, **common)

@@ -50,7 +50,7 @@ def pair_files(fold_files: Sequence[str]) -> list[str]:
 
 def build_paired_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: int, training: bool,
                          aug_number: int = 1, aug_percentage: float = 0.5, buffer_size: int = 256,
-                         cache: bool = False, seed: int | None = None):
+                         cache: bool = False, seed: int | None = None, augment: str = "original"):
     """Batches of ((top, lateral, label), (label, label)) from the fold shards `files` and their partners.
 
     The two record sets are read in step (files in order, never interleaved, so row k of one is row k of the
@@ -58,8 +58,7 @@ def build_paired_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_
     """
     import tensorflow as tf
 
-    from photoid.augment import random_augment
-    from photoid.pipeline import AUTOTUNE, decode_image, finish_image
+    from photoid.pipeline import AUTOTUNE, augment_image, decode_image, finish_image
     from photoid.records import IMAGE_FEATURE, feature_spec
 
     spec = feature_spec(string_columns=(), int_columns=("label",))
@@ -90,8 +89,8 @@ def build_paired_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_
         top, lateral, label = element
         if training:
             base = tf.constant(base_seed, tf.int64)
-            top = random_augment(top, aug_number, aug_percentage, seed=tf.stack([base, 2 * position]))
-            lateral = random_augment(lateral, aug_number, aug_percentage, seed=tf.stack([base, 2 * position + 1]))
+            top = augment_image(top, augment, aug_number, aug_percentage, tf.stack([base, 2 * position]))
+            lateral = augment_image(lateral, augment, aug_number, aug_percentage, tf.stack([base, 2 * position + 1]))
         return (finish_image(top, dim), finish_image(lateral, dim), label), (label, label)
 
     ds = ds.enumerate().map(finish, num_parallel_calls=AUTOTUNE)
