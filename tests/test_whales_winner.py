@@ -606,3 +606,8 @@ def test_the_whaledo_chain_is_seeded_and_applies_each_transform_about_as_often_a
     # Nothing applied has probability 0.5⁴ = 1/16.
     assert 0.8 < changed <= 1.0
     assert len({o.tobytes() for o in outputs}) > 40   # a flip alone, or gray alone, repeats exactly
+
+
+def test_whale_recipes_use_the_winners_augmentation():
+    assert recipe("whale-top").augment == recipe("whale-lateral").augment == "whaledo"
+    assert recipe("whale-top-v2").augment == "whaledo_triangle"
