@@ -348,3 +348,23 @@ def test_random_ranking_draws_from_the_same_candidates():
     assert len(ranked[ranked["query_id"] == "q2"]) == 4
     assert ranked["score"].between(0, 1).all()
     assert (np.diff(q1["score"].to_numpy()) <= 0).all()
+
+
+def test_embeddings_written_by_embed_rank_exactly_as_the_runs_themselves(ranking, beluga_dir, whale_run, tmp_path):
+    """`photoid embed` then `photoid rank --top FILE` gives the submission `photoid rank --run` gave."""
+    from photoid.cli import main
+    from photoid.whales.embed import load_embeddings
+
+    out = tmp_path / "top.npz"
+    assert main(["embed", "--run", str(whale_run), "--data_dir", str(beluga_dir), "--out", str(out)]) == 0
+    ids, embeddings = load_embeddings(out)
+    assert embeddings.dtype == np.float32 and embeddings.shape[0] == len(ids) == len(set(ids))
+    assert embeddings.shape[1] == 2 * 128   # two folds of the demo recipe's 128-d embedding, concatenated raw
+    assert set(ids) >= scenario_images(beluga_dir)
+    submission = tmp_path / "from_embeddings.csv"
+    assert main(["rank", "--data_dir", str(beluga_dir), "--top", str(out), "--out", str(submission)]) == 0
+    expected, _ = ranking
+    got = pd.read_csv(submission, dtype={"query_id": str, "database_image_id": str})
+    assert got[["query_id", "database_image_id"]].values.tolist() == \
+        expected[["query_id", "database_image_id"]].values.tolist()
+    np.testing.assert_allclose(got["score"], expected["score"], rtol=1e-5, atol=1e-6)
