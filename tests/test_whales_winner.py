@@ -611,3 +611,25 @@ def test_the_whaledo_chain_is_seeded_and_applies_each_transform_about_as_often_a
 def test_whale_recipes_use_the_winners_augmentation():
     assert recipe("whale-top").augment == recipe("whale-lateral").augment == "whaledo"
     assert recipe("whale-top-v2").augment == "whaledo_triangle"
+
+
+# --- search backend chosen by measured cost ------------------------------------------------------------------------
+
+
+def test_auto_search_races_numpy_and_faiss_once_per_size_and_returns_the_same_rows():
+    from photoid.whales import ranking
+
+    rng = np.random.default_rng(0)
+    database = rng.normal(size=(3000, 32)).astype(np.float32)
+    queries = rng.normal(size=(150, 32)).astype(np.float32)
+    ids = [f"d{i}" for i in range(3000)]
+    query_images = ids[:75] + [f"new{i}" for i in range(75)]   # half of them in the database
+    ranking._FASTER.clear()
+    args = ([f"q{i}" for i in range(150)], query_images, queries, ids, database)
+    auto = ranking.rank_scenario(*args, top_k=10, backend="auto")
+    assert list(ranking._FASTER.values())[0] in ("numpy", "faiss") and len(ranking._FASTER) == 1
+    exact = ranking.rank_scenario(*args, top_k=10, backend="numpy")
+    assert auto["database_image_id"].tolist() == exact["database_image_id"].tolist()
+    np.testing.assert_allclose(auto["score"], exact["score"], atol=1e-5)
+    ranking.rank_scenario(*args, top_k=10, backend="auto")
+    assert len(ranking._FASTER) == 1   # the same size class is not raced again

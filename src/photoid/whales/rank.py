@@ -81,7 +81,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                         help="flip TTA: mean of the image's and its mirror's embeddings (--no-flip: image only)")
     parser.add_argument("--query_expansion", action="store_true", help="by_query routing: the winner's expansion")
-    parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="by_query routing: similarity search")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="by_query routing: similarity search (auto: the faster of numpy and faiss here)")
     parser.add_argument("--top_k", type=int, default=20, help="database images per query (the competition: 20)")
     parser.add_argument("--batch_size", type=int, default=64, help="images per prediction batch")
 
