@@ -22,6 +22,33 @@ fi
 if [ ! -f "$SCENARIOS/example_labels.csv" ]; then
     photoid synth belugas --out "$SCENARIOS" "${SYNTH[@]}" --max-images 120 --force
 fi
+# The generator's scenarios route as all-top or mixed; two more over the same photos take the winner's cross-view
+# routes: lateral photos searched among top photos, top photos among lateral ones (truth: the same whale).
+python - "$SCENARIOS" <<'PY'
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+root = Path(sys.argv[1])
+listing = pd.read_csv(root / "query_scenarios.csv")
+if "lateral-to-top" not in set(listing["scenario_id"]):
+    meta = pd.read_csv(root / "metadata.csv")
+    lateral = meta["viewpoint"] != "top"
+    both = set(meta.loc[lateral, "whale_id"]) & set(meta.loc[~lateral, "whale_id"])
+    truth = [pd.read_csv(root / "example_labels.csv")]
+    for sid, queries, database in [("lateral-to-top", meta[lateral & meta["whale_id"].isin(both)], meta[~lateral]),
+                                   ("top-to-lateral", meta[~lateral & meta["whale_id"].isin(both)], meta[lateral])]:
+        q = pd.DataFrame({"query_id": sid + "-" + queries["image_id"], "query_image_id": queries["image_id"]})
+        q.to_csv(root / f"queries/{sid}.csv", index=False)
+        database[["image_id"]].rename(columns={"image_id": "database_image_id"}).to_csv(
+            root / f"databases/{sid}.csv", index=False)
+        listing.loc[len(listing)] = [sid, f"queries/{sid}.csv", f"databases/{sid}.csv"]
+        pairs = q.assign(whale_id=queries["whale_id"].to_numpy()).merge(database, on="whale_id")
+        truth.append(pairs[["query_id", "image_id"]].rename(columns={"image_id": "database_image_id"}))
+    listing.to_csv(root / "query_scenarios.csv", index=False)
+    pd.concat(truth).to_csv(root / "example_labels.csv", index=False)   # last: marks the scenarios complete
+PY
 if ! cmp -s "$SCENARIOS/example_labels.csv" "$DATA/example_labels.csv"; then
     rm -rf "$DATA/queries" "$DATA/databases"
     cp -r "$SCENARIOS/queries" "$SCENARIOS/databases" "$SCENARIOS/query_scenarios.csv" "$DATA/"

@@ -249,7 +249,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"folds ({split}): {summary['fold_rows']} images of {summary['n_classes']} whales; "
           f"test (the scenario images): {summary['test_rows']} images")
     if summary["left_out"]:
-        print(f"left out of training: {summary['left_out']} images sharing an encounter with a scenario image")
+        why = "sharing an encounter with a scenario image" + (
+            f", or of other views than {args.views}" if args.views else
+            ", or no partner of a top photo" if args.pair_lateral else "")
+        print(f"left out of training: {summary['left_out']} images {why}")
     print(f"right views stored mirrored: {summary['mirrored']}")
     print(f"shards written: {summary['shards_written']}, kept from an earlier run: {summary['shards_kept']}; "
           f"{summary['images_written']} images in {summary['seconds']:.1f} s")
