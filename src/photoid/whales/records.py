@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     if summary["left_out"]:
         why = "sharing an encounter with a scenario image" + (
             f", or of other views than {args.views}" if args.views else
-            ", or no partner of a top photo" if args.pair_lateral else "")
+            ", or not in a (top, lateral) pair" if args.pair_lateral else "")
         print(f"left out of training: {summary['left_out']} images {why}")
     print(f"right views stored mirrored: {summary['mirrored']}")
     print(f"shards written: {summary['shards_written']}, kept from an earlier run: {summary['shards_kept']}; "
