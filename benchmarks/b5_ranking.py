@@ -1,10 +1,11 @@
 """B5 — ranking 1000 queries against 100 000 database embeddings (512-d), top 20.
 
-Ours: `photoid.whales.ranking.rank_scenario` (blocks of queries against the database in one matrix product,
-`argpartition`, the query's own image removed). Baseline: the organisers' way — for each query,
+Ours: `photoid.whales.ranking.rank_scenario` with its default backend "auto": the faster, on this machine, of
+its numpy search (blocks of queries against the database in one matrix product, `argpartition`, the query's own
+image removed) and faiss' exact index, raced on the first 64 queries of the first search of each size. Baseline: the organisers' way — for each query,
 `sklearn.metrics.pairwise.cosine_similarity` against the whole database and a full sort. Reference: faiss' exact
 inner-product index (`IndexFlatIP`) on the normalised embeddings, the fastest exact search at hand; ours should
-stay within 1.5× of it.
+stay within 1.2× of it at every size.
 
 The baseline is timed on a subset of the queries (every query costs the same there) and scaled to all of them;
 its top 20 must equal ours for those queries, which checks that both answer the same question.
@@ -20,7 +21,7 @@ import numpy as np
 from _common import Goal, Result, interleaved_medians, seconds
 
 GOAL_VS_BASELINE = Goal(20.0)
-GOAL_VS_FAISS = Goal(1.5, higher_is_better=False)
+GOAL_VS_FAISS = Goal(1.2, higher_is_better=False)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def make_scenario(n_database: int, n_queries: int, width: int, seed: int = 0) ->
     return Scenario([f"q_{i:05d}" for i in range(n_queries)], query_image_ids, queries, database_ids, database)
 
 
-def rank_ours(s: Scenario, top_k: int, backend: str = "numpy"):
+def rank_ours(s: Scenario, top_k: int, backend: str = "auto"):
     from photoid.whales.ranking import rank_scenario
 
     return rank_scenario(s.query_ids, s.query_image_ids, s.queries, s.database_ids, s.database, top_k=top_k,
@@ -116,6 +117,7 @@ def measure_size(n_database: int, settings: Settings) -> dict[str, float]:
     else:
         measures["faiss"] = lambda: seconds(lambda: faiss_flat_inner_product(s, settings.top_k))
         measures["ours_faiss_backend"] = lambda: seconds(lambda: rank_ours(s, settings.top_k, backend="faiss"))
+        measures["ours_numpy_backend"] = lambda: seconds(lambda: rank_ours(s, settings.top_k, backend="numpy"))
     return interleaved_medians(settings.rounds, measures)
 
 
@@ -131,7 +133,8 @@ def run(preset: str, cache_dir: Path) -> list[Result]:
                 f"({f['baseline'] / f['ours']:.1f}×)")
         if "faiss" in f:
             line += (f", faiss IndexFlatIP {f['faiss']:.3f} s (ours / faiss {f['ours'] / f['faiss']:.2f}), "
-                     f"rank_scenario(backend='faiss') {f['ours_faiss_backend']:.3f} s")
+                     f"rank_scenario(backend='faiss') {f['ours_faiss_backend']:.3f} s, "
+                f"rank_scenario(backend='numpy') {f['ours_numpy_backend']:.3f} s")
         details.append(line)
     notes = [f"median of {settings.rounds} alternating rounds; the baseline ran {settings.baseline_queries} queries "
              f"per round, scaled to {settings.queries}; half the queries are database images (removed from their "
@@ -141,10 +144,13 @@ def run(preset: str, cache_dir: Path) -> list[Result]:
         ratio=head["baseline"] / head["ours"], goal=GOAL_VS_BASELINE, ours_label="rank_scenario",
         baseline_label="cosine_similarity + full sort per query", details=details, notes=notes)]
     if "faiss" in head:
-        rows.append(Result(
-            id="B5-faiss", what=what + ", vs faiss", ours=head["ours"], baseline=head["faiss"], unit="s",
-            ratio=head["ours"] / head["faiss"], goal=GOAL_VS_FAISS, ours_label="rank_scenario",
-            baseline_label="faiss IndexFlatIP", notes=["ratio = our time / faiss' time: lower is better."]))
+        for n, f in by_size.items():
+            rows.append(Result(
+                id="B5-faiss" if n == head_size else f"B5-faiss-{n // 1000}k",
+                what=f"ranking {settings.queries} queries vs {n:,} embeddings ({settings.width}-d), top "
+                     f"{settings.top_k}, vs faiss", ours=f["ours"], baseline=f["faiss"], unit="s",
+                ratio=f["ours"] / f["faiss"], goal=GOAL_VS_FAISS, ours_label="rank_scenario (auto)",
+                baseline_label="faiss IndexFlatIP", notes=["ratio = our time / faiss' time: lower is better."]))
     else:
         notes.append("faiss is not installed (`pip install 'photoid[faiss]'`): the comparison with it is skipped.")
     return rows

@@ -140,7 +140,8 @@ def test_grouped_folds_never_split_an_encounter(folder):
 
 
 @pytest.mark.filterwarnings("ignore:The least populated class")
-def test_ungrouped_folds_are_the_winners_split(folder):
+def test_ungrouped_folds_are_stratified_kfold_on_the_rows_given(folder):
+    """The winner's split is this call on its top rows (tests/test_whales_winner.py checks it on the real rows)."""
     from sklearn.model_selection import StratifiedKFold
     from sklearn.preprocessing import LabelEncoder
 

@@ -144,12 +144,19 @@ def test_right_views_are_stored_mirrored(beluga_dir, whale_records):
             continue
         path = beluga_dir / "images" / f"{record['image_id']}.jpg"
         stored = np.asarray(Image.open(io.BytesIO(record["image"])), dtype=np.float32)
-        plain = np.asarray(Image.open(io.BytesIO(prepare_image_bytes(path, TINY_DIM, False))), dtype=np.float32)
-        mirrored = record["image"] == prepare_image_bytes(path, TINY_DIM, False, mirror=True)
+        # Records turn wide photos upright by default (rotate_wide), the mirror being applied before turning.
+        plain = np.asarray(Image.open(io.BytesIO(prepare_image_bytes(path, TINY_DIM, False, rotate_wide=True))),
+                           dtype=np.float32)
+        mirrored = record["image"] == prepare_image_bytes(path, TINY_DIM, False, mirror=True, rotate_wide=True)
         assert mirrored == (viewpoint == "right")
-        # Pixels, not only bytes: the stored photo is (up to JPEG rounding) the plain one flipped, or the plain one.
-        reference = plain[:, ::-1] if viewpoint == "right" else plain
-        assert np.abs(stored - reference).mean() < 3.0 < np.abs(stored - reference[:, ::-1]).mean()
+        # Pixels, not only bytes: the stored photo is (up to JPEG rounding) the plain one flipped, or the plain one;
+        # a left-right mirror of a photo turned upright afterwards is an up-down flip of the upright photo.
+        with Image.open(path) as original:
+            wide = original.width > original.height
+        flipped = plain[::-1] if wide else plain[:, ::-1]
+        reference = flipped if viewpoint == "right" else plain
+        other = plain if viewpoint == "right" else flipped
+        assert np.abs(stored - reference).mean() < 3.0 < np.abs(stored - other).mean()
 
 
 def test_keep_original_with_mirror_re_encodes_at_the_photos_size(beluga_dir):
@@ -239,7 +246,7 @@ def test_flip_tta_embedding_is_the_mean_of_both_normalised_embeddings(whale_run,
     from photoid.pipeline import build_dataset
     from photoid.records import test_files
     from photoid.runs import load_run
-    from photoid.whales.rank import embed_files
+    from photoid.whales.embed import embed_files
 
     run = load_run(whale_run)
     cfg = dataclasses.replace(run.config, weights="none")
@@ -259,6 +266,10 @@ def test_flip_tta_embedding_is_the_mean_of_both_normalised_embeddings(whale_run,
     np.testing.assert_allclose(got, expected, atol=1e-5)
     np.testing.assert_allclose(embed_files(models.embed, files, dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=8,
                                            flip=False), plain, atol=1e-5)
+    # The winner's join: the raw mean of the image's and its mirror's embeddings.
+    raw = (models.embed.predict(images, verbose=0) + models.embed.predict(images[:, :, ::-1], verbose=0)) / 2
+    np.testing.assert_allclose(embed_files(models.embed, files, dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=8,
+                                           flip=True, normalize=False), raw, rtol=1e-4, atol=1e-5)
 
 
 # --- ranking and scoring --------------------------------------------------------------------------------------
@@ -337,3 +348,23 @@ def test_random_ranking_draws_from_the_same_candidates():
     assert len(ranked[ranked["query_id"] == "q2"]) == 4
     assert ranked["score"].between(0, 1).all()
     assert (np.diff(q1["score"].to_numpy()) <= 0).all()
+
+
+def test_embeddings_written_by_embed_rank_exactly_as_the_runs_themselves(ranking, beluga_dir, whale_run, tmp_path):
+    """`photoid embed` then `photoid rank --top FILE` gives the submission `photoid rank --run` gave."""
+    from photoid.cli import main
+    from photoid.whales.embed import load_embeddings
+
+    out = tmp_path / "top.npz"
+    assert main(["embed", "--run", str(whale_run), "--data_dir", str(beluga_dir), "--out", str(out)]) == 0
+    ids, embeddings = load_embeddings(out)
+    assert embeddings.dtype == np.float32 and embeddings.shape[0] == len(ids) == len(set(ids))
+    assert embeddings.shape[1] == 2 * 128   # two folds of the demo recipe's 128-d embedding, concatenated raw
+    assert set(ids) >= scenario_images(beluga_dir)
+    submission = tmp_path / "from_embeddings.csv"
+    assert main(["rank", "--data_dir", str(beluga_dir), "--top", str(out), "--out", str(submission)]) == 0
+    expected, _ = ranking
+    got = pd.read_csv(submission, dtype={"query_id": str, "database_image_id": str})
+    assert got[["query_id", "database_image_id"]].values.tolist() == \
+        expected[["query_id", "database_image_id"]].values.tolist()
+    np.testing.assert_allclose(got["score"], expected["score"], rtol=1e-5, atol=1e-6)

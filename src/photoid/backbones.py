@@ -1,8 +1,8 @@
 """Backbone registry: a name → a feature extractor without its classification top.
 
 Each entry knows its family, the pretrained sets it accepts and which library builds it. Every backbone takes
-images scaled to [0, 1] (kecam EfficientNets are built with their own preprocessing off, as in the original),
-so preprocessing is the same for all and travels with the run's `dim`.
+the pixels the model gives it (kecam EfficientNets are built with their own preprocessing off, as in the Turtle
+Recall original); `photoid.model` scales them first, to [0, 1] or to ImageNet mean/std (`input_norm`).
 
 Pretrained weights come from the internet, which is often out of reach (field stations, clusters, these CI
 machines). kecam *prints* an error and continues with random weights when a download fails; here a named set
@@ -62,8 +62,10 @@ def is_weights_file(weights: str) -> bool:
     return weights.lower().endswith((".h5", ".hdf5", ".keras", ".weights.h5"))
 
 
-def build_backbone(name: str, input_shape: tuple[int, int, int], weights: str = "none") -> tf_keras.Model:
-    """Build a registered backbone without top. `weights`: none, or a named set that must load."""
+def build_backbone(name: str, input_shape: tuple[int, int, int], weights: str = "none",
+                   drop_connect_rate: float = -1.0) -> tf_keras.Model:
+    """Build a registered backbone without top. `weights`: none, or a named set that must load.
+    `drop_connect_rate` >= 0 sets a kecam EfficientNet's stochastic depth (-1 keeps the library's default)."""
     spec = BACKBONES.get(name)
     if spec is None:
         raise PhotoidError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
@@ -71,11 +73,14 @@ def build_backbone(name: str, input_shape: tuple[int, int, int], weights: str = 
     if named is not None and named not in spec.pretrained:
         accepted = ", ".join(spec.pretrained) or "none (no pretrained sets)"
         raise PhotoidError(f"backbone {name} has no pretrained weights {named!r}; accepted: {accepted}, or a local file")
+    if drop_connect_rate >= 0 and not spec.builder.startswith("efficientnet."):
+        raise PhotoidError(f"backbone {name} has no drop_connect_rate to set (only kecam EfficientNets have one)")
     if spec.library == "photoid":
         return simple_cnn(input_shape)
     if spec.library == "efficientnet":
         return _build_efficientnet(spec, input_shape, named)
-    return _build_kecam(spec, input_shape, named)
+    extra = {"drop_connect_rate": drop_connect_rate} if drop_connect_rate >= 0 else {}
+    return _build_kecam(spec, input_shape, named, **extra)
 
 
 def _build_efficientnet(spec: BackboneSpec, input_shape, named: str | None) -> tf_keras.Model:
@@ -90,14 +95,14 @@ def _build_efficientnet(spec: BackboneSpec, input_shape, named: str | None) -> t
         raise PhotoidError(_weights_unavailable(spec.name, named, err)) from None
 
 
-def _build_kecam(spec: BackboneSpec, input_shape, named: str | None) -> tf_keras.Model:
+def _build_kecam(spec: BackboneSpec, input_shape, named: str | None, **options) -> tf_keras.Model:
     import keras_cv_attention_models as kecam
 
     module_name, attr = spec.builder.split(".")
     constructor = getattr(getattr(kecam, module_name), attr)
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
-        model = constructor(input_shape=input_shape, num_classes=0, pretrained=named)
+        model = constructor(input_shape=input_shape, num_classes=0, pretrained=named, **options)
     printed = captured.getvalue()
     sys.stdout.write("".join(line + "\n" for line in printed.splitlines() if "[Error]" not in line))
     if named is not None and "[Error]" in printed:

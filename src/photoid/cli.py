@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "identify": ("photoid.identify", "name the individual in new photos with trained runs"),
     "export": ("photoid.export", "export a run's fold ensemble as one self-contained model"),
     "whale-records": ("photoid.whales.records", "validate a Where's Whale-do folder and write its TFRecords"),
+    "embed": ("photoid.whales.embed", "write every scenario image's embedding from trained whale runs (.npz)"),
     "rank": ("photoid.whales.rank", "rank each query against its scenario's database (Where's Whale-do)"),
     "score-ranking": ("photoid.whales.scoring", "score a ranking submission with the organisers' mAP"),
     "catalog": ("photoid.catalog", "build, grow and list an embedding catalogue of known individuals"),

@@ -35,7 +35,10 @@ class Config:
     dim_pre: int = 512  # side images are resized to before augmentation (the original: 512)
     pooling: str = "avg"  # avg | gem: how the feature map becomes one vector
     head: str = "softmax"  # softmax (Turtle Recall) | arcface (Where's Whale-do)
-    embedding_size: int = 0  # >0 adds Dense(embedding_size)+BatchNorm between pooling and head (winner: 2048)
+    embedding_size: int = 0  # >0 adds an embedding layer of this width between pooling and head (winner: 2048)
+    neck: str = "dense_bn"  # dense_bn: Dense→BN (photoid) | bn_dense: 3 copies→BN→Dense (winner's B5) | bn: BN (EffV2)
+    drop_connect_rate: float = -1.0  # stochastic depth of kecam EfficientNets; -1: kecam's default (V1 0.2, V2 0)
+    input_norm: str = "unit"  # unit: [0, 1] | imagenet: ImageNet mean/std (winner's Normalize()) | tf: [-1, 1]
     arcface_scale: float = 30.0  # ArcFace s (Where's Whale-do winner: 30)
     arcface_margin: float = 0.5  # ArcFace m (winner: 0.5)
     arcface_margin_std: float = 0.0  # >0: per-sample margin ~ N(m, std), ElasticFace-Arc (winner: 0.0125)
@@ -45,10 +48,14 @@ class Config:
     batch_size: int = 64  # global batch size across replicas (the original: 64 on a TPUv3-8)
     lr: float = 5e-4  # Adam learning rate (the original ef1b7: 5e-4)
     n_epochs: int = 200  # upper bound; early stopping ends most folds long before
-    monitor: str = "val_acc"  # metric for the best checkpoint, ReduceLROnPlateau and EarlyStopping
-    lr_schedule: str = "plateau"  # plateau (Turtle Recall) | warmup_decay (Where's Whale-do: ramp then ×0.64/epoch)
+    monitor: str = "val_acc"  # metric for the best checkpoint, ReduceLROnPlateau and EarlyStopping; last: last epoch
+    monitor_grouped: str = ""  # whales: the monitor instead when the records' folds are grouped by encounter
+    lr_schedule: str = "plateau"  # plateau (Turtle Recall) | whaledo (Where's Whale-do winner) | warmup_decay (photoid)
     warmup_epochs: int = 7  # warmup_decay: epochs of the linear ramp from lr/100 to lr
-    lr_decay: float = 0.64  # warmup_decay: factor per epoch after the ramp
+    lr_decay: float = 0.64  # warmup_decay: factor per epoch after the ramp; whaledo: per schedule step (winner 0.8)
+    lr_start: float = 1e-5  # whaledo: learning rate of the first epoch (winner: 1e-5)
+    lr_min: float = 9e-6  # whaledo: additive floor of the decay (winner: 9e-6 top, 1e-6 lateral)
+    lr_ramp_steps: int = 15  # whaledo: schedule steps of the linear ramp from lr_start to lr (winner: 15)
     patience_lr: int = 4  # ReduceLROnPlateau patience (the original: 4)
     patience_stop: int = 8  # EarlyStopping patience (the original: 8)
     steps_per_epoch: int = 0  # 0: one pass over the training folds (n_train // batch_size), as the original
@@ -61,9 +68,12 @@ class Config:
     final_fold: int = -1  # one past the last fold to run (from 1); -1 = n_folds
     aug_number: int = 9  # train-time transforms (0 = no augmentation)
     aug_percentage: float = 0.5  # probability of any transform; each one gets aug_percentage / aug_number
+    augment: str = "original"  # original (Turtle Recall, aug_number) | whaledo | whaledo_triangle (Where's Whale-do)
     tta_number: int = 0  # extra test-time transforms: predictions for TTA 0..tta_number
     buffer_size: int = 256  # shuffle buffer (0 = no shuffle)
     cache: bool = False  # cache decoded training and validation images in memory (only for data sets that fit)
+    views: str = ""  # whales: viewpoints the records must hold, comma-separated (winner's top models: "top"); "" = any
+    paired: bool = False  # whales: train on (top, lateral) pairs of whale-records --pair_lateral (winner's lateral)
     # --- run ------------------------------------------------------------------------------------------------------
     job: str = "train_val_test_score_subm"  # words joined by _: train, val, test, score, subm
     run_dir: str = ""  # output folder; empty = runs/<model>
@@ -102,8 +112,11 @@ SETTABLE = list(fields(Config))
 JOB_WORDS = {"train", "val", "test", "score", "subm"}
 CHOICES = {
     "pooling": {"avg", "gem"},
+    "neck": {"dense_bn", "bn_dense", "bn"},
+    "input_norm": {"unit", "imagenet", "tf"},
+    "augment": {"original", "whaledo", "whaledo_triangle"},
     "head": {"softmax", "arcface"},
-    "lr_schedule": {"plateau", "warmup_decay"},
+    "lr_schedule": {"plateau", "warmup_decay", "whaledo"},
     "task": {"turtles", "whales"},
     "mixed_precision": {"", "mixed_float16", "mixed_bfloat16"},
     "strategy": {"auto", "default", "mirrored", "multi_worker", "tpu"},
@@ -256,9 +269,25 @@ def validate_config(cfg: Config) -> None:
         problems.add("config", None, f"tta_number must be 0..9, got {cfg.tta_number}")
     if cfg.lr <= 0:
         problems.add("config", None, f"lr must be positive, got {cfg.lr}")
+    if cfg.monitor == "last" and cfg.lr_schedule == "plateau":
+        problems.add("config", None, "monitor 'last' keeps the last epoch; it cannot drive the plateau schedule")
+    if cfg.lr_schedule == "whaledo" and (cfg.lr_ramp_steps < 1 or min(cfg.lr_start, cfg.lr_min) < 0):
+        problems.add("config", None, "whaledo schedule: lr_ramp_steps must be at least 1 and lr_start, lr_min >= 0")
+    unknown_views = set(view_list(cfg.views)) - {"top", "left", "right"}
+    if unknown_views:
+        problems.add("config", None, f"views: unknown viewpoint(s) {sorted(unknown_views)}; use top, left, right")
+    if cfg.neck == "bn_dense" and cfg.embedding_size < 1:
+        problems.add("config", None, "neck bn_dense needs embedding_size (the Dense layer's width)")
+    if cfg.drop_connect_rate >= 1:
+        problems.add("config", None, f"drop_connect_rate must be below 1 (-1: the library's default), got {cfg.drop_connect_rate}")
     if cfg.head == "arcface" and cfg.arcface_sub_centers < 1:
         problems.add("config", None, "arcface_sub_centers must be at least 1")
     problems.raise_if_any(title="invalid configuration")
+
+
+def view_list(text: str) -> list[str]:
+    """The viewpoints of a comma-separated `views` value ("" = none named, i.e. every view)."""
+    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def parse_folds(text: str) -> list[int]:

@@ -146,7 +146,7 @@ def predict_paths(ensemble: Ensemble, paths: Sequence[str], batch_size: int = DE
         if readable:
             # One input tensor per (preprocessing, TTA) at a time, shared by every member that uses it.
             for pre, tta in dict.fromkeys((m.preprocessing, t) for m in ensemble.members for t in m.ttas):
-                jpegs = prepared[pre.records_dim_pre, pre.keep_original]
+                jpegs = prepared[pre.key]
                 batch_input = np.stack([pre.model_input(jpegs[p], tta) for p in readable])
                 for member in ensemble.members:
                     if member.preprocessing == pre and tta in member.ttas:

@@ -1,6 +1,7 @@
-"""Keras layers of the Where's Whale-do winner's embedding head: GeM pooling and an ArcFace classifier.
+"""Keras layers of the Where's Whale-do winner's embedding head: GeM pooling, the neck's repeated vector and an
+ArcFace classifier.
 
-Both follow the Keras layer contract (every init argument stored and returned by `get_config`, extra keyword
+All follow the Keras layer contract (every init argument stored and returned by `get_config`, extra keyword
 arguments passed to `Layer`) and are registered under the package name "photoid", so a model saved in the
 `.keras` format reloads without `custom_objects`.
 """
@@ -203,6 +204,29 @@ class ArcFace(tf_keras.layers.Layer):
             "kernel_initializer": tf_keras.initializers.serialize(self.kernel_initializer),
             "seed": self.seed,
         })
+        return config
+
+
+@tf_keras.utils.register_keras_serializable(package="photoid")
+class RepeatFeatures(tf_keras.layers.Layer):
+    """The last axis concatenated `copies` times: the winner's B5 neck feeds 3 copies of its pooled vector to
+    BatchNorm, so each copy gets its own scale and shift before the Dense layer sums them."""
+
+    def __init__(self, copies: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        self.copies = int(copies)
+
+    def call(self, inputs):
+        return tf.concat([inputs] * self.copies, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        width = input_shape[-1]
+        return input_shape[:-1].concatenate([None if width is None else width * self.copies])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"copies": self.copies})
         return config
 
 

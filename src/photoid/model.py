@@ -43,8 +43,13 @@ def build_models(
     arcface_margin: float = 0.5,
     arcface_margin_std: float = 0.0,
     arcface_sub_centers: int = 1,
+    neck_kind: str = "dense_bn",
+    drop_connect_rate: float = -1.0,
+    input_norm: str = "unit",
 ) -> Models:
-    features = build_backbone(backbone, (dim, dim, 3), weights)
+    features = build_backbone(backbone, (dim, dim, 3), weights, drop_connect_rate=drop_connect_rate)
+    # Pixels arrive in [0, 1]; the scaling is part of the model, so every path that embeds a photo shares it.
+    scale = [input_scaling(input_norm)] if input_norm != "unit" else []
     neck = []
     if len(features.output_shape) == 4:  # transformers (BEiT) already pool their tokens
         if pooling == "gem":
@@ -55,13 +60,13 @@ def build_models(
             neck.append(layers.GlobalAveragePooling2D(name="global_average_pooling2d"))
     if dropout > 0:
         neck.append(layers.Dropout(dropout, name="dropout"))
-    if embedding_size > 0:
-        neck += [layers.Dense(embedding_size, name="embedding_dense"), layers.BatchNormalization(name="embedding")]
+    neck += embedding_layers(neck_kind, embedding_size, pooled_width=features.output_shape[-1])
 
     if head == "softmax":
         # float32 head: under mixed precision the softmax must not run in float16.
         model = tf_keras.Sequential(
-            [features, *neck, layers.Dense(n_classes, activation="softmax", dtype="float32", name="dense")], name="model"
+            [*scale, features, *neck, layers.Dense(n_classes, activation="softmax", dtype="float32", name="dense")],
+            name="model",
         )
         model.build((None, dim, dim, 3))
         embed_layer = neck[-1] if neck else features
@@ -72,8 +77,8 @@ def build_models(
 
     image = layers.Input((dim, dim, 3), name="image")
     label = layers.Input((), dtype="int32", name="label")
-    x = features(image)
-    for layer in neck:
+    x = image
+    for layer in [*scale, features, *neck]:
         x = layer(x)
     arcface = ArcFace(
         n_classes,
@@ -104,7 +109,55 @@ def build_models_from_config(cfg, n_classes: int) -> Models:
         arcface_margin=cfg.arcface_margin,
         arcface_margin_std=cfg.arcface_margin_std,
         arcface_sub_centers=cfg.arcface_sub_centers,
+        neck_kind=cfg.neck,
+        drop_connect_rate=cfg.drop_connect_rate,
+        input_norm=cfg.input_norm,
     )
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NECK_COPIES = 3  # the winner's B5 neck concatenates its pooled vector 3 times before BatchNorm
+
+
+def input_scaling(input_norm: str) -> tf_keras.layers.Layer:
+    """[0, 1] pixels → ImageNet mean/std, as albumentations' default `Normalize()` (the winner's), or → [-1, 1]
+    (`tf`: what kecam's EfficientNetV2 S/M/L weights were trained on)."""
+    if input_norm == "tf":
+        return layers.Rescaling(scale=2.0, offset=-1.0, name="input_norm")
+    if input_norm != "imagenet":
+        raise PhotoidError(f"unknown input_norm {input_norm!r}")
+    mean, std = tf.constant(IMAGENET_MEAN), tf.constant(IMAGENET_STD)
+    return layers.Rescaling(scale=(1 / std).numpy().tolist(), offset=(-mean / std).numpy().tolist(), name="input_norm")
+
+
+def embedding_layers(neck_kind: str, embedding_size: int, pooled_width: int) -> list:
+    """The layers between pooling and head.
+
+    dense_bn (photoid): Dense(embedding_size) → BatchNorm, the BN output being the embedding.
+    bn_dense (the winner's B5): the pooled vector concatenated NECK_COPIES times → BatchNorm → Dense with bias,
+    the Dense output being the embedding; BatchNorm with torch's momentum (0.1 → Keras 0.9) and epsilon (1e-5),
+    the Dense initialised as torch's Linear (uniform ±1/√fan_in).
+    bn (the winner's EfficientNetV2): BatchNorm on the pooled vector is the embedding (embedding_size unused).
+    """
+    if neck_kind == "bn":
+        return [layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="embedding")]
+    if embedding_size <= 0:
+        return []
+    if neck_kind == "dense_bn":
+        return [layers.Dense(embedding_size, name="embedding_dense"), layers.BatchNormalization(name="embedding")]
+    if neck_kind != "bn_dense":
+        raise PhotoidError(f"unknown neck {neck_kind!r}")
+    from photoid.layers import RepeatFeatures
+
+    bound = 1 / (pooled_width * NECK_COPIES) ** 0.5
+    return [
+        RepeatFeatures(NECK_COPIES, name="neck_copies"),
+        layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="neck_bn"),
+        layers.Dense(embedding_size, name="embedding",
+                     kernel_initializer=tf_keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"),
+                     bias_initializer=tf_keras.initializers.RandomUniform(-bound, bound)),
+    ]
 
 
 def compile_for_training(model: tf_keras.Model, lr: float) -> None:

@@ -75,14 +75,16 @@ def _check_arguments(files: Sequence[str], dim: int, dim_pre: int, batch_size: i
 def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: int, training: bool,
                   aug_number: int = 9, aug_percentage: float = 0.5, tta: int = 0, buffer_size: int = 256,
                   cache: bool = False, repeat: bool | None = None, seed: int | None = None,
-                  drop_remainder: bool = False, with_ids: bool = False, label_key: str = "label") -> tf.data.Dataset:
+                  drop_remainder: bool = False, with_ids: bool = False, label_key: str = "label",
+                  augment: str = "original") -> tf.data.Dataset:
     """Batches of (image, label) or, with `with_ids`, (image, label, image_id) from TFRecord `files`.
 
     Images are float32 [batch, dim, dim, 3] in [0, 1], labels int32 (`label_key` feature; -1 for test records),
     ids strings. `training` shuffles (buffer of `buffer_size` records) and applies the original's augmentation
     (`aug_number`, `aug_percentage`); otherwise TTA transform `tta` is applied to every image. `repeat` defaults to
     `training`. `cache` keeps the decoded uint8 `dim_pre` images in memory after the first pass (augmentation
-    still varies per epoch).
+    still varies per epoch). `augment`: original (the Turtle Recall transforms, `aug_number`) or a Where's Whale-do
+    chain of `photoid.whales.augment` (whaledo, whaledo_triangle).
     """
     _check_arguments(files, dim, dim_pre, batch_size, training, aug_number, aug_percentage, tta)
     repeat = training if repeat is None else repeat
@@ -114,7 +116,7 @@ def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: i
         def transform(position, element):
             image, *rest = element
             seed_pair = tf.stack([tf.constant(base_seed, tf.int64), position])
-            image = random_augment(image, aug_number, aug_percentage, seed=seed_pair)
+            image = augment_image(image, augment, aug_number, aug_percentage, seed_pair)
             return (finish_image(image, dim), *rest)
 
         ds = ds.enumerate().map(transform, num_parallel_calls=AUTOTUNE)
@@ -129,6 +131,18 @@ def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: i
     # Unordered parallel maps are faster; they are allowed only where no one can tell (training without a seed).
     options.deterministic = not training or seed is not None
     return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def augment_image(image: tf.Tensor, augment: str, aug_number: int, aug_percentage: float,
+                  seed: tf.Tensor) -> tf.Tensor:
+    """One training image's augmentation by name (see `build_dataset`)."""
+    if augment == "original":
+        return random_augment(image, aug_number, aug_percentage, seed=seed)
+    from photoid.whales.augment import AUGMENTS, whaledo_augment
+
+    if augment not in AUGMENTS:
+        raise ValueError(f"unknown augment {augment!r}")
+    return whaledo_augment(image, seed, triangle_first=augment == "whaledo_triangle")
 
 
 def count_records(files: Sequence[str]) -> int:

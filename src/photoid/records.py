@@ -66,7 +66,8 @@ def shard_name(prefix: str, shard: int, shards: int) -> str:
     return f"{prefix}-{shard:05d}-of-{shards:05d}"
 
 
-def prepare_image_bytes(path: str | os.PathLike, dim_pre: int, keep_original: bool, mirror: bool = False) -> bytes:
+def prepare_image_bytes(path: str | os.PathLike, dim_pre: int, keep_original: bool, mirror: bool = False,
+                        rotate_wide: bool = False) -> bytes:
     """The JPEG bytes stored in a record for the photo at `path`.
 
     With `keep_original` the file's bytes as they are (the original solution's records). Otherwise the photo is
@@ -78,6 +79,9 @@ def prepare_image_bytes(path: str | os.PathLike, dim_pre: int, keep_original: bo
     mirrored photo cannot keep its file's bytes: with `keep_original` it is decoded, flipped and re-encoded at its
     own size (quality 95, 4:4:4), so only the flip and one JPEG round trip change it.
 
+    `rotate_wide` turns a photo wider than tall 90° clockwise before anything else but the mirror (Where's Whale-do:
+    the winner stood every lateral photo upright so, in training and at inference, for every model).
+
     Single-image identification calls this same function, so a photo identified on its own reaches the model as
     the same tensor as it did in the records. EXIF orientation is ignored, as TensorFlow's JPEG decoder ignores it.
     """
@@ -87,18 +91,25 @@ def prepare_image_bytes(path: str | os.PathLike, dim_pre: int, keep_original: bo
         if not data.startswith(b"\xff\xd8"):
             raise PhotoidError(f"{path}: not a JPEG file; records keep original files only when they are JPEGs "
                                "(leave out --keep_original to re-encode it)")
-        if not mirror:
+        if not mirror and not rotate_wide:
             return data
     elif dim_pre < 1:
         raise ValueError(f"dim_pre must be a positive number of pixels, got {dim_pre}")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            if keep_original:  # reached only to mirror: the photo keeps its own size
-                prepared = image.convert("RGB")
-            else:
+            wide = rotate_wide and image.width > image.height
+            if keep_original and not mirror and not wide:   # a tall photo: nothing to change
+                return data
+            if not keep_original:
                 image.draft("RGB", (dim_pre, dim_pre))
-                prepared = image.convert("RGB").resize((dim_pre, dim_pre), Image.Resampling.BILINEAR)
-            if mirror:
+            prepared = image.convert("RGB")
+            if wide:   # PIL's ROTATE_270 turns counter-clockwise by 270°, i.e. 90° clockwise
+                if mirror:
+                    prepared = prepared.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+                prepared = prepared.transpose(Image.Transpose.ROTATE_270)
+            if not keep_original:   # (keep_original reaches here only to mirror or rotate: its own size)
+                prepared = prepared.resize((dim_pre, dim_pre), Image.Resampling.BILINEAR)
+            if mirror and not wide:
                 prepared = prepared.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     except (UnidentifiedImageError, OSError) as err:
         raise PhotoidError(f"{path}: cannot be read as an image ({err})") from err
@@ -109,7 +120,7 @@ def prepare_image_bytes(path: str | os.PathLike, dim_pre: int, keep_original: bo
     return out.getvalue()
 
 
-def _prepare_job(job: tuple[str, int, bool, bool]) -> bytes:
+def _prepare_job(job: tuple[str, int, bool, bool, bool]) -> bytes:
     return prepare_image_bytes(*job)
 
 
@@ -208,7 +219,8 @@ def default_workers() -> int:
 
 @contextlib.contextmanager
 def image_preparer(workers: int | None = None) -> Iterator[Callable[[list[tuple]], Iterator[bytes]]]:
-    """Yield `prepare(jobs)`: (path, dim_pre, keep_original, mirror) jobs -> prepared JPEG bytes, in order.
+    """Yield `prepare(jobs)`: (path, dim_pre, keep_original, mirror, rotate_wide) jobs -> prepared JPEG bytes, in
+    order.
 
     With `workers` > 1 (default: all cores) the work runs in spawned processes, started on first use and shared by
     every `write_records` call given this preparer. Spawned processes import the calling script again: a script
@@ -238,7 +250,7 @@ def write_records(rows: "pd.DataFrame", image_paths: Sequence[str], out_prefix: 
                   string_columns: Sequence[str], int_columns: Sequence[str], dim_pre: int, keep_original: bool,
                   manifest: RecordsManifest, shards: int = 1, workers: int | None = None,
                   preparer: Callable[[list[tuple]], Iterator[bytes]] | None = None,
-                  mirror: Sequence[bool] | None = None) -> dict:
+                  mirror: Sequence[bool] | None = None, rotate_wide: bool = False) -> dict:
     """Write `rows` (one photo each, `image_paths` aligned with them) as `shards` contiguous TFRecord shards.
 
     Files are `<out_prefix>-SSSSS-of-NNNNN` in `manifest.out_dir` (`out_prefix` ends in ".tfrecord"). Each row
@@ -248,7 +260,8 @@ def write_records(rows: "pd.DataFrame", image_paths: Sequence[str], out_prefix: 
 
     Images are prepared by `preparer` (from `image_preparer`, to share worker processes between calls) or else
     by `workers` processes started for this call (see `image_preparer`). `mirror`, aligned with `rows`, names the
-    photos to store flipped left to right (see `prepare_image_bytes`); None flips none.
+    photos to store flipped left to right (see `prepare_image_bytes`); None flips none. `rotate_wide` turns every
+    photo wider than tall 90° clockwise.
     """
     import tensorflow as tf
     from tqdm import tqdm
@@ -268,6 +281,8 @@ def write_records(rows: "pd.DataFrame", image_paths: Sequence[str], out_prefix: 
     paths = [str(p) for p in image_paths]
     prefix = os.path.basename(out_prefix)
     settings = {"dim_pre": dim_pre, "keep_original": keep_original}
+    if rotate_wide:   # only when set, so shards written without it keep their fingerprint
+        settings["rotate_wide"] = True
     flips = [False] * len(paths) if mirror is None else [bool(m) for m in mirror]
 
     plan, to_write = [], []
@@ -280,7 +295,7 @@ def write_records(rows: "pd.DataFrame", image_paths: Sequence[str], out_prefix: 
         if not manifest.is_complete(name, inputs):
             to_write.append((name, start, end, inputs))
 
-    jobs = [(paths[i], dim_pre, keep_original, flips[i]) for _, start, end, _ in to_write for i in range(start, end)]
+    jobs = [(paths[i], dim_pre, keep_original, flips[i], rotate_wide) for _, start, end, _ in to_write for i in range(start, end)]
     with contextlib.ExitStack() as stack:
         if preparer is None:
             preparer = stack.enter_context(image_preparer(min(workers or default_workers(), max(1, len(jobs)))))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import re
 import time
 from pathlib import Path
@@ -94,6 +95,32 @@ def check_records_complete(cfg: Config) -> None:
                            "build resumes where it stopped when its command runs again")
 
 
+def records_setting(records_dir: str, name: str, default):
+    """One setting of the records' records.json (`default` when the file or the setting is absent)."""
+    from photoid.records import MANIFEST_NAME
+
+    path = Path(records_dir) / MANIFEST_NAME
+    return pio.read_json(path).get("settings", {}).get(name, default) if path.is_file() else default
+
+
+def records_grouped(records_dir: str) -> bool:
+    """Whether whale records' folds are grouped by encounter (their records.json says; older records were)."""
+    return bool(records_setting(records_dir, "grouped", True))
+
+
+def check_record_views(cfg: Config, folds: pd.DataFrame) -> None:
+    """A recipe that names its views (the winner's top models: top photos only) trains only on records built for
+    them, whose folds were split over those rows alone: filtering rows out of other records would keep another
+    split."""
+    from photoid.config import view_list
+
+    extra = sorted(set(folds["viewpoint"]) - set(view_list(cfg.views)))
+    if extra:
+        raise PhotoidError(f"recipe {cfg.model} trains on views {cfg.views!r}, but the records in {cfg.records_dir} "
+                           f"also hold {', '.join(extra)} photos: build records for it with photoid whale-records "
+                           f"--views {cfg.views} --out_dir DIR, and pass --data_tfrec_dir DIR")
+
+
 def set_determinism(cfg: Config) -> None:
     import tf_keras
     import tensorflow as tf
@@ -116,6 +143,15 @@ def run_config(cfg: Config) -> int:
     n_folds_in_records = int(folds["fold"].max()) + 1
     if n_folds_in_records != cfg.n_folds:
         raise PhotoidError(f"--n_folds {cfg.n_folds} but the records in {cfg.records_dir} have {n_folds_in_records} folds")
+    if cfg.task == "whales" and cfg.views:
+        check_record_views(cfg, folds)
+    if cfg.task == "whales" and cfg.paired and not records_setting(cfg.records_dir, "pair_lateral", False):
+        raise PhotoidError(f"recipe {cfg.model} trains on (top, lateral) pairs, but the records in {cfg.records_dir} "
+                           "hold none: build them with photoid whale-records --pair_lateral --out_dir DIR, and pass "
+                           "--data_tfrec_dir DIR")
+    if cfg.task == "whales" and cfg.monitor_grouped and records_grouped(cfg.records_dir):
+        print(f"folds grouped by encounter: checkpoint by {cfg.monitor_grouped!r} instead of {cfg.monitor!r}")
+        cfg = dataclasses.replace(cfg, monitor=cfg.monitor_grouped)
     classes, original_ids, _ = load_label_space(folds)
     check_records_complete(cfg)
     run_dir = prepare_run_dir(cfg, classes, original_ids)

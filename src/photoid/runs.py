@@ -34,18 +34,24 @@ from photoid.train import BEST_WEIGHTS, fold_is_done
 class Preprocessing:
     """How a photo file becomes one model input: the records' preparation, then the reader's chain.
 
-    `records_dim_pre`/`keep_original` are the records' settings (what `prepare_image_bytes` stored);
-    `dim_pre`/`dim` are the run's (what the reader resized to before and after the TTA transform).
+    `records_dim_pre`/`keep_original`/`rotate_wide` are the records' settings (what `prepare_image_bytes`
+    stored); `dim_pre`/`dim` are the run's (what the reader resized to before and after the TTA transform).
     """
 
     dim: int
     dim_pre: int
     records_dim_pre: int
     keep_original: bool
+    rotate_wide: bool = False
+
+    @property
+    def key(self) -> tuple[int, bool, bool]:
+        """What decides the prepared bytes: photos are prepared once per key."""
+        return self.records_dim_pre, self.keep_original, self.rotate_wide
 
     def file_bytes(self, path: str | os.PathLike) -> bytes:
         """The JPEG bytes the records would hold for this photo (PhotoidError if it cannot be decoded)."""
-        jpeg = prepare_image_bytes(path, self.records_dim_pre, self.keep_original)
+        jpeg = prepare_image_bytes(path, self.records_dim_pre, self.keep_original, rotate_wide=self.rotate_wide)
         if self.keep_original:
             # Kept files reach TensorFlow's decoder undecoded so far: a damaged one is refused here, as one
             # photo's problem, rather than failing a whole batch later.
@@ -63,13 +69,13 @@ class Preprocessing:
 def prepare_photos(paths, preprocessings) -> tuple[dict, dict[str, str]]:
     """Each readable photo's prepared JPEG per preparation setting, and why the others cannot be read.
 
-    Photos are prepared once per distinct (records_dim_pre, keep_original) among `preprocessings`, however many
-    models share that setting. Returns ({setting: {path: bytes}}, {path: reason}).
+    Photos are prepared once per distinct `Preprocessing.key` among `preprocessings`, however many models share
+    that setting. Returns ({key: {path: bytes}}, {path: reason}).
     """
     from photoid.images import check_image_file
 
-    settings = {(p.records_dim_pre, p.keep_original): p for p in preprocessings}
-    prepared: dict[tuple[int, bool], dict[str, bytes]] = {}
+    settings = {p.key: p for p in preprocessings}
+    prepared: dict[tuple[int, bool, bool], dict[str, bytes]] = {}
     errors: dict[str, str] = {}
     for path in paths:
         reason = check_image_file(path)
@@ -153,8 +159,8 @@ def _bases(run_dir: Path) -> list[Path]:
     return [REPO_ROOT, run_dir.resolve().parent.parent]
 
 
-def _records_settings(records_dir: str, run_dir: Path) -> tuple[int, bool]:
-    """(dim_pre, keep_original) of the records a run was trained from, read from their records.json."""
+def _records_settings(records_dir: str, run_dir: Path) -> tuple[int, bool, bool]:
+    """(dim_pre, keep_original, rotate_wide) of the records a run was trained from, read from their records.json."""
     if "://" in records_dir:  # gs:// and other remote folders: TensorFlow's file system reads them
         manifest = f"{records_dir.rstrip('/')}/{MANIFEST_NAME}"
         if not tf.io.gfile.exists(manifest):
@@ -171,7 +177,7 @@ def _records_settings(records_dir: str, run_dir: Path) -> tuple[int, bool]:
         manifest, settings = str(found), read_json(found).get("settings", {})
     if not isinstance(settings.get("dim_pre"), int) or not isinstance(settings.get("keep_original"), bool):
         raise PhotoidError(f"{manifest}: its settings lack dim_pre (an integer) and keep_original (true/false)")
-    return settings["dim_pre"], settings["keep_original"]
+    return settings["dim_pre"], settings["keep_original"], bool(settings.get("rotate_wide", False))
 
 
 def load_run(run_dir: str | os.PathLike, records_dir: str | None = None) -> RunInfo:
@@ -187,9 +193,9 @@ def load_run(run_dir: str | os.PathLike, records_dir: str | None = None) -> RunI
     folds = trained_folds(run_dir)
     if not folds:
         raise PhotoidError(f"{run_dir}: no fold has finished training (no fold_K/done.json with {BEST_WEIGHTS})")
-    records_dim_pre, keep_original = _records_settings(records_dir or cfg.records_dir, run_dir)
+    records_dim_pre, keep_original, rotate_wide = _records_settings(records_dir or cfg.records_dir, run_dir)
     preprocessing = Preprocessing(dim=cfg.dim, dim_pre=cfg.dim_pre, records_dim_pre=records_dim_pre,
-                                  keep_original=keep_original)
+                                  keep_original=keep_original, rotate_wide=rotate_wide)
     data_dir = _existing(cfg.data_dir, _bases(run_dir))
     return RunInfo(run_dir=run_dir, config=cfg, classes=classes, original_ids=original_ids,
                    preprocessing=preprocessing, folds=folds, data_dir=data_dir)

@@ -42,19 +42,20 @@ class BestCheckpoint(tf_keras.callbacks.Callback):
         self.fold_dir, self.monitor, self.mode = Path(fold_dir), monitor, monitor_mode(monitor)
         self.weights_model = weights_model
         self.best_path, self.info_path = self.fold_dir / BEST_WEIGHTS, self.fold_dir / "best.json"
-        self.best = -math.inf if self.mode == "max" else math.inf
+        self.best = -math.inf if self.mode == "max" or monitor == "last" else math.inf
         if self.info_path.exists() and self.best_path.exists():
             self.best = pio.read_json(self.info_path)["value"]
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
+        # monitor "last": every finished epoch replaces the checkpoint (its value is the epoch number).
+        value = epoch + 1 if self.monitor == "last" else (logs or {}).get(self.monitor)
         if value is None:
             raise PhotoidError(f"monitor {self.monitor!r} is not among the logged metrics {sorted(logs or {})}")
         # An epoch whose training loss became NaN ends with broken weights whose validation accuracy can still
         # be a number (argmax of NaN rows): such weights must never replace the best checkpoint.
         if not np.isfinite(value) or not np.isfinite((logs or {}).get("loss", 0.0)):
             return
-        better = value > self.best if self.mode == "max" else value < self.best
+        better = value > self.best if self.mode == "max" or self.monitor == "last" else value < self.best
         if better:
             self.best = float(value)
             with pio.atomic_path(self.best_path, suffix=".weights.h5") as tmp:
@@ -81,7 +82,8 @@ class StopOnNaN(tf_keras.callbacks.Callback):
 
 
 def warmup_decay(lr: float, warmup_epochs: int, decay: float):
-    """The Where's Whale-do winner's schedule: linear ramp from lr/100 to lr, then ×decay per epoch."""
+    """photoid's simplification of the Where's Whale-do schedule: linear ramp from lr/100 to lr, then ×decay per
+    epoch with a floor of lr/100 (`whaledo` is the winner's own)."""
 
     def schedule(epoch: int, _current=None) -> float:
         if epoch < warmup_epochs:
@@ -90,6 +92,33 @@ def warmup_decay(lr: float, warmup_epochs: int, decay: float):
         return max(lr * decay ** (epoch - warmup_epochs), lr / 100)
 
     return schedule
+
+
+def whaledo(lr_max: float, lr_start: float, lr_min: float, ramp_steps: int, decay: float):
+    """The Where's Whale-do winner's learning rate per epoch, as its WhaleScheduler actually ran.
+
+    Its formula of the step t: a linear ramp from lr_start to lr_max over `ramp_steps` steps, then
+    (lr_max - lr_min)·decay^(t - ramp_steps) + lr_min (an additive floor). The scheduler's `get_lr` advances its
+    own step counter on top of the one torch's `step()` advances, so epoch k ≥ 1 ran the formula at t = 2k
+    (epoch 0 at lr_start): the ramp peaks near epoch 7 and the decay is 0.8² per epoch.
+    """
+
+    def formula(t: int) -> float:
+        if t < ramp_steps:
+            return (lr_max - lr_start) / ramp_steps * t + lr_start
+        return (lr_max - lr_min) * decay ** (t - ramp_steps) + lr_min
+
+    def schedule(epoch: int, _current=None) -> float:
+        return lr_start if epoch == 0 else formula(2 * epoch)
+
+    return schedule
+
+
+def learning_rate_schedule(cfg):
+    """The per-epoch schedule of a recipe's `lr_schedule` (not `plateau`, which follows the monitor)."""
+    if cfg.lr_schedule == "whaledo":
+        return whaledo(cfg.lr, cfg.lr_start, cfg.lr_min, cfg.lr_ramp_steps, cfg.lr_decay)
+    return warmup_decay(cfg.lr, cfg.warmup_epochs, cfg.lr_decay)
 
 
 def make_callbacks(cfg, fold_dir: Path, weights_model, nan_guard: StopOnNaN) -> list:
@@ -105,12 +134,12 @@ def make_callbacks(cfg, fold_dir: Path, weights_model, nan_guard: StopOnNaN) -> 
             )
         )
     else:
-        callbacks.append(tf_keras.callbacks.LearningRateScheduler(warmup_decay(cfg.lr, cfg.warmup_epochs, cfg.lr_decay)))
+        callbacks.append(tf_keras.callbacks.LearningRateScheduler(learning_rate_schedule(cfg)))
     # After the learning-rate callbacks, so the logged row includes the epoch's `lr`.
     callbacks.append(tf_keras.callbacks.CSVLogger(str(fold_dir / "history.csv"), append=True))
-    callbacks.append(
-        tf_keras.callbacks.EarlyStopping(monitor=cfg.monitor, patience=cfg.patience_stop, min_delta=1e-4, mode="auto", verbose=1)
-    )
+    if cfg.monitor != "last":
+        callbacks.append(tf_keras.callbacks.EarlyStopping(
+            monitor=cfg.monitor, patience=cfg.patience_stop, min_delta=1e-4, mode="auto", verbose=1))
     return callbacks
 
 
@@ -121,7 +150,7 @@ def fold_is_done(fold_dir: Path) -> bool:
 def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     """Train fold `fold` (validate on it, train on the others) and return the summary written to done.json."""
     from photoid.model import build_models_from_config, compile_for_training, load_weights_file
-    from photoid.pipeline import build_dataset, count_records
+    from photoid.pipeline import count_records
     from photoid.records import fold_files
 
     fold_dir = run_dir / f"fold_{fold}"
@@ -137,30 +166,31 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
 
     arcface = cfg.head == "arcface"
     common = dict(dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=cfg.batch_size, seed=cfg.seed + fold)
-    train_ds = build_dataset(
-        train_files,
-        training=True,
-        aug_number=cfg.aug_number,
-        aug_percentage=cfg.aug_percentage,
-        buffer_size=cfg.buffer_size,
-        cache=cfg.cache,
-        **common,
-    )
-    val_ds = build_dataset(val_files, training=False, cache=cfg.cache, **common)
-    if arcface:  # the margin needs the label as a model input
-        train_ds = train_ds.map(lambda x, y: ((x, y), y))
-        val_ds = val_ds.map(lambda x, y: ((x, y), y))
+    if cfg.paired:
+        from photoid.whales.pairs import build_paired_dataset
+
+        train_ds = build_paired_dataset(train_files, training=True, aug_number=cfg.aug_number,
+                                        aug_percentage=cfg.aug_percentage, buffer_size=cfg.buffer_size,
+                                        cache=cfg.cache, augment=cfg.augment, **common)
+        val_ds = build_paired_dataset(val_files, training=False, cache=cfg.cache, **common)
+    else:
+        train_ds, val_ds = _single_datasets(cfg, train_files, val_files, arcface, common)
 
     with strategy.scope():
         models = build_models_from_config(cfg, n_classes)
         if cfg.weights and Path(cfg.weights).suffix in {".h5", ".hdf5"}:
             load_weights_file(models.predict, cfg.weights, n_classes)
-        compile_for_training(models.train, cfg.lr)
+        trained = models.train
+        if cfg.paired:
+            from photoid.whales.pairs import paired_train_model
+
+            trained = paired_train_model(models.train)
+        compile_for_training(trained, cfg.lr)
 
     nan_guard = StopOnNaN()
     steps = cfg.steps_per_epoch or max(1, n_train // cfg.batch_size)
     started = time.time()
-    models.train.fit(
+    trained.fit(
         train_ds,
         steps_per_epoch=steps,
         epochs=cfg.n_epochs,
@@ -172,7 +202,8 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     # as an unfinished fold.
     shutil.rmtree(fold_dir / BACKUP_DIR, ignore_errors=True)
     history = _read_history(fold_dir / "history.csv")
-    plot_history(history, cfg.monitor, fold_dir / "curve.png", title=f"{cfg.model} fold {fold}")
+    curve_metric = "val_acc" if cfg.monitor == "last" else cfg.monitor
+    plot_history(history, curve_metric, fold_dir / "curve.png", title=f"{cfg.model} fold {fold}")
     best_file = fold_dir / "best.json"
     if nan_guard.where is not None:
         kept = f"the best checkpoint so far is kept in {fold_dir / BEST_WEIGHTS}" if best_file.exists() else "no epoch ended with a finite loss, so there is no checkpoint"
@@ -189,6 +220,27 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     }
     pio.write_json(fold_dir / "done.json", summary)
     return summary
+
+
+def _single_datasets(cfg, train_files, val_files, arcface: bool, common: dict):
+    """One photo per example: (image, label), or ((image, label), label) for ArcFace's margin."""
+    from photoid.pipeline import build_dataset
+
+    train_ds = build_dataset(
+        train_files,
+        training=True,
+        aug_number=cfg.aug_number,
+        aug_percentage=cfg.aug_percentage,
+        buffer_size=cfg.buffer_size,
+        cache=cfg.cache,
+        augment=cfg.augment,
+        **common,
+    )
+    val_ds = build_dataset(val_files, training=False, cache=cfg.cache, **common)
+    if arcface:  # the margin needs the label as a model input
+        train_ds = train_ds.map(lambda x, y: ((x, y), y))
+        val_ds = val_ds.map(lambda x, y: ((x, y), y))
+    return train_ds, val_ds
 
 
 def _read_history(path: Path) -> dict[str, list[float]]:

@@ -1,27 +1,21 @@
-"""`photoid rank`: trained ArcFace runs → embeddings of the scenario images → a Where's Whale-do submission.
+"""`photoid rank`: embedding families → a Where's Whale-do submission, routed per scenario as the winner routed.
 
-Each fold model of each run embeds every test record (the scenario images written by `photoid whale-records`).
-With flip TTA (the winner's) an image's embedding is the mean of its own and its horizontal mirror's L2-normalised
-embeddings, normalised again. Fold models are trained apart, so their embedding spaces are unrelated: averaging
-their vectors would add coordinates that mean different things. They are joined as the winner joined them, by
-concatenating the normalised embeddings (each scaled by 1/√n); the cosine of two joined vectors is then exactly
-the mean of the n models' cosines. Runs are joined the same way, whatever their embedding sizes, each run weighing
-as much as any other whatever its number of folds (the winner's 0.75/0.25 blend of two backbones is not offered).
-On the demo's synthetic belugas, a plain mean of the fold embeddings scored within 0.003 mAP of the concatenation;
-only the concatenation is right for any models.
+Three families (see `photoid.whales.routing`): `top` (the B5 top runs), `top2` (the EfficientNetV2 top runs,
+optional, blended 0.75 / 0.25 with the first family) and `lateral` (the paired lateral runs; default: the top
+family). Each comes either from trained runs (`--run_top`, `--run_top2`, `--run_lateral`; their folds joined as
+`photoid embed` joins them, by default the winner's raw concatenation) or from an embeddings file of `photoid
+embed` (`--top`, `--top2`, `--lateral`), so a ranking can be reproduced or checked from embeddings made anywhere.
 
-Top and lateral views may use their own runs (`--run_top`, `--run_lateral`): a query seen from the left or right
-is ranked with the lateral runs' embeddings of itself and its whole database, a top query with the top runs'.
+`--routing by_query` is photoid's earlier rule instead: a top query ranked with the top family against its whole
+database, a lateral query with the lateral family, query expansion only with `--query_expansion`.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import math
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -29,81 +23,13 @@ import pandas as pd
 from photoid.config import parse_folds
 from photoid.errors import PhotoidError
 from photoid.io import write_csv
-from photoid.whales.ranking import BACKENDS, SUBMISSION_COLUMNS, normalize_rows, rank_scenarios
+from photoid.whales.embed import JOINS, join_embeddings, load_embeddings  # noqa: F401  (join_embeddings: API)
+from photoid.whales.ranking import BACKENDS, SUBMISSION_COLUMNS, rank_scenarios
+from photoid.whales.routing import LATERAL_VIEWPOINTS, Families, rank_routed, route_of_queries
 
 TRUTH_FILE = "example_labels.csv"  # the organisers' name for the true matches of their example scenarios
-LATERAL_VIEWPOINTS = ("left", "right")
 RANDOM_DRAWS = 10  # random rankings averaged for the chance-level reference
-
-
-def join_embeddings(parts: Sequence[np.ndarray]) -> np.ndarray:
-    """Unit rows whose dot products are the mean of the parts' cosine similarities: each part normalised,
-    scaled by 1/√n, and concatenated. Parts may differ in width, never in rows."""
-    if not parts:
-        raise ValueError("no embeddings to join")
-    if len({len(p) for p in parts}) != 1:
-        raise ValueError(f"embeddings of different images cannot be joined: rows {[len(p) for p in parts]}")
-    scale = np.float32(1.0 / math.sqrt(len(parts)))
-    return np.concatenate([normalize_rows(p) * scale for p in parts], axis=1)
-
-
-def embed_files(model, files: list[str], *, dim: int, dim_pre: int, batch_size: int, flip: bool) -> np.ndarray:
-    """L2-normalised embeddings of every record in `files`, in reading order; with `flip` the normalised mean of
-    the image's and its horizontal mirror's normalised embeddings."""
-    from photoid.augment import TRANSFORM_NAMES
-    from photoid.pipeline import build_dataset
-
-    def embed(tta: int) -> np.ndarray:
-        ds = build_dataset(files, dim=dim, dim_pre=dim_pre, batch_size=batch_size, training=False, tta=tta)
-        return normalize_rows(model.predict(ds.map(lambda image, label: image), verbose=0))
-
-    embeddings = embed(0)
-    if flip:
-        embeddings = normalize_rows(embeddings + embed(TRANSFORM_NAMES.index("flip_left_right")))
-    return embeddings
-
-
-def run_embeddings(run_dir: str | Path, files: list[str], records_dir: str, *, folds: list[int] | None,
-                   batch_size: int, flip: bool) -> tuple[np.ndarray, dict]:
-    """The joined fold embeddings of one run for `files`, and what produced them (folds, sizes)."""
-    import tf_keras
-
-    from photoid.model import build_models_from_config, load_weights_file
-    from photoid.runs import choose_folds, load_run
-    from photoid.train import BEST_WEIGHTS
-
-    # The reader resizes whatever the records store, so the run's own records need not be on this machine.
-    run = load_run(run_dir, records_dir=records_dir)
-    cfg = run.config
-    if cfg.task != "whales":
-        raise PhotoidError(f"{run.run_dir} was trained for task {cfg.task!r}; rank needs a whales run")
-    _check_same_mirroring(Path(cfg.records_dir), Path(records_dir), run.run_dir)
-    chosen = choose_folds(run, folds)
-    parts = []
-    for fold in chosen:
-        tf_keras.backend.clear_session()
-        # Every weight comes from the fold's file, so no pretrained set is fetched.
-        models = build_models_from_config(dataclasses.replace(cfg, weights="none"), len(run.classes))
-        load_weights_file(models.predict, run.run_dir / f"fold_{fold}" / BEST_WEIGHTS, len(run.classes))
-        parts.append(embed_files(models.embed, files, dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=batch_size,
-                                 flip=flip))
-    info = {"run": str(run.run_dir), "recipe": cfg.model, "folds": chosen, "size": int(parts[0].shape[1])}
-    return join_embeddings(parts), info
-
-
-def _check_same_mirroring(trained_on: Path, ranked: Path, run_dir: Path) -> None:
-    """Refuse test records whose right views are stored otherwise than in the run's training records (when
-    those can be found here): a model that only saw mirrored right views would be shown unmirrored ones."""
-    from photoid.io import read_json
-    from photoid.records import MANIFEST_NAME
-
-    if not (trained_on / MANIFEST_NAME).is_file() or not (ranked / MANIFEST_NAME).is_file():
-        return
-    trained = read_json(trained_on / MANIFEST_NAME).get("settings", {}).get("mirror_right")
-    given = read_json(ranked / MANIFEST_NAME).get("settings", {}).get("mirror_right")
-    if trained != given:
-        raise PhotoidError(f"{run_dir} was trained on records with mirror_right={trained} ({trained_on}), but the "
-                           f"records of {ranked} have mirror_right={given}; rebuild them with the same setting")
+FAMILIES = ("top", "top2", "lateral")
 
 
 def random_ranking(scenarios: Iterable, top_k: int, seed: int) -> pd.DataFrame:
@@ -137,64 +63,104 @@ def rank_by_view(scenarios: list, image_ids: list[str], viewpoint_of: dict[str, 
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", nargs="+", default=[], metavar="RUN_DIR", help="trained run folders (every view)")
-    parser.add_argument("--run_top", nargs="+", default=None, metavar="RUN_DIR",
-                        help="runs for top-view queries (default: --run)")
-    parser.add_argument("--run_lateral", nargs="+", default=None, metavar="RUN_DIR",
-                        help="runs for left/right-view queries (default: --run)")
+    parser.add_argument("--run", nargs="+", default=[], metavar="RUN_DIR",
+                        help="trained runs of the top family (same as --run_top)")
+    for family, what in (("top", "the top family (B5 top runs)"), ("top2", "the second top family (EffV2 runs), "
+                         "blended 0.25"), ("lateral", "the lateral family (paired lateral runs; default: top)")):
+        parser.add_argument(f"--run_{family}", nargs="+", default=None, metavar="RUN_DIR", help=f"trained runs of {what}")
+        parser.add_argument(f"--{family}", type=Path, default=None, metavar="NPZ",
+                            help=f"embeddings file of {what}, from photoid embed")
     parser.add_argument("--data_dir", required=True, help="Where's Whale-do folder with metadata and query scenarios")
     parser.add_argument("--records_dir", default=None, help="its records (default: DATA_DIR/tfrec)")
     parser.add_argument("--out", required=True, type=Path, help="submission CSV to write")
+    parser.add_argument("--routing", choices=("winner", "by_query"), default="winner",
+                        help="winner: one route per scenario, query expansion always on; by_query: photoid's rule")
     parser.add_argument("--folds", type=parse_folds, default=None, help="folds to use, e.g. 0,1 (default: all trained)")
+    parser.add_argument("--join", choices=JOINS, default="concat",
+                        help="how runs' folds are joined (concat: the winner's raw concatenation; mean_cosine)")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                         help="flip TTA: mean of the image's and its mirror's embeddings (--no-flip: image only)")
-    parser.add_argument("--query_expansion", action="store_true", help="the winner's query expansion")
-    parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="similarity search")
+    parser.add_argument("--query_expansion", action="store_true", help="by_query routing: the winner's expansion")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="by_query routing: similarity search (auto: the faster of numpy and faiss here)")
     parser.add_argument("--top_k", type=int, default=20, help="database images per query (the competition: 20)")
     parser.add_argument("--batch_size", type=int, default=64, help="images per prediction batch")
 
 
+def _family_sources(args) -> dict[str, tuple[str, object]]:
+    """Each family given: ("file", path) or ("runs", run folders)."""
+    sources = {}
+    runs = {"top": args.run_top or args.run or None, "top2": args.run_top2, "lateral": args.run_lateral}
+    for family in FAMILIES:
+        given = getattr(args, family)
+        if given is not None and runs[family]:
+            raise PhotoidError(f"--{family} and runs for the {family} family were both given: choose one")
+        if given is not None:
+            sources[family] = ("file", given)
+        elif runs[family]:
+            sources[family] = ("runs", runs[family])
+    if "top" not in sources:
+        raise PhotoidError("name the top family: --run_top (or --run) RUN_DIR..., or --top EMBEDDINGS.npz")
+    return sources
+
+
+def gather_families(args, needed: set[str]) -> tuple[Families, list[str]]:
+    """Every family's embeddings of the scenario images, aligned on one list of ids; lines describing them."""
+    sources = _family_sources(args)
+    records_dir = args.records_dir or str(Path(args.data_dir) / "tfrec")
+    arrays, lines, records = {}, [], None
+    for family, (kind, source) in sources.items():
+        if kind == "file":
+            ids, embeddings = load_embeddings(source)
+            lines.append(f"{family}: {source} ({len(ids)} images × {embeddings.shape[1]})")
+        else:
+            from photoid.whales.embed import family_embeddings, records_and_ids
+
+            if records is None:
+                records = records_and_ids(records_dir)
+            files, ids = records
+            embeddings, infos = family_embeddings(source, files, records_dir, folds=args.folds,
+                                                  batch_size=args.batch_size, flip=args.flip, join=args.join)
+            lines += [f"{family}: run {i['run']} ({i['recipe']}), folds {i['folds']}, {i['size']} per fold"
+                      for i in infos]
+        row_of = pd.Index(ids)
+        missing = sorted(needed - set(ids))
+        if missing:
+            where = source if kind == "file" else f"the test records of {records_dir}"
+            raise PhotoidError(f"{family} family: {len(missing)} scenario images have no embedding in {where} (e.g. "
+                               f"{', '.join(missing[:5])}); rebuild them with photoid whale-records / photoid embed")
+        arrays[family] = embeddings[row_of.get_indexer(sorted(needed))]
+    order = sorted(needed)
+    return Families(order, top=arrays["top"], lateral=arrays.get("lateral", arrays["top"]),
+                    top2=arrays.get("top2")), lines
+
+
 def run(args: argparse.Namespace) -> int:
-    from photoid.predict import read_record_ids
-    from photoid.records import test_files
     from photoid.whales.data import load_belugas
 
     started = time.perf_counter()
-    top_runs, lateral_runs = args.run_top or args.run, args.run_lateral or args.run
-    if not top_runs or not lateral_runs:
-        raise PhotoidError("name the runs to rank with: --run for every view, or both --run_top and --run_lateral")
     if args.top_k < 1 or args.batch_size < 1:
         raise PhotoidError(f"--top_k and --batch_size must be at least 1, got {args.top_k} and {args.batch_size}")
     data = load_belugas(args.data_dir, check_images=False)
     if not data.scenarios:
         raise PhotoidError(f"{args.data_dir} has no query scenarios (query_scenarios.csv) to rank")
-    records_dir = args.records_dir or str(Path(args.data_dir) / "tfrec")
-    files = test_files(records_dir)
-    image_ids = read_record_ids(files)
     needed = {i for _, q, d in data.scenarios for i in (*q["query_image_id"], *d["database_image_id"])}
-    missing = sorted(needed - set(image_ids))
-    if missing:
-        raise PhotoidError(f"{len(missing)} scenario images are not in the test records of {records_dir} (e.g. "
-                           f"{', '.join(missing[:5])}); rebuild them with photoid whale-records")
-
-    embeddings, infos = {}, []
-    for runs in dict.fromkeys([tuple(top_runs), tuple(lateral_runs)]):   # once when both views share the runs
-        parts = [run_embeddings(run_dir, files, records_dir, folds=args.folds, batch_size=args.batch_size,
-                                flip=args.flip) for run_dir in runs]
-        embeddings[runs] = join_embeddings([part for part, _ in parts])
-        infos += [info for _, info in parts]
+    families, lines = gather_families(args, needed)
     viewpoint_of = dict(zip(data.metadata["image_id"], data.metadata["viewpoint"]))
-    options = dict(top_k=args.top_k, query_expansion=args.query_expansion, backend=args.backend)
-    submission = rank_by_view(data.scenarios, image_ids, viewpoint_of, embeddings[tuple(top_runs)],
-                              embeddings[tuple(lateral_runs)], **options)
+    if args.routing == "winner":
+        submission = rank_routed(data.scenarios, families, viewpoint_of, top_k=args.top_k)
+    else:
+        options = dict(top_k=args.top_k, query_expansion=args.query_expansion, backend=args.backend)
+        submission = rank_by_view(data.scenarios, list(families.image_ids), viewpoint_of, families.top,
+                                  families.lateral, **options)
     write_csv(args.out, submission)
 
     n_queries = sum(len(q) for _, q, _ in data.scenarios)
-    for info in infos:
-        print(f"run {info['run']} ({info['recipe']}): folds {info['folds']}, embeddings of {info['size']} per fold")
-    print(f"ranked {n_queries} queries in {len(data.scenarios)} scenarios ({len(image_ids)} images, flip TTA "
-          f"{'on' if args.flip else 'off'}, query expansion {'on' if args.query_expansion else 'off'}): "
-          f"{len(submission)} rows written to {args.out} in {time.perf_counter() - started:.1f} s")
+    print("\n".join(lines))
+    expansion = "always (winner routing)" if args.routing == "winner" else "on" if args.query_expansion else "off"
+    print(f"ranked {n_queries} queries in {len(data.scenarios)} scenarios ({len(needed)} images, routing "
+          f"{args.routing}, query expansion {expansion}): {len(submission)} rows written to {args.out} in "
+          f"{time.perf_counter() - started:.1f} s")
     truth_path = Path(args.data_dir) / TRUTH_FILE
     if truth_path.exists():
         print(evaluation_report(submission, truth_path, data.scenarios, viewpoint_of, args.top_k))
@@ -219,4 +185,8 @@ def evaluation_report(submission: pd.DataFrame, truth_path: Path, scenarios: lis
              f"{np.mean([c['map_strict'] for c in chance]):.4f} (strict)"]
     for view, part in result["by_viewpoint"].items():
         lines.append(f"  {view:<6} mAP {part['map']:.4f}  top-1 {part['top1']:.4f}  ({part['n_queries']} queries)")
+    by_route = score_ranking(submission, truth, route_of_queries(scenarios, viewpoint_of))["by_viewpoint"]
+    for route, part in by_route.items():
+        lines.append(f"  route {route:<14} mAP {part['map']:.4f}  top-1 {part['top1']:.4f}  "
+                     f"({part['n_queries']} queries)")
     return "\n".join(lines)

@@ -9,9 +9,10 @@ on both sides of a split) or with the winner's StratifiedKFold(5, shuffle, 42).
 Records (`feature_spec(WHALE_STRING_COLUMNS, WHALE_INT_COLUMNS)`): `image_id`, `image`, `whale_id`, `label`,
 `viewpoint`, `encounter_id`. `label` indexes the sorted whale ids of the training images (-1 for a whale they do
 not hold, or an unlabelled folder). Right views are stored mirrored, so every lateral photo looks like a left view
-(the stored `viewpoint` stays `right`). Wide lateral photos are not rotated to stand tall as the winner's were:
-the reader resizes every photo to a square, so a rotation would change only the orientation the network sees,
-which its training teaches it anyway.
+(the stored `viewpoint` stays `right`). Photos wider than tall (in the real data every lateral photo, and no top
+photo) are turned 90° clockwise to stand tall, as the winner turned them for every model in training and at
+inference; the horizontal flip of training and TTA then flips a lateral photo's upright image, i.e. the whale
+upside down, as it did for the winner (`--no-rotate_wide` keeps them as they are).
 
 A folder without labels (the test-time layout) gets test records only; labels without scenarios, folds only.
 """
@@ -47,13 +48,20 @@ def scenario_image_ids(data: BelugaData) -> set[str]:
     return ids
 
 
-def split_training_and_evaluation(data: BelugaData, train_on_scenarios: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_training_and_evaluation(data: BelugaData, train_on_scenarios: bool,
+                                  views: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
     """(training rows, evaluation rows) of the metadata, each in metadata order.
 
     Evaluation rows are the scenario images. Training rows are the labelled images, less (unless
     `train_on_scenarios`) every image that shares an encounter with an evaluation image: photos of one encounter
     are near-duplicates, and training on one of them would flatter the evaluation as much as training on it.
+    `views` (comma-separated viewpoints, "" = all) keeps only the training photos of those viewpoints.
     """
+    from photoid.config import view_list
+
+    unknown = sorted(set(view_list(views)) - {"top", "left", "right"})
+    if unknown:
+        raise PhotoidError(f"views: unknown viewpoint(s) {', '.join(unknown)}; use top, left, right")
     metadata = data.metadata
     evaluated = metadata["image_id"].isin(scenario_image_ids(data))
     if not data.has_labels:
@@ -62,6 +70,8 @@ def split_training_and_evaluation(data: BelugaData, train_on_scenarios: bool) ->
     if not train_on_scenarios and "encounter_id" in metadata.columns:
         held_out |= metadata["encounter_id"].isin(metadata.loc[evaluated, "encounter_id"])
     training = metadata if train_on_scenarios else metadata[~held_out]
+    if views:
+        training = training[training["viewpoint"].isin(view_list(views))]
     return training, metadata[evaluated]
 
 
@@ -90,15 +100,30 @@ def evaluation_table(evaluation: pd.DataFrame, classes: list[str]) -> pd.DataFra
 def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, n_folds: int = 5,
                         dim_pre: int = 512, grouped: bool = True, train_on_scenarios: bool = False,
                         mirror_right: bool = True, keep_original: bool = False, shards: int = 1,
-                        workers: int | None = None, seed: int = DEFAULT_SEED, force: bool = False) -> dict:
+                        workers: int | None = None, seed: int = DEFAULT_SEED, force: bool = False,
+                        views: str = "", rotate_wide: bool = True, pair_lateral: bool = False) -> dict:
     """Validate a Where's Whale-do folder, then write folds.csv, one record set per fold and the test records.
 
-    Nothing is written when validation or the fold split fails. `out_dir` defaults to DATA_DIR/tfrec. Returns a
+    Nothing is written when validation or the fold split fails. `out_dir` defaults to DATA_DIR/tfrec. `views`
+    (comma-separated viewpoints, "" = all) keeps only those training photos, and the folds are split over them
+    alone (the winner split its top models' top rows); the test records keep every scenario image. Returns a
     summary of what was written.
     """
     started = time.perf_counter()
     data = load_belugas(data_dir, check_images=True)
-    training, evaluation = split_training_and_evaluation(data, train_on_scenarios)
+    training, evaluation = split_training_and_evaluation(data, train_on_scenarios, views)
+    if views and data.has_labels and training.empty:
+        raise PhotoidError(f"no training photo of {data_dir} has viewpoint {views}")
+    partners = None
+    if pair_lateral:   # the winner's lateral model: its folds split the paired top rows
+        from photoid.whales.pairs import pair_lateral_rows
+
+        if views:
+            raise PhotoidError("--pair_lateral chooses its own rows (top photos and their lateral partners): "
+                               "leave out --views")
+        training, partners = pair_lateral_rows(training, seed)
+        if data.has_labels and training.empty:
+            raise PhotoidError(f"no whale of {data_dir} has both top and lateral training photos to pair")
     if data.has_labels and training.empty:
         raise PhotoidError(
             f"every labelled image of {data_dir} is a query-scenario image or shares an encounter with one, so "
@@ -113,23 +138,34 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
     settings = {"dataset": "wheres-whale-do", "n_folds": n_folds, "seed": seed, "grouped": grouped,
                 "train_on_scenarios": train_on_scenarios, "mirror_right": mirror_right, "dim_pre": dim_pre,
                 "keep_original": keep_original, "shards": shards}
+    if views:   # only when set, so records written before this setting existed still match
+        settings["views"] = views
+    if rotate_wide:
+        settings["rotate_wide"] = True
+    if pair_lateral:
+        settings["pair_lateral"] = True
     manifest = RecordsManifest.open(out_dir, settings, force=force)
     if folds is not None:
         write_csv(os.path.join(out_dir, FOLDS_CSV), folds)
 
     parts = {f"fold.{k}": folds[folds["fold"] == k] for k in range(n_folds)} if folds is not None else {}
+    if partners is not None and folds is not None:
+        # Each partner shard holds the lateral photos of its fold shard's rows, in the same order and labels.
+        partner_rows = partners.reset_index(drop=True).assign(label=folds["label"].to_numpy(), fold=folds["fold"].to_numpy())
+        parts.update({f"pair.{k}": partner_rows[partner_rows["fold"] == k] for k in range(n_folds)})
     if not evaluation.empty:
         parts["test"] = evaluation_table(evaluation, classes)
     results = {}
-    # Kept originals that need no mirroring are only read; re-encoding is what worker processes are for.
-    with image_preparer(1 if keep_original and not mirror_right else workers) as preparer:
+    # Kept originals that need no mirroring or rotation are only read; re-encoding is what worker processes are for.
+    with image_preparer(1 if keep_original and not mirror_right and not rotate_wide else workers) as preparer:
         for name, rows in parts.items():
             mirror = (rows["viewpoint"] == MIRRORED_VIEWPOINT).to_numpy() if mirror_right else None
             results[name] = write_records(
                 rows, [data.image_path(i) for i in rows["image_id"]], os.path.join(out_dir, f"{name}.tfrecord"),
                 string_columns=WHALE_STRING_COLUMNS, int_columns=WHALE_INT_COLUMNS, dim_pre=dim_pre,
-                keep_original=keep_original, manifest=manifest, shards=shards, preparer=preparer, mirror=mirror)
-    used = set(training["image_id"]) | set(evaluation["image_id"])
+                keep_original=keep_original, manifest=manifest, shards=shards, preparer=preparer, mirror=mirror,
+                rotate_wide=rotate_wide)
+    used = set(training["image_id"]) | set(evaluation["image_id"]) | (set(partners["image_id"]) if partners is not None else set())
     return {
         "out_dir": out_dir,
         "n_classes": len(classes),
@@ -192,6 +228,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="store each photo's JPEG file as it is (mirrored photos are re-encoded at their size)")
     parser.add_argument("--shards", type=int, default=1, help="files per fold and for the test set")
     parser.add_argument("--workers", type=int, default=None, help="processes preparing images (default: all cores)")
+    parser.add_argument("--rotate_wide", action=argparse.BooleanOptionalAction, default=True,
+                        help="turn photos wider than tall 90° clockwise, as the winner did for every model")
+    parser.add_argument("--pair_lateral", action="store_true",
+                        help="the winner's lateral model: top photos paired with a random lateral photo of the same "
+                             "whale (folds split over the pairs; fold.K and pair.K records)")
+    parser.add_argument("--views", default="",
+                        help="train only on these viewpoints, folds split over them alone (e.g. top; default: all)")
     parser.add_argument("--force", action="store_true", help="replace records in OUT_DIR written with other settings")
 
 
@@ -200,12 +243,16 @@ def run(args: argparse.Namespace) -> int:
     summary = build_whale_records(args.data_dir, args.out_dir, n_folds=args.n_folds, dim_pre=args.dim_pre,
                                   grouped=args.grouped, train_on_scenarios=args.train_on_scenarios,
                                   mirror_right=args.mirror_right, keep_original=args.keep_original,
-                                  shards=args.shards, workers=args.workers, seed=args.seed, force=args.force)
-    split = "grouped by encounter" if args.grouped else "StratifiedKFold"
+                                  shards=args.shards, workers=args.workers, seed=args.seed, force=args.force,
+                                  views=args.views, rotate_wide=args.rotate_wide, pair_lateral=args.pair_lateral)
+    split = ("grouped by encounter" if args.grouped else "StratifiedKFold") + (f", views {args.views}" if args.views else "")
     print(f"folds ({split}): {summary['fold_rows']} images of {summary['n_classes']} whales; "
           f"test (the scenario images): {summary['test_rows']} images")
     if summary["left_out"]:
-        print(f"left out of training: {summary['left_out']} images sharing an encounter with a scenario image")
+        why = "sharing an encounter with a scenario image" + (
+            f", or of other views than {args.views}" if args.views else
+            ", or not in a (top, lateral) pair" if args.pair_lateral else "")
+        print(f"left out of training: {summary['left_out']} images {why}")
     print(f"right views stored mirrored: {summary['mirrored']}")
     print(f"shards written: {summary['shards_written']}, kept from an earlier run: {summary['shards_kept']}; "
           f"{summary['images_written']} images in {summary['seconds']:.1f} s")

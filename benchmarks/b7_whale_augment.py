@@ -1,0 +1,81 @@
+"""B7 — the Where's Whale-do winner's augmentation in the tf.data graph: training images/s at dim_pre 512.
+
+Ours: `augment = "whaledo"` (flip, OneOf(Sharpen, ToGray, CLAHE), ShiftScaleRotate, ColorJitter; see
+`photoid.whales.augment`). Baseline: the same pipeline with the horizontal flip alone (`augment = "original"`,
+aug_number 1, the whale recipes' setting before the winner's chain). Both map uint8 images held in memory through
+`photoid.pipeline.augment_image` and `finish_image` on every core, batched, so the figure is the augmentation's own
+cost; its inverse is the cost per photo. Steady state: alternating windows on fresh iterators, median window.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from _common import Goal, Result, interleaved_medians
+
+GOAL = Goal(0.5)  # the winner's chain may cost at most half the flip-only pipeline's rate
+
+
+@dataclass(frozen=True)
+class Settings:
+    dim_pre: int
+    n_images: int
+    batch_size: int
+    warmup_batches: int
+    window_batches: int
+    windows: int
+
+
+PRESETS = {
+    "full": Settings(dim_pre=512, n_images=64, batch_size=12, warmup_batches=3, window_batches=10, windows=3),
+    "tiny": Settings(dim_pre=32, n_images=8, batch_size=4, warmup_batches=1, window_batches=2, windows=1),
+}
+
+
+def dataset(images: np.ndarray, augment: str, settings: Settings):
+    import tensorflow as tf
+
+    from photoid.pipeline import AUTOTUNE, augment_image, finish_image
+
+    def transform(position, image):
+        seed = tf.stack([tf.constant(1, tf.int64), position])
+        return finish_image(augment_image(image, augment, 1, 0.5, seed), settings.dim_pre)
+
+    ds = tf.data.Dataset.from_tensor_slices(images).repeat().enumerate()
+    return ds.map(transform, num_parallel_calls=AUTOTUNE).batch(settings.batch_size).prefetch(AUTOTUNE)
+
+
+def run(preset: str, cache_dir) -> list[Result]:
+    settings = PRESETS[preset]
+    rng = np.random.default_rng(0)
+    side = settings.dim_pre
+    ramp = np.linspace(60, 200, side)[None, :, None]
+    images = np.clip(ramp + rng.normal(0, 20, (settings.n_images, side, side, 3)), 0, 255).astype(np.uint8)
+    datasets = {"whaledo": dataset(images, "whaledo", settings), "flip": dataset(images, "original", settings)}
+
+    def window_rate(ds) -> float:
+        batches = iter(ds)
+        for _ in range(settings.warmup_batches):
+            next(batches)
+        started = time.perf_counter()
+        for _ in range(settings.window_batches):
+            next(batches)
+        rate = settings.window_batches * settings.batch_size / (time.perf_counter() - started)
+        del batches
+        gc.collect()
+        return rate
+
+    rates = interleaved_medians(settings.windows, {k: (lambda d=d: window_rate(d)) for k, d in datasets.items()})
+    ours, baseline = rates["whaledo"], rates["flip"]
+    return [Result(
+        id="B7", what=f"whale training augmentation at dim_pre {side} (images in memory)",
+        ours=ours, baseline=baseline, unit="images/s", ratio=ours / baseline, goal=GOAL,
+        ours_label="the winner's chain", baseline_label="horizontal flip only",
+        details=[f"cost per photo: {1000 / ours:.1f} ms (winner's chain) vs {1000 / baseline:.1f} ms (flip), "
+                 "wall-clock on every core"],
+        notes=["A training step of B5 at 512 px, batch 12, needs 12 images per step: the chain keeps the model fed "
+               "while the rate here exceeds 12 / (seconds per step); no GPU step was measured on this machine."])]

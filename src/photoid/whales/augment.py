@@ -1,0 +1,173 @@
+"""The Where's Whale-do winner's training augmentation, in the tf.data graph, every draw keyed by a seed.
+
+The winner's albumentations chain (`train_top/augs.py`), applied here to the reader's uint8 `dim_pre` image:
+
+1. HorizontalFlip, p 0.5;
+2. OneOf(Sharpen, ToGray, CLAHE), p 0.5, each of the three equally likely;
+3. ShiftScaleRotate(shift 0.25, scale 0.2, rotate 4°), p 0.5;
+4. ColorJitter(brightness 0.1, contrast 0.1, saturation 0.1, hue 0.2), p 0.5, the four in random order;
+
+and for the EfficientNetV2 family first a white triangle in the top-left corner, overall probability 0.25
+(`augment = "whaledo_triangle"`).
+
+The transforms follow albumentations' definitions, computed with TensorFlow ops rather than OpenCV, so pixels are
+not identical to the winner's: Sharpen's kernel (1-α)·I + α·[[-1,-1,-1],[-1,8+λ,-1],[-1,-1,-1]], α in [0.2, 0.5],
+λ in [0.5, 1] is the same, with reflected borders; ToGray uses the same luma weights; CLAHE (clip limit 4, 8x8
+tiles, clipped histograms, bilinear blend of the tiles' mappings) runs on the luma and adds its change to each
+channel, where OpenCV equalises the L of CIELAB, and spreads the clipped excess evenly without OpenCV's residual
+step; ShiftScaleRotate samples bilinearly with reflected borders (OpenCV's default reflects without repeating the
+edge pixel, TensorFlow's repeats it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import photoid  # noqa: F401  (selects tf-keras before TensorFlow is imported)
+import tensorflow as tf
+
+AUGMENTS = ("whaledo", "whaledo_triangle")
+LUMA = (0.299, 0.587, 0.114)  # OpenCV's RGB → gray weights
+CLAHE_CLIP, CLAHE_GRID = 4.0, 8
+SHIFT, SCALE, ROTATE_DEG = 0.25, 0.2, 4.0
+JITTER = (0.1, 0.1, 0.1, 0.2)  # brightness, contrast, saturation, hue
+TRIANGLE_W, TRIANGLE_H = 0.3, 0.25
+
+
+def _uniform(seed, low=0.0, high=1.0, shape=()):
+    return tf.random.stateless_uniform(shape, seed=seed, minval=low, maxval=high)
+
+
+def _gray(x: tf.Tensor) -> tf.Tensor:
+    """float HxWx3 → float HxW luma."""
+    return tf.tensordot(x, tf.constant(LUMA, x.dtype), axes=[[2], [0]])
+
+
+def to_gray(image: tf.Tensor) -> tf.Tensor:
+    """uint8 RGB → uint8 gray repeated on three channels."""
+    gray = _gray(tf.cast(image, tf.float32))
+    return tf.cast(tf.clip_by_value(tf.round(tf.stack([gray] * 3, axis=-1)), 0, 255), tf.uint8)
+
+
+def sharpen(image: tf.Tensor, alpha, lightness) -> tf.Tensor:
+    """albumentations' Sharpen with the given α and λ: a 3x3 kernel blending identity and a Laplacian sharpener."""
+    alpha, lightness = tf.cast(alpha, tf.float32), tf.cast(lightness, tf.float32)
+    identity = tf.constant([[0, 0, 0], [0, 1, 0], [0, 0, 0]], tf.float32)
+    effect = tf.constant([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]], tf.float32) + lightness * identity
+    kernel = (1 - alpha) * identity + alpha * effect
+    x = tf.pad(tf.cast(image, tf.float32)[None], [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
+    filters = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
+    out = tf.nn.depthwise_conv2d(x, filters, strides=[1, 1, 1, 1], padding="VALID")[0]
+    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+
+
+def clahe(image: tf.Tensor, clip_limit: float = CLAHE_CLIP, grid: int = CLAHE_GRID) -> tf.Tensor:
+    """Contrast-limited adaptive histogram equalisation of the luma (see the module notes)."""
+    x = tf.cast(image, tf.float32)
+    luma = _gray(x)
+    value = tf.cast(tf.clip_by_value(tf.round(luma), 0, 255), tf.int32)
+    height, width = tf.shape(value)[0], tf.shape(value)[1]
+    tile_h, tile_w = -(-height // grid), -(-width // grid)
+    padded = tf.pad(value, [[0, tile_h * grid - height], [0, tile_w * grid - width]], mode="SYMMETRIC")
+    # Histogram of every tile: one segment per (tile, grey level).
+    tiles = tf.transpose(tf.reshape(padded, [grid, tile_h, grid, tile_w]), [0, 2, 1, 3])
+    tile_index = tf.range(grid * grid)[:, None]
+    segments = tf.reshape(tile_index * 256 + tf.reshape(tiles, [grid * grid, -1]), [-1])
+    hist = tf.reshape(tf.math.unsorted_segment_sum(tf.ones_like(segments, tf.float32), segments, grid * grid * 256),
+                      [grid * grid, 256])
+    area = tf.cast(tile_h * tile_w, tf.float32)
+    clip = tf.maximum(clip_limit * area / 256.0, 1.0)
+    excess = tf.reduce_sum(tf.nn.relu(hist - clip), axis=1, keepdims=True)
+    hist = tf.minimum(hist, clip) + excess / 256.0
+    lut = tf.reshape(tf.clip_by_value(tf.round(tf.cumsum(hist, axis=1) * (255.0 / area)), 0, 255), [-1])
+    # Each pixel blends the mappings of the four nearest tile centres.
+    ty = (tf.cast(tf.range(height), tf.float32) + 0.5) / tf.cast(tile_h, tf.float32) - 0.5
+    tx = (tf.cast(tf.range(width), tf.float32) + 0.5) / tf.cast(tile_w, tf.float32) - 0.5
+    y0, x0 = tf.floor(ty), tf.floor(tx)
+    wy, wx = (ty - y0)[:, None], (tx - x0)[None, :]
+    y0, x0 = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)
+    y1, x1 = tf.minimum(y0 + 1, grid - 1), tf.minimum(x0 + 1, grid - 1)
+    y0, x0 = tf.maximum(y0, 0), tf.maximum(x0, 0)
+
+    def mapped(ys, xs):
+        return tf.gather(lut, (ys[:, None] * grid + xs[None, :]) * 256 + value)
+
+    out = (mapped(y0, x0) * (1 - wx) + mapped(y0, x1) * wx) * (1 - wy) + \
+        (mapped(y1, x0) * (1 - wx) + mapped(y1, x1) * wx) * wy
+    return tf.cast(tf.clip_by_value(tf.round(x + (out - luma)[..., None]), 0, 255), tf.uint8)
+
+
+def shift_scale_rotate(image: tf.Tensor, angle_deg, scale, dx, dy) -> tf.Tensor:
+    """Rotate by `angle_deg` (counter-clockwise, as OpenCV) and scale about the centre, then shift by (dx, dy)
+    times the width and height; bilinear, reflected borders."""
+    height, width = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
+    angle = tf.cast(angle_deg, tf.float32) * (math.pi / 180.0)
+    scale = tf.cast(scale, tf.float32)
+    cx, cy = width / 2.0, height / 2.0   # OpenCV's getRotationMatrix2D centre, as albumentations passes it
+    # Forward map (OpenCV): out = A·in + b with A = s·[[cos, sin], [-sin, cos]].
+    cos, sin = tf.cos(angle) * scale, tf.sin(angle) * scale
+    bx = (1 - tf.cos(angle) * scale) * cx - sin * cy + tf.cast(dx, tf.float32) * width
+    by = sin * cx + (1 - tf.cos(angle) * scale) * cy + tf.cast(dy, tf.float32) * height
+    # ImageProjectiveTransformV3 wants the inverse: in = A⁻¹·(out - b).
+    det = cos * cos + sin * sin
+    ia, ib, ic, id_ = cos / det, -sin / det, sin / det, cos / det
+    transform = tf.stack([ia, ib, -(ia * bx + ib * by), ic, id_, -(ic * bx + id_ * by), 0.0, 0.0])
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(image, tf.float32)[None], transforms=transform[None],
+        output_shape=tf.shape(image)[:2], fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")[0]
+    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+
+
+def color_jitter(image: tf.Tensor, brightness, contrast, saturation, hue, order) -> tf.Tensor:
+    """torchvision's ColorJitter (albumentations follows it) with the given factors, applied in `order` (a
+    permutation of 0..3: brightness, contrast, saturation, hue)."""
+    x = tf.cast(image, tf.float32) / 255.0
+    order = tf.convert_to_tensor(order, tf.int32)
+    steps = [
+        lambda x: tf.clip_by_value(x * brightness, 0, 1),
+        lambda x: tf.clip_by_value((x - tf.reduce_mean(_gray(x))) * contrast + tf.reduce_mean(_gray(x)), 0, 1),
+        lambda x: tf.clip_by_value((x - _gray(x)[..., None]) * saturation + _gray(x)[..., None], 0, 1),
+        lambda x: tf.image.adjust_hue(x, hue),
+    ]
+    for position in range(4):
+        x = tf.switch_case(order[position], [lambda s=s: s(x) for s in steps])
+    return tf.cast(tf.clip_by_value(tf.round(x * 255.0), 0, 255), tf.uint8)
+
+
+def triangle(image: tf.Tensor) -> tf.Tensor:
+    """The winner's white top-left triangle: row i < 25 % of the height is white over its first
+    30 % of the width less i·(30 % width / 25 % height) pixels."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    limit_w = tf.cast(tf.cast(width, tf.float32) * TRIANGLE_W, tf.int32)
+    limit_h = tf.cast(tf.cast(height, tf.float32) * TRIANGLE_H, tf.int32)
+    step = tf.cast(limit_w, tf.float32) / tf.cast(tf.maximum(limit_h, 1), tf.float32)
+    rows = tf.range(height)[:, None]
+    ends = limit_w - tf.cast(step * tf.cast(rows, tf.float32), tf.int32)
+    white = (rows < limit_h) & (tf.range(width)[None, :] < ends)
+    return tf.where(white[..., None], tf.constant(255, image.dtype), image)
+
+
+def whaledo_augment(image: tf.Tensor, seed: tf.Tensor, triangle_first: bool = False) -> tf.Tensor:
+    """The winner's chain on one uint8 image; every draw comes from the stateless `seed` (shape [2])."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 16)
+    image = tf.convert_to_tensor(image)
+    if triangle_first:   # Triangle(p=0.5) drew again inside with 1 - p: overall 0.25
+        image = tf.cond(_uniform(seeds[0]) < 0.25, lambda: triangle(image), lambda: image)
+    image = tf.cond(_uniform(seeds[1]) < 0.5, lambda: tf.image.flip_left_right(image), lambda: image)
+
+    which = tf.cast(tf.floor(_uniform(seeds[3], 0, 3)), tf.int32)
+    one_of = [lambda: sharpen(image, _uniform(seeds[4], 0.2, 0.5), _uniform(seeds[5], 0.5, 1.0)),
+              lambda: to_gray(image), lambda: clahe(image)]
+    image = tf.cond(_uniform(seeds[2]) < 0.5, lambda: tf.switch_case(which, one_of), lambda: image)
+
+    image = tf.cond(_uniform(seeds[6]) < 0.5, lambda: shift_scale_rotate(
+        image, _uniform(seeds[7], -ROTATE_DEG, ROTATE_DEG), 1 + _uniform(seeds[8], -SCALE, SCALE),
+        _uniform(seeds[9], -SHIFT, SHIFT), _uniform(seeds[10], -SHIFT, SHIFT)), lambda: image)
+
+    b, c, s, h = JITTER
+    order = tf.argsort(_uniform(seeds[12], shape=(4,)))
+    image = tf.cond(_uniform(seeds[11]) < 0.5, lambda: color_jitter(
+        image, _uniform(seeds[13], 1 - b, 1 + b), _uniform(seeds[14], 1 - c, 1 + c),
+        _uniform(seeds[15], 1 - s, 1 + s), _uniform(tf.random.experimental.stateless_fold_in(seeds[15], 1), -h, h),
+        order), lambda: image)
+    return image
