@@ -380,21 +380,23 @@ def align_probabilities(probs: np.ndarray, classes: Sequence[str] | None, names:
     return aligned, known
 
 
-def identify_paths_with_catalog(catalog_dir: str | Path, paths: Sequence[str], *,
+def identify_paths_with_catalog(catalog_dir: str | Path | Catalog, paths: Sequence[str], *,
                                 run_dirs: Sequence[str] | None = None, records_dir: str | None = None,
                                 top: int = 5, batch_size: int = DEFAULT_BATCH, blend_weight: float | None = None,
-                                threshold: float | None = None, faiss_above: int = FAISS_ABOVE) -> Iterator:
+                                threshold: float | None = None, faiss_above: int = FAISS_ABOVE,
+                                embedder=None) -> Iterator:
     """`photoid identify --catalog`: photos → `photoid.identify.Identification`, in order, batch by batch.
 
     The catalogue's models embed each photo and give the classifier's probabilities; every catalogue individual
     can be named (only the runs' original ids if the catalogue was calibrated for them), and a photo scoring no
     individual above the threshold is `new_turtle` (Turtle Recall runs) or `new_individual`. `run_dirs`, when
-    given, must be the catalogue's runs (else a clear error).
+    given, must be the catalogue's runs (else a clear error). A long-lived caller (`photoid serve`) passes the
+    catalogue it holds and its `load_catalog_embedder`, so the models are loaded once.
     """
     from photoid.identify import Identification
 
-    catalog = read_catalog(catalog_dir)
-    embedder = load_catalog_embedder(catalog, run_dirs, records_dir)
+    catalog = catalog_dir if isinstance(catalog_dir, Catalog) else read_catalog(catalog_dir)
+    embedder = embedder or load_catalog_embedder(catalog, run_dirs, records_dir)
     first_run = embedder.members[0][0]
     new_label = NEW_TURTLE if first_run.config.task == "turtles" else NEW_INDIVIDUAL
     label_space = (catalog.calibration or {}).get("label_space", "catalog")

@@ -1,0 +1,221 @@
+"""`photoid serve` in-process (Starlette's test client) on a calibrated catalogue of the session's tiny run:
+the command's numbers, decisions through the catalogue's transaction with undo, browsing, and the guards."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+from photoid.calibrate import calibrate
+from photoid.catalog import build_catalog, read_catalog, update_manifest
+from photoid.cli import main
+from photoid.serve import decisions, is_loopback
+from photoid.serve.app import Limits, create_app, loopback_hosts
+from photoid.serve.identifier import Identifier
+
+
+@pytest.fixture(scope="session")
+def serve_catalog(trained_run, turtle_dir, tmp_path_factory):
+    """A calibrated catalogue (shared with the browser test, which works on its own copy)."""
+    catalog = build_catalog([str(trained_run)], turtle_dir, tmp_path_factory.mktemp("serve") / "catalog")
+    return update_manifest(catalog, calibration=calibrate(catalog, repeats=1))
+
+
+@pytest.fixture(scope="module")
+def identifier(serve_catalog, tmp_path_factory):
+    path = tmp_path_factory.mktemp("served") / "catalog"
+    shutil.copytree(serve_catalog.path, path)
+    return Identifier(path, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def client(identifier):
+    return TestClient(create_app(identifier), raise_server_exceptions=False)
+
+
+def test_photos(turtle_dir, n: int) -> list:
+    ids = pd.read_csv(turtle_dir / "test.csv", dtype=str)["image_id"].head(n)
+    return [turtle_dir / "images" / f"{i}.JPG" for i in ids]
+
+
+test_photos.__test__ = False  # a helper, not a test
+
+
+def upload(client, paths, **params):
+    files = [("photos", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
+    return client.post("/identify", files=files, params=params, follow_redirects=False)
+
+
+def test_the_page_gives_the_numbers_of_identify_catalog(client, identifier, turtle_dir, capsys):
+    paths = test_photos(turtle_dir, 5)
+    answer = upload(client, paths, format="json").json()
+    assert main(["identify", *map(str, paths), "--catalog", str(identifier.path), "--json"]) == 0
+    command = json.loads(capsys.readouterr().out)["results"]
+    assert len(answer["results"]) == len(command) == 5
+    for served, expected in zip(answer["results"], command):
+        assert [c["label"] for c in served["candidates"]] == [c["label"] for c in expected["candidates"]]
+        assert [c["score"] for c in served["candidates"]] == [c["probability"] for c in expected["candidates"]]
+    # The review page shows those candidates, each with the catalogue's photos of that individual.
+    page = client.get(f"/review/{answer['review']}").text
+    first = answer["results"][0]["candidates"][0]
+    assert f"{first['score']:.4f}" in page and page.count('class="candidate"') == 5 * len(command[0]["candidates"])
+    assert page.count('class="thumb"') > 0 and answer["threshold"] == identifier.threshold()
+
+
+def test_decisions_grow_the_catalogue_are_logged_and_undone(client, identifier, turtle_dir):
+    before = read_catalog(identifier.path)
+    paths = test_photos(turtle_dir, 7)[5:]
+    results = upload(client, paths, format="json").json()
+    review, (first, second) = results["review"], results["results"]
+    known = before.table["individual_id"].iloc[0]
+
+    def decide(photo, decision, individual=""):
+        return client.post("/decide", data={"review": review, "photo": photo["sha256"], "decision": decision,
+                                            "individual_id": individual}, follow_redirects=False)
+
+    assert decide(first, "new", "t_brand_new").status_code == 303
+    assert decide(second, "confirm", known).status_code == 303
+    grown = read_catalog(identifier.path)
+    added = grown.table.iloc[len(before.table):]
+    assert added["individual_id"].tolist() == ["t_brand_new", known]
+    assert added["source"].tolist() == ["served", "served"] and grown.embeddings.shape[0] == len(before.table) + 2
+    # The added photo's embedding is the one its file gives (a catalogue photo's own best match is itself).
+    assert np.allclose(grown.embeddings[-1], identifier.embedder.embed_all([added["path"].iloc[1]])[0], atol=1e-6)
+    log = decisions.read_log(grown)
+    assert log["decision"].tolist() == ["new", "confirm"]
+    assert log["photo_sha256"].tolist() == [first["sha256"], second["sha256"]]
+    shown = json.loads(log["candidates"].iloc[1])
+    assert [c[0] for c in shown] == [c["label"] for c in second["candidates"]]
+    assert np.allclose([c[1] for c in shown], [c["score"] for c in second["candidates"]], atol=1e-6)
+    # A photo is added once; confirming a name that is not in the catalogue is refused with a page saying so.
+    again = decide(second, "confirm", known)
+    assert again.status_code == 400 and "already in the catalogue" in again.text
+    assert "Traceback" not in again.text
+    # The last decision is undone: the photo leaves the catalogue, the log keeps both rows.
+    assert client.post("/undo", data={}, follow_redirects=False).status_code == 303
+    undone = read_catalog(identifier.path)
+    assert undone.table["individual_id"].tolist() == before.table["individual_id"].tolist() + ["t_brand_new"]
+    log = decisions.read_log(undone)
+    assert log["decision"].tolist() == ["new", "confirm", "undo"] and log["undoes"].iloc[2] == "2"
+    downloaded = pd.read_csv(io.StringIO(client.get("/decisions.csv").text), dtype=str, keep_default_na=False)
+    assert downloaded["decision"].tolist() == ["new", "confirm", "undo"]
+    table = pd.read_csv(io.StringIO(client.get("/catalog.csv").text), dtype=str, keep_default_na=False)
+    assert table["image_id"].tolist() == undone.table["image_id"].tolist()
+    assert "t_brand_new" in client.get("/decisions").text
+
+
+def test_browse_searches_individuals_and_shows_the_calibration(client, identifier):
+    table = identifier.catalog.table
+    name = table["individual_id"].iloc[0]
+    listing = client.get("/individuals", params={"q": name}).text
+    assert f">{name}</a>" in listing and f'class="count">{int((table["individual_id"] == name).sum())}<' in listing
+    assert "No individual matches" in client.get("/individuals", params={"q": "zz-none"}).text
+    assert client.get(f"/individuals/{name}").text.count("<figure>") == int((table["individual_id"] == name).sum())
+    calibration = identifier.catalog.calibration
+    assert f"{calibration['threshold']:.4f}" in client.get("/catalog").text
+    image_id = table["image_id"].iloc[0]
+    photo = client.get(f"/photo/{image_id}")
+    assert photo.status_code == 200 and photo.content[:3] == b"\xff\xd8\xff"
+
+
+def sha_of(i: int) -> str:
+    return hashlib.sha256(str(i).encode()).hexdigest()
+
+
+def test_concurrent_decisions_lose_nothing(serve_catalog, turtle_dir, tmp_path):
+    """Eight people deciding at once, each through their own transaction: every photo and log row is kept."""
+    path = tmp_path / "catalog"
+    shutil.copytree(serve_catalog.path, path)
+    before = read_catalog(path)
+    known = before.table["individual_id"].iloc[0]
+    rng = np.random.default_rng(0)
+    photo_file = test_photos(turtle_dir, 1)[0]
+    errors = []
+
+    def person(i):
+        try:
+            sha = sha_of(i)
+            photo = decisions.Photo(sha, photo_file, f"p{i}.jpg", [known], [0.9], 0.5)
+            vector = rng.normal(size=before.dim).astype(np.float32)
+            decision = "skip" if i % 4 == 3 else "confirm" if i % 2 else "new"
+            decisions.decide(path, photo, decision, known if decision == "confirm" else f"t_new_{i}",
+                             vector / np.linalg.norm(vector), before.models)
+        except Exception as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=person, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    after = read_catalog(path)
+    log = decisions.read_log(after)
+    assert sorted(log["file_name"]) == sorted(f"p{i}.jpg" for i in range(8))
+    assert sorted(log["decision_id"].astype(int)) == list(range(1, 9))
+    added = after.table.iloc[len(before.table):]
+    assert sorted(added["image_id"]) == sorted(decisions.image_id_for(sha_of(i)) for i in range(8) if i % 4 != 3)
+    assert len(after.embeddings) == len(after.table) and sorted(p.name for p in path.glob("decisions-*.csv")) == [
+        "decisions-000008.csv"]
+
+
+def test_uploads_are_sniffed_limited_and_bombs_refused(identifier, turtle_dir):
+    client = TestClient(create_app(identifier, limits=Limits(max_files=3, max_photo_mb=0.05)),
+                        raise_server_exceptions=False)
+    real = test_photos(turtle_dir, 1)[0].read_bytes()
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+    # A valid JPEG whose frame header claims 60000 x 60000 pixels.
+    sof = real.index(b"\xff\xc0")
+    bomb = real[:sof + 5] + (60000).to_bytes(2, "big") * 2 + real[sof + 9:]
+    big = real + b"\0" * 60_000
+    files = [("photos", (name, data, "image/jpeg")) for name, data in
+             [("a.jpg", png), ("bomb.jpg", bomb), ("big.jpg", big)]]
+    results = client.post("/identify", files=files, params={"format": "json"}).json()["results"]
+    reasons = {r["file_name"]: r["error"] for r in results}
+    assert "is not a JPEG: it is a PNG file" in reasons["a.jpg"]
+    assert "decompression bomb" in reasons["bomb.jpg"] and "larger than" in reasons["big.jpg"]
+    assert not any(p.name.startswith(".") for p in identifier.photos_dir.iterdir())  # no refused file kept
+    too_many = client.post("/identify", files=[("photos", (f"{i}.jpg", real, "image/jpeg")) for i in range(4)])
+    assert too_many.status_code == 400 and "Too many files" in too_many.text and "Traceback" not in too_many.text
+    chunked = client.post("/identify", content=iter([b"x" * 10]),
+                          headers={"content-type": "multipart/form-data; boundary=x"})
+    assert chunked.status_code == 411
+
+
+def test_no_request_path_reaches_the_file_system(client):
+    for url in ("/photo/..%2F..%2F..%2Fetc%2Fpasswd", "/upload/..%2F..%2Fetc%2Fpasswd", "/upload/" + "0" * 64,
+                "/static/..%2F__init__.py", "/individuals/%3Cscript%3E"):
+        response = client.get(url)
+        assert response.status_code == 404, url
+        assert "root:" not in response.text and "<script>" not in response.text
+
+
+def test_token_host_and_origin_guard_every_request(identifier, monkeypatch):
+    guarded = TestClient(create_app(identifier, token="s3cret", allowed_hosts=["testserver"]),
+                         raise_server_exceptions=False)
+    assert guarded.get("/").status_code == 401
+    assert guarded.get("/", params={"token": "wrong"}).status_code == 401
+    assert guarded.get("/photo/anything").status_code == 401
+    entry = guarded.get("/individuals", params={"token": "s3cret", "q": "t"}, follow_redirects=False)
+    assert entry.status_code == 303 and entry.headers["location"] == "/individuals?q=t"
+    assert guarded.get("/").status_code == 200  # the cookie now carries the token
+    assert TestClient(guarded.app).get("/", headers={"authorization": "Bearer s3cret"}).status_code == 200
+    assert guarded.post("/undo", headers={"origin": "http://evil.example"}).status_code == 403
+    assert guarded.get("/", headers={"host": "evil.example"}).status_code == 400
+    loopback = TestClient(create_app(identifier, allowed_hosts=loopback_hosts(8000)), base_url="http://127.0.0.1:8000")
+    assert loopback.get("/").status_code == 200
+    assert loopback.get("/", headers={"host": "rebound.example:8000"}).status_code == 400
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("0.0.0.0")
+    # A bug is a page that says so; its traceback goes to the console only.
+    monkeypatch.setattr(identifier, "threshold", lambda: 1 / 0)
+    crash = TestClient(create_app(identifier), raise_server_exceptions=False).post(
+        "/identify", files=[("photos", ("x.jpg", b"x", "image/jpeg"))])
+    assert crash.status_code == 500 and "details are in the server" in crash.text and "ZeroDivision" not in crash.text
