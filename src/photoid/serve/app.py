@@ -118,7 +118,7 @@ def create_app(identifier: Identifier, *, token: str | None = None, allowed_host
         known = {r.sha256 for r in results}
         log = decisions.read_log(identifier.catalog)
         active = decisions.active_decisions(log)
-        decided = {row["photo_sha256"]: row for _, row in active.iterrows() if row["photo_sha256"] in known}
+        decided = {row["photo_sha256"]: row for row in active.to_dict("records") if row["photo_sha256"] in known}
         rows = [{"result": r, "decided": decided.get(r.sha256),
                  "candidates": [{"label": label, "score": score, "new": label == identifier.new_label,
                                  "references": references(label)} for label, score in zip(r.labels, r.scores)]}
@@ -202,7 +202,7 @@ def create_app(identifier: Identifier, *, token: str | None = None, allowed_host
     def error_page(request: Request, status: int, message: str) -> Response:
         title = HTTPStatus(status).phrase
         try:
-            return page(request, "error.html", status=status, title=title, message=message)
+            return page(request, "error.html", status, code=status, title=title, message=message)
         except Exception:  # noqa: BLE001  (the catalogue itself unreadable: a plain page still explains)
             return Response(f"{status} {title}: {message}", status_code=status, media_type="text/plain")
 
