@@ -33,6 +33,7 @@ BENCHMARKS = {
     "B4": "b4_ensemble_prediction",
     "B5": "b5_ranking",
     "B6": "b6_peak_memory",
+    "B7": "b7_serve",
 }
 
 

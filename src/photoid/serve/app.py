@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import io
+import json
 import secrets
 import sys
 import traceback
@@ -175,7 +176,8 @@ def create_app(identifier: Identifier, *, token: str | None = None, allowed_host
     async def decision_log(request: Request) -> Response:
         log = decisions.read_log(identifier.catalog)
         active = set(decisions.active_decisions(log)["decision_id"])
-        rows = [{**row, "active": row["decision_id"] in active} for row in log.to_dict("records")][::-1]
+        rows = [{**row, "active": row["decision_id"] in active, "shown": json.loads(row["candidates"] or "[]")[:3]}
+                for row in log.to_dict("records")][::-1]
         return page(request, "decisions.html", rows=rows)
 
     async def catalog_csv(request: Request) -> Response:
