@@ -1,8 +1,8 @@
 """B7 — `photoid serve` under load: one photo per request over HTTP on 127.0.0.1, vs `identify` in-process.
 
 Baseline: `photoid identify --catalog`'s function (`catalog.identify_paths_with_catalog`) called in-process for
-one photo at a time, with the models already loaded — what a script would do. Ours: the real server (uvicorn in a
-thread of this process, bound to 127.0.0.1 only) answering `POST /identify?format=json` with one photo.
+one photo at a time, with the models already loaded — what a script would do. Ours: the real server (`photoid serve` in
+its own process, bound to 127.0.0.1 only) answering `POST /identify?format=json` with one photo.
 
 Rows: B7a, one client: the served latency per photo over the in-process time per photo (goal at most 1.5×).
 B7b, 8 clients uploading at once: served photos per second over the in-process rate; the server batches what is
@@ -19,6 +19,8 @@ import json
 import shutil
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -46,7 +48,7 @@ class Settings:
 
 
 PRESETS = {
-    "full": Settings(photos=(512, 300), dim=64, requests_per_client=12, single_requests=24),
+    "full": Settings(photos=(512, 300), dim=64, requests_per_client=12, single_requests=40),
     "tiny": Settings(photos=(48, 60), dim=32, requests_per_client=2, single_requests=3),
 }
 
@@ -107,12 +109,23 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def run(preset: str, cache_dir: Path) -> list[Result]:
-    import uvicorn
+def start_server(catalog_dir: Path) -> tuple[subprocess.Popen, str]:
+    """`photoid serve` as a user starts it, in its own process; returns it with its address once it answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-c", "import sys; from photoid.cli import main; sys.exit(main())",
+                               "serve", "--catalog", str(catalog_dir), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in server.stdout:  # printed once the models are loaded
+        if line.startswith("photoid serve: "):
+            return server, line.removeprefix("photoid serve: ").strip()
+    server.wait()
+    raise RuntimeError(f"photoid serve exited with code {server.returncode} before it listened")
 
-    from photoid.catalog import identify_paths_with_catalog
-    from photoid.serve.app import create_app, loopback_hosts
-    from photoid.serve.identifier import Identifier
+
+def run(preset: str, cache_dir: Path) -> list[Result]:
+    from photoid.catalog import identify_paths_with_catalog, load_catalog_embedder, read_catalog
 
     settings = PRESETS[preset]
     data, cached = calibrated_catalog(Path(cache_dir), settings)
@@ -120,21 +133,13 @@ def run(preset: str, cache_dir: Path) -> list[Result]:
     shutil.rmtree(catalog_dir, ignore_errors=True)
     shutil.copytree(cached, catalog_dir)
     photos = sorted(str(p) for p in (data / "images").glob("*.JPG"))
-    identifier = Identifier(catalog_dir)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(identifier, allowed_hosts=loopback_hosts(port)),
-                                           host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    address = f"http://127.0.0.1:{port}/"
+    catalog = read_catalog(catalog_dir)
+    embedder = load_catalog_embedder(catalog)
+    server, address = start_server(catalog_dir)
     try:
         def in_process(path: str) -> float:
             started = time.perf_counter()
-            list(identify_paths_with_catalog(identifier.catalog, [path], embedder=identifier.embedder))
+            list(identify_paths_with_catalog(catalog, [path], embedder=embedder))
             return time.perf_counter() - started
 
         in_process(photos[0]), _post(address, photos[0])  # warm-up: traces and first requests are not timed
@@ -164,19 +169,20 @@ def run(preset: str, cache_dir: Path) -> list[Result]:
         browser.join()
         page_times = page_times or [_get(f"{address}individuals")]
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        server.terminate()
+        server.wait(timeout=60)
         shutil.rmtree(catalog_dir, ignore_errors=True)
 
     model = f"cpu-demo, 2 folds at {settings.dim} px"
-    size = f"{len(identifier.catalog.table)} catalogue photos"
+    size = f"{len(catalog.table)} catalogue photos"
     single = Result(
         "B7a", f"one photo per request, one client ({model}, {size})", latency, per_photo, "s/photo",
         latency / per_photo, Goal(1.5, higher_is_better=False), "served over HTTP", "identify in-process",
         details=[f"served p95 {_percentile(served, 95):.4f} s, in-process p95 {_percentile(direct, 95):.4f} s "
                  f"over {len(served)} photos"],
         notes=["median latency of POST /identify?format=json (upload, store, identify, answer) over the in-process "
-               "call of the same function per photo, interleaved; uvicorn in this process on 127.0.0.1"])
+               "call of the same function per photo, interleaved; the server is `photoid serve` in its own process "
+               "on 127.0.0.1, the clients are threads of the benchmark's process"])
     rate, direct_rate = n / wall, 1.0 / per_photo
     concurrent = Result(
         "B7b", f"{CLIENTS} clients uploading one photo per request at once ({model})", rate, direct_rate,

@@ -76,8 +76,8 @@ def create_app(identifier: Identifier, *, token: str | None = None, allowed_host
         return page(request, "identify.html", limits=limits)
 
     async def identify(request: Request) -> Response:
-        length = request.headers.get("content-length")
-        if length is None:
+        length = request.headers.get("content-length", "")
+        if not length.isdigit():
             raise HTTPException(411, "uploads must state their size (Content-Length)")
         if int(length) > limits.max_request_bytes:
             raise HTTPException(413, f"the upload is {int(length) / 2**20:.1f} MB, above the limit of "
@@ -86,16 +86,18 @@ def create_app(identifier: Identifier, *, token: str | None = None, allowed_host
         uploads = [f for f in form.getlist("photos") if isinstance(f, UploadFile)]
         if not uploads:
             raise HTTPException(400, "no photo was sent: choose or drop JPEG photos")
-        results = []
+        received = []
         for upload in uploads:
-            name = (upload.filename or "photo")[:200]
-            data = await upload.read(limits.max_photo_bytes + 1)
-            if len(data) > limits.max_photo_bytes:
-                results.append(Result("", name, error=f"is larger than {limits.max_photo_bytes / 2**20:.0f} MB"))
-            else:
-                results.append(await run_in_threadpool(identifier.store, data, name))
+            received.append(((upload.filename or "photo")[:200], await upload.read(limits.max_photo_bytes + 1)))
         await form.close()
-        results = await run_in_threadpool(identifier.identify, results)
+
+        def store_and_identify() -> list[Result]:  # one hop to a worker thread for the whole upload
+            results = [Result("", name, error=f"is larger than {limits.max_photo_bytes / 2**20:.0f} MB")
+                       if len(data) > limits.max_photo_bytes else identifier.store(data, name)
+                       for name, data in received]
+            return identifier.identify(results)
+
+        results = await run_in_threadpool(store_and_identify)
         review = secrets.token_hex(8)
         reviews[review] = [r.sha256 for r in results if r.sha256] + [f"!{r.file_name}: {r.error}"
                                                                     for r in results if not r.sha256]
@@ -137,10 +139,8 @@ def create_app(identifier: Identifier, *, token: str | None = None, allowed_host
         embedding = None
         if decision in decisions.ADDING:
             embedding = await run_in_threadpool(identifier.embed, result.path)
-        photo = result.photo(identifier.threshold())
-        _, row = await run_in_threadpool(decisions.decide, identifier.path, photo, decision, individual, embedding,
-                                         identifier.models)
-        result.decision = row
+        await run_in_threadpool(decisions.decide, identifier.path, result.photo(), decision, individual, embedding,
+                                identifier.models)
         return RedirectResponse(f"/review/{review_id}#p-{sha}" if review_id in reviews else "/decisions",
                                 status_code=303)
 

@@ -26,6 +26,7 @@ import pandas as pd
 from photoid import io as pio
 from photoid.catalog import RESERVED_IDS, Catalog, catalog_transaction
 from photoid.data import text_problem
+from photoid.embedder import check_same_models
 from photoid.errors import PhotoidError
 
 LOG_KEY = "decision_log"  # manifest entry: {"name", "sha256", "rows"}
@@ -145,8 +146,8 @@ def _current(tx, models: list[dict] | None) -> Catalog:
     current = tx.catalog
     if current is None:
         raise PhotoidError(f"{tx.path} no longer holds a catalogue")
-    if models is not None and current.models != models:
-        raise PhotoidError(f"{tx.path} was rebuilt with other models while this page was open; restart photoid serve")
+    if models is not None:
+        check_same_models(current.models, models, f"catalogue {tx.path}")  # not rebuilt by other models meanwhile
     return current
 
 

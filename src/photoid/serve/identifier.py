@@ -26,10 +26,12 @@ from typing import Sequence
 import numpy as np
 
 from photoid import io as pio
-from photoid.catalog import (MANIFEST, NEW_TURTLE, Catalog, identify_paths_with_catalog, load_catalog_embedder,
-                             operating_point, read_catalog)
+from photoid.catalog import (MANIFEST, Catalog, identify_paths_with_catalog, load_catalog_embedder, operating_point,
+                             read_catalog)
+from photoid.embedder import check_same_models
 from photoid.errors import PhotoidError
 from photoid.images import check_image_file
+from photoid.metrics import NEW_TURTLE
 from photoid.openset import NEW_INDIVIDUAL
 from photoid.serve.decisions import Photo
 
@@ -53,10 +55,10 @@ class Result:
     labels: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     error: str | None = None
-    decision: dict | None = None  # the log row once decided here
+    threshold: float | None = None  # the one its verdict was drawn with
 
-    def photo(self, threshold: float) -> Photo:
-        return Photo(self.sha256, self.path, self.file_name, self.labels, self.scores, threshold)
+    def photo(self) -> Photo:
+        return Photo(self.sha256, self.path, self.file_name, self.labels, self.scores, self.threshold)
 
 
 class Identifier:
@@ -74,6 +76,7 @@ class Identifier:
         operating_point(self._catalog, True)  # an uncalibrated catalogue is refused at start, not per photo
         self.photos_dir = self.path / PHOTOS_DIR
         self.results: OrderedDict[str, Result] = OrderedDict()
+        self._results_lock = threading.Lock()
         self._jobs: queue.Queue = queue.Queue()
         threading.Thread(target=self._work, name="photoid-models", daemon=True).start()
 
@@ -124,6 +127,7 @@ class Identifier:
         return path if path.is_file() else None
 
     def remember(self, result: Result) -> None:
+        """Keep a result for its decision (the caller holds `_results_lock`)."""
         self.results[result.sha256] = result
         self.results.move_to_end(result.sha256)
         while len(self.results) > KEPT_RESULTS:
@@ -135,14 +139,15 @@ class Identifier:
         """Fill in the candidates of readable stored photos (one batched model call with other requests')."""
         readable = [r for r in results if r.error is None]
         if readable:
-            answers = self._submit("identify", [str(r.path) for r in readable])
+            answers, threshold = self._submit("identify", [str(r.path) for r in readable])
             for result, answer in zip(readable, answers):
                 if answer.error is not None:
                     result.error = answer.error
                 else:
-                    result.labels, result.scores = answer.labels, answer.scores
-        for result in results:
-            self.remember(result)
+                    result.labels, result.scores, result.threshold = answer.labels, answer.scores, threshold
+        with self._results_lock:
+            for result in results:
+                self.remember(result)
         return results
 
     def embed(self, path: Path) -> np.ndarray:
@@ -171,9 +176,13 @@ class Identifier:
     def _run(self, kind: str, jobs: list) -> None:
         paths = [p for _, job_paths, _ in jobs for p in job_paths]
         try:
+            catalog = self.catalog
+            # A catalogue rebuilt by other models meanwhile cannot be compared with these models' embeddings.
+            check_same_models(catalog.models, self.models, f"catalogue {self.path}")
             if kind == "identify":
-                answers = list(identify_paths_with_catalog(self.catalog, paths, top=self.top,
+                answers = list(identify_paths_with_catalog(catalog, paths, top=self.top,
                                                            batch_size=self.batch_size, embedder=self.embedder))
+                threshold = operating_point(catalog, True)[1]
             else:
                 answers = list(self.embedder.embed_all(paths, self.batch_size))
         except BaseException as err:  # noqa: BLE001  (handed to the waiting requests, which report it)
@@ -182,5 +191,6 @@ class Identifier:
             return
         start = 0
         for _, job_paths, done in jobs:
-            done.set_result(answers[start:start + len(job_paths)])
+            part = answers[start:start + len(job_paths)]
+            done.set_result((part, threshold) if kind == "identify" else part)
             start += len(job_paths)
