@@ -1,8 +1,9 @@
 """B7 — `photoid serve` under load: one photo per request over HTTP on 127.0.0.1, vs `identify` in-process.
 
 Baseline: `photoid identify --catalog`'s function (`catalog.identify_paths_with_catalog`) called in-process for
-one photo at a time, with the models already loaded — what a script would do. Ours: the real server (`photoid serve` in
-its own process, bound to 127.0.0.1 only) answering `POST /identify?format=json` with one photo.
+one photo at a time, with the models already loaded — what a script would do. Ours: the real server
+(`photoid serve` in its own process, bound to 127.0.0.1 only) answering `POST /identify?format=json` with one
+photo.
 
 Rows: B7a, one client: the served latency per photo over the in-process time per photo (goal at most 1.5×).
 B7b, 8 clients uploading at once: served photos per second over the in-process rate; the server batches what is

@@ -246,8 +246,9 @@ def served(serve_catalog, tmp_path):
     path = tmp_path / "catalog"
     shutil.copytree(serve_catalog.path, path)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", "import sys; from photoid.cli import main; sys.exit(main())", "serve", "--catalog", str(path), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = ["serve", "--catalog", str(path), "--port", str(port)]
+    server = subprocess.Popen([sys.executable, "-c", "import sys; from photoid.cli import main; sys.exit(main())",
+                               *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         printed = []
         for line in server.stdout:  # the address is printed once the models are loaded
