@@ -175,6 +175,27 @@ def test_concurrent_decisions_lose_nothing(serve_catalog, turtle_dir, tmp_path):
         "decisions-000008.csv"]
 
 
+def test_a_decision_that_fails_to_commit_leaves_the_catalogue_and_its_log(serve_catalog, turtle_dir, tmp_path,
+                                                                         monkeypatch):
+    path = tmp_path / "catalog"
+    shutil.copytree(serve_catalog.path, path)
+    before = read_catalog(path)
+    known = before.table["individual_id"].iloc[0]
+    photo = decisions.Photo(sha_of(0), test_photos(turtle_dir, 1)[0], "a.jpg", [known], [0.9], 0.5)
+    decisions.decide(path, photo, "skip")
+    files = sorted(p.name for p in path.iterdir())
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("photoid.io.save_npy", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        decisions.decide(path, photo, "confirm", known, before.embeddings[0], before.models)
+    after = read_catalog(path)
+    assert sorted(p.name for p in path.iterdir()) == files  # the new log file was dropped with the data files
+    assert after.table.equals(before.table) and decisions.read_log(after)["decision"].tolist() == ["skip"]
+
+
 def test_uploads_are_sniffed_limited_and_bombs_refused(identifier, turtle_dir):
     client = TestClient(create_app(identifier, limits=Limits(max_files=3, max_photo_mb=0.05)),
                         raise_server_exceptions=False)
@@ -193,6 +214,9 @@ def test_uploads_are_sniffed_limited_and_bombs_refused(identifier, turtle_dir):
     assert not any(p.name.startswith(".") for p in identifier.photos_dir.iterdir())  # no refused file kept
     too_many = client.post("/identify", files=[("photos", (f"{i}.jpg", real, "image/jpeg")) for i in range(4)])
     assert too_many.status_code == 400 and "Too many files" in too_many.text and "Traceback" not in too_many.text
+    # A file name is shown as text, never as markup.
+    page = client.post("/identify", files=[("photos", ("<img src=x onerror=alert(1)>.jpg", png, "image/jpeg"))])
+    assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in page.text and "<img src=x" not in page.text
     chunked = client.post("/identify", content=iter([b"x" * 10]),
                           headers={"content-type": "multipart/form-data; boundary=x"})
     assert chunked.status_code == 411
