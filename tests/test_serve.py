@@ -344,6 +344,20 @@ def test_a_researcher_confirms_a_match_in_a_browser(served, turtle_dir, tmp_path
         browser.save_screenshot(str(shots / "decisions.png"))
         browser.get(f"{address}catalog")
         browser.save_screenshot(str(shots / "catalog.png"))
+        # Drag-and-drop: a catalogue photo dropped on the upload box is identified like a chosen one.
+        browser.get(address)
+        browser.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            fetch(arguments[0]).then(r => r.blob()).then(blob => {
+                const files = new DataTransfer();
+                files.items.add(new File([blob], "dropped.jpg", {type: "image/jpeg"}));
+                document.getElementById("drop").dispatchEvent(
+                    new DragEvent("drop", {dataTransfer: files, bubbles: true, cancelable: true}));
+                done();
+            });""", f"/photo/{before.table['image_id'].iloc[0]}")
+        dropped = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "section.pending .query div")))
+        assert dropped.text == "dropped.jpg"
+        assert browser.find_elements(By.CSS_SELECTOR, "section.pending tr.candidate")
     finally:
         browser.quit()
     assert int((read_catalog(path).table["individual_id"] == chosen).sum()) == n_before + 1
