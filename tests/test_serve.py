@@ -75,6 +75,16 @@ def test_the_page_gives_the_numbers_of_identify_catalog(client, identifier, turt
     first = answer["results"][0]["candidates"][0]
     assert f"{first['score']:.4f}" in page and page.count('class="candidate"') == 5 * len(command[0]["candidates"])
     assert page.count('class="thumb"') > 0 and answer["threshold"] == identifier.threshold()
+    # With the operating point given instead of the calibrated one, as `identify --threshold --blend_weight`.
+    chosen = Identifier(identifier.path, blend_weight=0.0, threshold=0.5)
+    served = TestClient(create_app(chosen)).post("/identify", params={"format": "json"}, files=[
+        ("photos", (p.name, p.read_bytes(), "image/jpeg")) for p in paths[:2]]).json()
+    assert main(["identify", *map(str, paths[:2]), "--catalog", str(identifier.path), "--json", "--threshold", "0.5",
+                 "--blend_weight", "0"]) == 0
+    command = json.loads(capsys.readouterr().out)["results"]
+    assert [[(c["label"], c["score"]) for c in r["candidates"]] for r in served["results"]] == [
+        [(c["label"], c["probability"]) for c in r["candidates"]] for r in command]
+    assert served["threshold"] == 0.5
 
 
 def test_decisions_grow_the_catalogue_are_logged_and_undone(client, identifier, turtle_dir):

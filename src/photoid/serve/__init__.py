@@ -1,6 +1,7 @@
 """`photoid serve`: a web page where researchers identify photos, confirm matches and grow the catalogue.
 
     photoid serve --catalog CATALOG [--run RUN_DIR ...] [--host 127.0.0.1] [--port 8000]
+                  [--blend_weight W] [--threshold T]      (as photoid identify --catalog; default: calibrated)
 
 The catalogue and its fold models are loaded once (`identifier`); the pages (`app`) identify uploaded photos with
 `photoid identify --catalog`'s numbers, record each decision in the catalogue's decision log through its locked
@@ -32,6 +33,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", help=f"access token for a non-loopback host (default: ${TOKEN_ENV}, else "
                                         "generated and printed)")
     parser.add_argument("--top", type=int, default=5, help="candidates shown per photo")
+    parser.add_argument("--blend_weight", type=float, help="weight of the probabilities (default: calibrated)")
+    parser.add_argument("--threshold", type=float, help="normalised score at or below which a photo is new "
+                                                        "(default: calibrated)")
     parser.add_argument("--batch_size", type=int, default=16, help="photos identified in one model call, at most")
     parser.add_argument("--max_files", type=int, default=50, help="photos per upload, at most")
     parser.add_argument("--max_photo_mb", type=float, default=25, help="size of one photo, at most (MB)")
@@ -59,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if not loopback and not token:
         token = secrets.token_urlsafe(24)
     print(f"loading catalogue {args.catalog} and its models ...", file=sys.stderr, flush=True)
-    identifier = Identifier(args.catalog, args.runs, args.records_dir, top=args.top, batch_size=args.batch_size)
+    identifier = Identifier(args.catalog, args.runs, args.records_dir, top=args.top, batch_size=args.batch_size,
+                            blend_weight=args.blend_weight, threshold=args.threshold)
     limits = Limits(max_files=args.max_files, max_photo_mb=args.max_photo_mb,
                     max_request_mb=args.max_files * args.max_photo_mb)
     app = create_app(identifier, token=token, allowed_hosts=loopback_hosts(args.port) if loopback else None,

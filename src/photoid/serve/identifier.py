@@ -63,17 +63,20 @@ class Result:
 
 class Identifier:
     def __init__(self, catalog_dir: str | Path, run_dirs: Sequence[str] | None = None,
-                 records_dir: str | None = None, top: int = 5, batch_size: int = 16):
+                 records_dir: str | None = None, top: int = 5, batch_size: int = 16,
+                 blend_weight: float | None = None, threshold: float | None = None):
         self.path = Path(catalog_dir)
         self.top, self.batch_size = top, batch_size
+        self._operating = {"blend_weight": blend_weight, "threshold": threshold}  # None: the catalogue's calibration
         self._catalog = read_catalog(self.path)
         self._catalog_lock = threading.Lock()
+        # An uncalibrated catalogue (without --threshold) is refused at start, before the models load.
+        operating_point(self._catalog, True, **self._operating)
         self.embedder = load_catalog_embedder(self._catalog, run_dirs, records_dir)
         self.models = self.embedder.signatures()
         first_run = self.embedder.members[0][0]
         self.task = first_run.config.task
         self.new_label = NEW_TURTLE if self.task == "turtles" else NEW_INDIVIDUAL
-        operating_point(self._catalog, True)  # an uncalibrated catalogue is refused at start, not per photo
         self.photos_dir = self.path / PHOTOS_DIR
         self.results: OrderedDict[str, Result] = OrderedDict()
         self._results_lock = threading.Lock()
@@ -95,7 +98,7 @@ class Identifier:
             return self._catalog
 
     def threshold(self) -> float:
-        return operating_point(self.catalog, True)[1]
+        return operating_point(self.catalog, True, **self._operating)[1]
 
     # ------------------------------------------------------------------ photos
 
@@ -180,9 +183,9 @@ class Identifier:
             # A catalogue rebuilt by other models meanwhile cannot be compared with these models' embeddings.
             check_same_models(catalog.models, self.models, f"catalogue {self.path}")
             if kind == "identify":
-                answers = list(identify_paths_with_catalog(catalog, paths, top=self.top,
-                                                           batch_size=self.batch_size, embedder=self.embedder))
-                threshold = operating_point(catalog, True)[1]
+                answers = list(identify_paths_with_catalog(catalog, paths, top=self.top, batch_size=self.batch_size,
+                                                           embedder=self.embedder, **self._operating))
+                threshold = operating_point(catalog, True, **self._operating)[1]
             else:
                 answers = list(self.embedder.embed_all(paths, self.batch_size))
         except BaseException as err:  # noqa: BLE001  (handed to the waiting requests, which report it)
