@@ -116,8 +116,8 @@ def create_app(identifier: Identifier, *, token: str | None = None, allowed_host
         for sha in shas:
             if sha.startswith("!"):
                 refused.append(sha[1:])
-            elif sha in identifier.results:
-                results.append(identifier.results[sha])
+            elif (result := identifier.results.get(sha)) is not None:  # older results may have been forgotten
+                results.append(result)
         known = {r.sha256 for r in results}
         log = decisions.read_log(identifier.catalog)
         active = decisions.active_decisions(log)
