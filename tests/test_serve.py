@@ -373,3 +373,24 @@ def test_a_researcher_confirms_a_match_in_a_browser(served, turtle_dir, tmp_path
     assert int((read_catalog(path).table["individual_id"] == chosen).sum()) == n_before + 1
     assert sorted(p.name for p in shots.glob("*.png")) == ["catalog.png", "decided.png", "decisions.png",
                                                           "identify.png", "individuals.png", "review.png"]
+
+
+def test_a_host_beyond_loopback_gets_a_generated_token_checked_on_every_request(identifier, monkeypatch, capsys):
+    import uvicorn
+
+    started = {}
+    monkeypatch.setattr("photoid.serve.identifier.Identifier", lambda *args, **kwargs: identifier)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: started.update(app=app, **kwargs))
+    monkeypatch.delenv("PHOTOID_SERVE_TOKEN", raising=False)
+    assert main(["serve", "--catalog", str(identifier.path), "--host", "0.0.0.0", "--port", "8123"]) == 0
+    printed = capsys.readouterr().out
+    token = printed.split("?token=")[1].split()[0]
+    assert len(token) >= 32 and started["host"] == "0.0.0.0" and started["port"] == 8123
+    client = TestClient(started["app"])
+    assert client.get("/individuals").status_code == 401
+    assert client.get("/individuals", params={"token": token}).status_code == 200
+    # On loopback no token is printed, and only this computer's host names are answered.
+    assert main(["serve", "--catalog", str(identifier.path)]) == 0
+    assert "token" not in capsys.readouterr().out and started["host"] == "127.0.0.1"
+    assert TestClient(started["app"]).get("/").status_code == 400  # Host "testserver" is not this computer
+    assert TestClient(started["app"], base_url="http://localhost:8000").get("/").status_code == 200
