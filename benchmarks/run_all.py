@@ -33,7 +33,8 @@ BENCHMARKS = {
     "B4": "b4_ensemble_prediction",
     "B5": "b5_ranking",
     "B6": "b6_peak_memory",
-    "B7": "b7_whale_augment",
+    "B7": "b7_serve",
+    "B8": "b8_whale_augment",
 }
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole Turtle Recall pipeline on built-in synthetic data, on a CPU, in minutes:
-# synthetic data → records → cpu-demo recipe, 5 folds → test predictions → ensemble → submission → score.
+# synthetic data → records → cpu-demo recipe, 5 folds → test predictions → ensemble → submission → score,
+# then a calibrated catalogue, and the one command that opens the identification page on it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO="${1:-demo}"
@@ -15,6 +16,9 @@ photoid tfrecords --data_dir "$DATA" --dim_pre 64
 RECIPES=cpu-demo DATA_DIR="$DATA" RUNS_DIR="$RUNS" PYTHON=python EXTRA_ARGS="--verbose 2" bash run_training.sh
 RECIPES=cpu-demo DATA_DIR="$DATA" RUNS_DIR="$RUNS" PYTHON=python BATCH_SIZE=64 OUT="$DEMO/submission.csv" bash run_inference.sh
 photoid score --data_dir "$DATA" --submission "$DEMO/submission.csv" --json > "$DEMO/test_score.json"
+# The catalogue that `photoid serve` opens: every labelled photo embedded by the 5 fold models, then calibrated.
+photoid catalog build --run "$RUNS/cpu-demo" --data_dir "$DATA" --out "$DEMO/catalog" --force
+photoid calibrate --catalog "$DEMO/catalog"
 
 python - "$DEMO" "$started" <<'PY'
 import json, sys, time
@@ -31,5 +35,9 @@ print(f"  CV  (out-of-fold, {cv['n']} images, {n_classes} ids): acc {cv['acc']:.
 print(f"  CV  MAP@5 over 101-style labels (original ids + new_turtle): {cv['map5_101']:.3f}")
 print(f"  test ({test['n']} images, hidden truth): MAP@5 {test['map5']:.3f}  acc@1 {test['acc1']:.3f}")
 print(f"  time: {time.time() - started:.0f} s")
-print(f"  outputs: data {demo / 'data'}, runs {demo / 'runs'}, submission {demo / 'submission.csv'}")
+print(f"  outputs: data {demo / 'data'}, runs {demo / 'runs'}, submission {demo / 'submission.csv'}, "
+      f"catalogue {demo / 'catalog'}")
 PY
+echo
+echo "Identify photos, confirm matches and grow the catalogue in your browser (then open the address it prints):"
+echo "  $(command -v photoid) serve --catalog $DEMO/catalog"

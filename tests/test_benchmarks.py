@@ -26,8 +26,11 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("bench-cache")
 
 
-# B3, B4 and B6 build and train or run models (B6 in four fresh processes): seconds each, more than the others.
-@pytest.mark.parametrize("bench_id", [pytest.param(b, marks=pytest.mark.slow) if b in ("B3", "B4", "B6") else b
+# B3, B4, B6, B7 and B8 build and train or run models (B6 in four fresh processes, B7 a server): seconds each.
+SLOW_BENCHMARKS = ("B3", "B4", "B6", "B7", "B8")
+
+
+@pytest.mark.parametrize("bench_id", [pytest.param(b, marks=pytest.mark.slow) if b in SLOW_BENCHMARKS else b
                                       for b in run_all.BENCHMARKS])
 def test_each_benchmark_runs_at_a_tiny_size_and_reports_consistent_rows(bench_id, cache_dir):
     module = importlib.import_module(run_all.BENCHMARKS[bench_id])

@@ -53,7 +53,8 @@ def unseen_turtle_photos(turtle_dir, known_ids) -> tuple[str, list[str]]:
 
 def test_build_embeds_every_labelled_photo_into_plain_files(built, trained_run, turtle_dir):
     data = load_turtles(turtle_dir, check_images=False)
-    assert sorted(p.name for p in built.path.iterdir()) == ["embeddings-00001.npy", "images-00001.csv", "manifest.json"]
+    assert sorted(p.name for p in built.path.iterdir()) == [".photoid.lock", "embeddings-00001.npy", "images-00001.csv",
+                                                             "manifest.json"]
     assert built.table["image_id"].tolist() == data.labeled["image_id"].tolist()
     assert built.table["individual_id"].tolist() == data.labeled["turtle_id"].tolist()
     assert set(built.table["source"]) == {"train", "extra"}
@@ -127,7 +128,7 @@ def test_a_new_individual_is_found_at_rank_1_right_after_it_is_added(calibrated,
     grown = read_catalog(catalog.path)
     assert len(grown.table) == len(catalog.table) + len(photos)
     assert (grown.table["source"] == "added").sum() == len(photos)
-    assert sorted(p.name for p in grown.path.iterdir()) == ["embeddings-00002.npy", "images-00002.csv",
+    assert sorted(p.name for p in grown.path.iterdir()) == [".photoid.lock", "embeddings-00002.npy", "images-00002.csv",
                                                             "manifest.json"]
     assert grown.calibration == catalog.calibration
     # `photoid identify --catalog` names it first for each of its photos.

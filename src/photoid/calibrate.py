@@ -40,7 +40,8 @@ from typing import Sequence
 
 import numpy as np
 
-from photoid.catalog import Catalog, align_probabilities, load_catalog_embedder, read_catalog, update_manifest
+from photoid.catalog import (Catalog, align_probabilities, catalog_transaction, load_catalog_embedder,
+                             read_catalog)
 from photoid.errors import PhotoidError
 from photoid.io import write_json
 from photoid.metrics import NEW_TURTLE, map_at_k_from_labels
@@ -274,7 +275,9 @@ def run(args: argparse.Namespace) -> int:
     calibration = calibrate(catalog, args.runs, new_fraction=args.new_fraction, repeats=args.repeats,
                             seed=args.seed, use_probabilities=not args.similarity_only,
                             label_space=args.label_space, records_dir=args.records_dir)
-    catalog = update_manifest(catalog, calibration=calibration)
+    # Photos added meanwhile are kept: the calibration joins the generation current at the commit.
+    with catalog_transaction(catalog.path, waiting_message="to record the calibration") as tx:
+        catalog = tx.commit_manifest(calibration=calibration)
     print(format_calibration(calibration))
     print(f"written to {catalog.path / 'manifest.json'} in {time.time() - started:.0f}s")
     if args.evaluate:

@@ -12,15 +12,37 @@ list gives each block's `offset` and `dim`. Identification scores individuals in
 (`openset.catalogue_scores`); calibration compares photos in the space of the one fold model that never trained
 on them.
 
-Updates are atomic as a whole: new data files are written under the next generation number, the manifest is
-replaced (the commit), then the old files are removed; a reader sees the old catalogue or the new one. Two
-`catalog add` processes on one catalogue at the same moment are not supported (the later commit wins).
+    .photoid.lock              the writers' lock (never deleted); while held it names its holder
+
+Every change is a transaction (`catalog_transaction`): an exclusive lock on the folder, the current generation read
+again under it, then the new generation committed as a whole: its data files are written under the next generation
+number, the manifest (the pointer to them) is replaced atomically, then older files are removed. Any writer (a
+command, a web page) changes a catalogue this way and nothing else:
+
+    with catalog_transaction(path, waiting_message="to add 3 photos of t_id_X") as tx:
+        current = tx.catalog                      # this generation, read under the lock (None: no catalogue yet)
+        ...                                       # slow work (embedding photos) is best done before the lock
+        tx.commit(current.manifest, table, embeddings)   # or tx.commit_manifest(calibration=...)
+
+Two writers therefore never lose each other's changes: the second waits, re-reads the first's generation and adds to
+it; a writer that waits longer than `WAIT_NOTE_S` prints whom it waits for (pid, command, since when). The lock is an
+`fcntl.flock` on `.photoid.lock`, which the kernel releases when its holder dies, even by `kill -9`, so a dead
+process never blocks a catalogue; it also excludes threads of one process that open their own transaction. Killed
+at any moment, a writer leaves the old generation or the new one (the manifest names complete files only);
+leftovers of an uncommitted generation are removed by the next writer. Readers take no lock: `read_catalog` reads
+the manifest and the files it names, and reads again if a writer replaced them meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import hashlib
+import io
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,6 +60,11 @@ from photoid.openset import (FAISS_ABOVE, NEW_INDIVIDUAL, blend_scores, catalogu
                              rank_with_new)
 
 MANIFEST = "manifest.json"
+LOCK = ".photoid.lock"
+DATA_PATTERNS = ("embeddings-*.npy", "images-*.csv")
+WAIT_NOTE_S = 2.0  # a writer waiting this long for the lock says whom it waits for (then every WAIT_REPEAT_S)
+WAIT_REPEAT_S = 30.0
+READ_ATTEMPTS = 5  # a reader racing writers re-reads the manifest this many times before giving up
 FORMAT = "photoid-catalog"
 FORMAT_VERSION = 1
 TABLE_COLUMNS = ["individual_id", "image_id", "source", "path"]
@@ -84,8 +111,23 @@ class Catalog:
 # ----------------------------------------------------------------------------- files
 
 def read_catalog(path: str | Path) -> Catalog:
-    """Open a catalogue folder, refusing one whose files do not match its manifest."""
+    """Open a catalogue folder, refusing one whose files do not match its manifest.
+
+    Takes no lock: a writer that commits while this reads only makes it read the new generation instead.
+    """
     path = Path(path)
+    for _ in range(READ_ATTEMPTS):
+        manifest = _read_manifest(path)
+        try:
+            return _read_generation(path, manifest)
+        except FileNotFoundError as missing:
+            if _read_manifest(path) != manifest:
+                continue  # a writer committed a newer generation and removed these files: read that one
+            raise PhotoidError(f"{path}: {Path(missing.filename).name}, listed in {MANIFEST}, is missing") from None
+    raise PhotoidError(f"{path}: the catalogue changed {READ_ATTEMPTS} times while it was read; try again")
+
+
+def _read_manifest(path: Path) -> dict:
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise PhotoidError(f"{path}: not a catalogue (no {MANIFEST}); make one with photoid catalog build")
@@ -95,58 +137,159 @@ def read_catalog(path: str | Path) -> Catalog:
     if manifest.get("version") != FORMAT_VERSION:
         raise PhotoidError(f"{manifest_path}: catalogue format version {manifest.get('version')}, this photoid "
                            f"reads version {FORMAT_VERSION}; rebuild it with photoid catalog build")
-    files = {}
+    return manifest
+
+
+def _read_generation(path: Path, manifest: dict) -> Catalog:
+    """The data files `manifest` names, each read once into memory, so that its checksum and its content agree."""
+    raw = {}
     for key in ("embeddings", "table"):
         entry = manifest["files"][key]
-        files[key] = path / entry["name"]
-        if not files[key].is_file():
-            raise PhotoidError(f"{path}: {entry['name']}, listed in {MANIFEST}, is missing")
-        if pio.file_sha256(files[key]) != entry["sha256"]:
-            raise PhotoidError(f"{files[key]}: its content differs from what {MANIFEST} recorded (sha256); "
+        raw[key] = (path / entry["name"]).read_bytes()
+        if hashlib.sha256(raw[key]).hexdigest() != entry["sha256"]:
+            raise PhotoidError(f"{path / entry['name']}: its content differs from what {MANIFEST} recorded (sha256); "
                                "the catalogue was changed outside photoid: rebuild it")
-    embeddings = pio.load_npy(files["embeddings"])
-    table = pd.read_csv(files["table"], dtype=str, keep_default_na=False)
+    try:
+        embeddings = np.load(io.BytesIO(raw["embeddings"]), allow_pickle=False)
+    except (ValueError, EOFError) as err:
+        raise PhotoidError(f"{path / manifest['files']['embeddings']['name']} cannot be read as a numeric array "
+                           f"file (.npy): {err}") from None
+    table = pd.read_csv(io.BytesIO(raw["table"]), dtype=str, keep_default_na=False)
     if list(table.columns) != TABLE_COLUMNS or embeddings.shape != (len(table), manifest["dim"]):
         raise PhotoidError(f"{path}: {len(table)} table rows with columns {list(table.columns)} for embeddings of "
                            f"shape {embeddings.shape}; expected {TABLE_COLUMNS} and (rows, {manifest['dim']})")
     return Catalog(path, manifest, table, embeddings.astype(np.float32, copy=False))
 
 
-def write_catalog(path: str | Path, manifest: dict, table: pd.DataFrame, embeddings: np.ndarray) -> Catalog:
-    """Write the data files under the next generation, commit the manifest, then drop the older files."""
+# ----------------------------------------------------------------------------- transactions
+
+class Transaction:
+    """One change to a catalogue, made while its lock is held (`catalog_transaction`).
+
+    `catalog` is the current generation, read under the lock (None while the folder holds no catalogue). One
+    `commit` (or `commit_manifest`) writes the next generation; the transaction's work is lost only if the block
+    raises or the process dies before the manifest is replaced.
+    """
+
+    def __init__(self, path: Path, manifest: dict | None):
+        self.path = path
+        self.manifest = manifest  # the current manifest, None while the folder holds no catalogue
+        self._catalog: Catalog | None = None
+        self.committed: Catalog | None = None
+
+    @property
+    def catalog(self) -> Catalog | None:
+        """The current generation with its data (read on first use: `build --force` replaces it unread)."""
+        if self._catalog is None and self.manifest is not None:
+            self._catalog = read_catalog(self.path)
+        return self._catalog
+
+    def commit(self, manifest: dict, table: pd.DataFrame, embeddings: np.ndarray) -> Catalog:
+        """Write the data files of the next generation, replace the manifest (the commit), drop older files."""
+        generation = int((self.manifest or {}).get("generation", 0)) + 1
+        names = {"embeddings": f"embeddings-{generation:05d}.npy", "table": f"images-{generation:05d}.csv"}
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        try:
+            pio.save_npy(self.path / names["embeddings"], embeddings)
+            pio.write_csv(self.path / names["table"], table[TABLE_COLUMNS])
+            manifest = {
+                **manifest, "format": FORMAT, "version": FORMAT_VERSION, "generation": generation,
+                "updated": _now(), "n_images": int(len(table)),
+                "n_individuals": int(table["individual_id"].nunique()), "dim": int(embeddings.shape[1]),
+                "files": {key: {"name": name, "sha256": pio.file_sha256(self.path / name)}
+                          for key, name in names.items()},
+            }
+            pio.write_json(self.path / MANIFEST, manifest)
+        except BaseException:
+            # Not committed: the manifest still names the previous files, so the new ones are dropped.
+            for name in names.values():
+                (self.path / name).unlink(missing_ok=True)
+            raise
+        _remove_unlisted(self.path, set(names.values()))
+        self.manifest = manifest
+        self._catalog = self.committed = Catalog(self.path, manifest, table[TABLE_COLUMNS].reset_index(drop=True),
+                                                 embeddings)
+        return self.committed
+
+    def commit_manifest(self, **changes) -> Catalog:
+        """Replace manifest entries (e.g. the calibration) of the current generation; its data files stay."""
+        if self.catalog is None:
+            raise PhotoidError(f"{self.path}: not a catalogue (no {MANIFEST}); make one with photoid catalog build")
+        current = self.catalog
+        manifest = {**current.manifest, **changes, "updated": _now()}
+        pio.write_json(self.path / MANIFEST, manifest)
+        self.manifest = manifest
+        self._catalog = self.committed = Catalog(self.path, manifest, current.table, current.embeddings)
+        return self.committed
+
+
+@contextlib.contextmanager
+def catalog_transaction(path: str | Path, waiting_message: str | None = None) -> Iterator[Transaction]:
+    """Hold the catalogue's exclusive lock for one change; yields a `Transaction` on its current generation.
+
+    `waiting_message` says what this writer is about to do; it follows the note printed on stderr while the lock
+    is held by another process. The folder is created if needed (a catalogue being built).
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    generation = int(manifest.get("generation", 0)) + 1
-    names = {"embeddings": f"embeddings-{generation:05d}.npy", "table": f"images-{generation:05d}.csv"}
-    embeddings = np.asarray(embeddings, dtype=np.float32)
+    with _exclusive_lock(path / LOCK, waiting_message):
+        # Leftovers of a writer killed before its commit: files no manifest names, and temporary files.
+        manifest = _read_manifest(path) if (path / MANIFEST).is_file() else None
+        _remove_unlisted(path, {e["name"] for e in manifest["files"].values()} if manifest else set())
+        yield Transaction(path, manifest)
+
+
+@contextlib.contextmanager
+def _exclusive_lock(lock_path: Path, waiting_message: str | None) -> Iterator[None]:
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        pio.save_npy(path / names["embeddings"], embeddings)
-        pio.write_csv(path / names["table"], table[TABLE_COLUMNS])
-        manifest = {
-            **manifest, "format": FORMAT, "version": FORMAT_VERSION, "generation": generation,
-            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "n_images": int(len(table)), "n_individuals": int(table["individual_id"].nunique()),
-            "dim": int(embeddings.shape[1]),
-            "files": {key: {"name": name, "sha256": pio.file_sha256(path / name)} for key, name in names.items()},
-        }
-        pio.write_json(path / MANIFEST, manifest)
-    except BaseException:
-        # Not committed: the manifest still names the previous files, so the new ones are dropped.
-        for name in names.values():
-            (path / name).unlink(missing_ok=True)
-        raise
-    for pattern in ("embeddings-*.npy", "images-*.csv"):
+        started, next_note = time.monotonic(), WAIT_NOTE_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - started
+                if waited >= next_note:
+                    print(f"waiting {waited:.0f}s for catalogue {lock_path.parent}, locked by {_holder(lock_path)}"
+                          + (f"; then {waiting_message}" if waiting_message else ""), file=sys.stderr, flush=True)
+                    next_note += WAIT_REPEAT_S
+                time.sleep(0.05)
+        holder = {"pid": os.getpid(), "command": " ".join(["photoid", *sys.argv[1:]])[:300], "since": _now()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # the file names its holder only while the lock is held
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _holder(lock_path: Path) -> str:
+    try:
+        holder = json.loads(lock_path.read_text(encoding="utf-8"))
+        return f"pid {holder['pid']} ({holder['command']}, since {holder['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def _remove_unlisted(path: Path, keep: set[str]) -> None:
+    """Data files of other generations and temporary files; only ever called by the lock's holder."""
+    for pattern in (*DATA_PATTERNS, ".*.tmp*"):
         for old in path.glob(pattern):
-            if old.name not in names.values():
-                old.unlink()
-    return Catalog(path, manifest, table[TABLE_COLUMNS].reset_index(drop=True), embeddings)
+            if old.name not in keep and old.name != LOCK:
+                old.unlink(missing_ok=True)
 
 
-def update_manifest(catalog: Catalog, **changes) -> Catalog:
-    """Replace manifest entries (e.g. the calibration) atomically; the data files stay as they are."""
-    manifest = {**catalog.manifest, **changes, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    pio.write_json(catalog.path / MANIFEST, manifest)
-    return Catalog(catalog.path, manifest, catalog.table, catalog.embeddings)
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def update_manifest(catalog: Catalog | str | Path, **changes) -> Catalog:
+    """Replace manifest entries (e.g. the calibration) in one transaction; the data files stay as they are."""
+    with catalog_transaction(getattr(catalog, "path", catalog)) as tx:
+        return tx.commit_manifest(**changes)
 
 
 # ----------------------------------------------------------------------------- models
@@ -237,21 +380,23 @@ def align_probabilities(probs: np.ndarray, classes: Sequence[str] | None, names:
     return aligned, known
 
 
-def identify_paths_with_catalog(catalog_dir: str | Path, paths: Sequence[str], *,
+def identify_paths_with_catalog(catalog_dir: str | Path | Catalog, paths: Sequence[str], *,
                                 run_dirs: Sequence[str] | None = None, records_dir: str | None = None,
                                 top: int = 5, batch_size: int = DEFAULT_BATCH, blend_weight: float | None = None,
-                                threshold: float | None = None, faiss_above: int = FAISS_ABOVE) -> Iterator:
+                                threshold: float | None = None, faiss_above: int = FAISS_ABOVE,
+                                embedder=None) -> Iterator:
     """`photoid identify --catalog`: photos → `photoid.identify.Identification`, in order, batch by batch.
 
     The catalogue's models embed each photo and give the classifier's probabilities; every catalogue individual
     can be named (only the runs' original ids if the catalogue was calibrated for them), and a photo scoring no
     individual above the threshold is `new_turtle` (Turtle Recall runs) or `new_individual`. `run_dirs`, when
-    given, must be the catalogue's runs (else a clear error).
+    given, must be the catalogue's runs (else a clear error). A long-lived caller (`photoid serve`) passes the
+    catalogue it holds and its `load_catalog_embedder`, so the models are loaded once.
     """
     from photoid.identify import Identification
 
-    catalog = read_catalog(catalog_dir)
-    embedder = load_catalog_embedder(catalog, run_dirs, records_dir)
+    catalog = catalog_dir if isinstance(catalog_dir, Catalog) else read_catalog(catalog_dir)
+    embedder = embedder or load_catalog_embedder(catalog, run_dirs, records_dir)
     first_run = embedder.members[0][0]
     new_label = NEW_TURTLE if first_run.config.task == "turtles" else NEW_INDIVIDUAL
     label_space = (catalog.calibration or {}).get("label_space", "catalog")
@@ -293,13 +438,7 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
     from photoid.runs import choose_folds, load_run
 
     out = Path(out)
-    previous = None
-    if (out / MANIFEST).is_file():
-        if not force:
-            raise PhotoidError(f"{out} already holds a catalogue; --force replaces it (photos added to it are lost)")
-        previous = pio.read_json(out / MANIFEST)
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise PhotoidError(f"{out} exists and is not a catalogue folder; choose a new or empty folder")
+    _check_build_target(out, force)  # before the slow work, and again under the lock
     runs = [load_run(d, records_dir) for d in run_dirs]
     data = load_turtles(data_dir)
     embedder = Embedder([(run, fold) for run in runs for fold in choose_folds(run, folds)])
@@ -311,13 +450,22 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
                           "source": labeled["source"], "path": paths})
     signatures = embedder.signatures()
     manifest = {
-        "generation": previous.get("generation", 0) if isinstance(previous, dict) else 0,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": _now(),
         "data_dir": str(Path(data_dir).resolve()), "embedding_views": list(EMBEDDING_VIEWS),
         "models": signatures, "runs": _runs_summary(signatures, {str(r.run_dir.resolve()): r for r in runs}),
         "seconds_to_build": round(time.time() - started, 1), "calibration": None,
     }
-    return write_catalog(out, manifest, table, embeddings)
+    with catalog_transaction(out, waiting_message=f"to build a catalogue of {len(table)} photos") as tx:
+        _check_build_target(out, force)
+        return tx.commit(manifest, table, embeddings)
+
+
+def _check_build_target(out: Path, force: bool) -> None:
+    if (out / MANIFEST).is_file():
+        if not force:
+            raise PhotoidError(f"{out} already holds a catalogue; --force replaces it (photos added to it are lost)")
+    elif out.exists() and (not out.is_dir() or any(not p.name.startswith(".") for p in out.iterdir())):
+        raise PhotoidError(f"{out} exists and is not a catalogue folder; choose a new or empty folder")
 
 
 def add_photos(catalog_dir: str | Path, paths: Sequence[str], individual_id: str, *,
@@ -325,7 +473,9 @@ def add_photos(catalog_dir: str | Path, paths: Sequence[str], individual_id: str
                batch_size: int = DEFAULT_BATCH) -> tuple[Catalog, bool]:
     """Add photos of one individual, known or new; returns (the updated catalogue, whether it was known).
 
-    A photo's image id is its file name without the extension; it must be new to the catalogue.
+    A photo's image id is its file name without the extension; it must be new to the catalogue. The photos are
+    embedded first, then added to the catalogue's generation current at that moment (`catalog_transaction`),
+    so adds running at the same time all keep their photos.
     """
     from photoid.data import text_problem
 
@@ -335,21 +485,31 @@ def add_photos(catalog_dir: str | Path, paths: Sequence[str], individual_id: str
     if not paths:
         raise PhotoidError("no photos given")
     catalog = read_catalog(catalog_dir)
-    problems, seen = ProblemList(), set(catalog.table["image_id"])
     image_ids = [Path(p).stem for p in paths]
+    _check_new_image_ids(catalog, paths, image_ids)  # before the slow work, and again under the lock
+    embedder = load_catalog_embedder(catalog, run_dirs, records_dir)
+    embeddings = embedder.embed_all(paths, batch_size)
+    added = pd.DataFrame({"individual_id": individual_id, "image_id": image_ids, "source": "added",
+                          "path": [str(Path(p).resolve()) for p in paths]})
+    with catalog_transaction(catalog.path, f"to add {len(paths)} photo(s) of {individual_id}") as tx:
+        current = tx.catalog
+        if current is None or current.models != catalog.models:
+            raise PhotoidError(f"{catalog.path} was rebuilt while the photos were embedded; nothing was added, add "
+                               "them again")
+        _check_new_image_ids(current, paths, image_ids)
+        known = bool((current.table["individual_id"] == individual_id).any())
+        table = pd.concat([current.table, added], ignore_index=True)
+        updated = tx.commit(current.manifest, table, np.concatenate([current.embeddings, embeddings]))
+    return updated, known
+
+
+def _check_new_image_ids(catalog: Catalog, paths: Sequence[str], image_ids: Sequence[str]) -> None:
+    problems, seen = ProblemList(), set(catalog.table["image_id"])
     for path, image_id in zip(paths, image_ids):
         if image_id in seen:
             problems.add(str(path), None, f"image id {image_id!r} (the file name) is already in the catalogue")
         seen.add(image_id)
     problems.raise_if_any(title="photos that cannot be added")
-    embedder = load_catalog_embedder(catalog, run_dirs, records_dir)
-    embeddings = embedder.embed_all(paths, batch_size)
-    known = bool((catalog.table["individual_id"] == individual_id).any())
-    added = pd.DataFrame({"individual_id": individual_id, "image_id": image_ids, "source": "added",
-                          "path": [str(Path(p).resolve()) for p in paths]})
-    table = pd.concat([catalog.table, added], ignore_index=True)
-    updated = write_catalog(catalog.path, catalog.manifest, table, np.concatenate([catalog.embeddings, embeddings]))
-    return updated, known
 
 
 def summary(catalog: Catalog) -> dict:

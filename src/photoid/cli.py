@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score-ranking": ("photoid.whales.scoring", "score a ranking submission with the organisers' mAP"),
     "catalog": ("photoid.catalog", "build, grow and list an embedding catalogue of known individuals"),
     "calibrate": ("photoid.calibrate", "choose the new-individual threshold and blend weight on held-out data"),
+    "serve": ("photoid.serve", "a web page to identify photos, confirm matches and grow a catalogue"),
 }
 
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 from PIL import Image, UnidentifiedImageError
 
 from photoid.errors import PhotoidError
+from photoid.images import jpeg_stream_end
 from photoid.io import atomic_path, file_sha256, read_json, write_json
 
 if TYPE_CHECKING:
@@ -92,7 +93,10 @@ def prepare_image_bytes(path: str | os.PathLike, dim_pre: int, keep_original: bo
             raise PhotoidError(f"{path}: not a JPEG file; records keep original files only when they are JPEGs "
                                "(leave out --keep_original to re-encode it)")
         if not mirror and not rotate_wide:
-            return data
+            try:  # a phone's trailer (motion-photo video) after the JPEG stream is no part of the photo
+                return data[:jpeg_stream_end(data)]
+            except ValueError as err:
+                raise PhotoidError(f"{path}: JPEG is truncated or damaged: {err}") from None
     elif dim_pre < 1:
         raise ValueError(f"dim_pre must be a positive number of pixels, got {dim_pre}")
     try:

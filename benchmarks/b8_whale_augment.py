@@ -1,4 +1,4 @@
-"""B7 — the Where's Whale-do winner's augmentation in the tf.data graph: training images/s at dim_pre 512.
+"""B8 — the Where's Whale-do winner's augmentation in the tf.data graph: training images/s at dim_pre 512.
 
 Ours: `augment = "whaledo"` (flip, OneOf(Sharpen, ToGray, CLAHE), ShiftScaleRotate, ColorJitter; see
 `photoid.whales.augment`). Baseline: the same pipeline with the horizontal flip alone (`augment = "original"`,
@@ -72,7 +72,7 @@ def run(preset: str, cache_dir) -> list[Result]:
     rates = interleaved_medians(settings.windows, {k: (lambda d=d: window_rate(d)) for k, d in datasets.items()})
     ours, baseline = rates["whaledo"], rates["flip"]
     return [Result(
-        id="B7", what=f"whale training augmentation at dim_pre {side} (images in memory)",
+        id="B8", what=f"whale training augmentation at dim_pre {side} (images in memory)",
         ours=ours, baseline=baseline, unit="images/s", ratio=ours / baseline, goal=GOAL,
         ours_label="the winner's chain", baseline_label="horizontal flip only",
         details=[f"cost per photo: {1000 / ours:.1f} ms (winner's chain) vs {1000 / baseline:.1f} ms (flip), "

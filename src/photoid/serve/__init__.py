@@ -1,0 +1,78 @@
+"""`photoid serve`: a web page where researchers identify photos, confirm matches and grow the catalogue.
+
+    photoid serve --catalog CATALOG [--run RUN_DIR ...] [--host 127.0.0.1] [--port 8000]
+                  [--blend_weight W] [--threshold T]      (as photoid identify --catalog; default: calibrated)
+
+The catalogue and its fold models are loaded once (`identifier`); the pages (`app`) identify uploaded photos with
+`photoid identify --catalog`'s numbers, record each decision in the catalogue's decision log through its locked
+transaction (`decisions`), and browse and export the catalogue. It listens on 127.0.0.1 unless told otherwise;
+any other address needs an access token, given with --token or generated and printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import secrets
+import sys
+
+from photoid.errors import PhotoidError
+
+TOKEN_ENV = "PHOTOID_SERVE_TOKEN"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--catalog", required=True, help="catalogue folder (photoid catalog build, then calibrate)")
+    parser.add_argument("--run", dest="runs", action="append", metavar="RUN_DIR",
+                        help="where the catalogue's runs are now, if they moved (default: as recorded)")
+    parser.add_argument("--records_dir", help="records folder the runs were trained from (default: config.json's)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: this computer only); any other needs a token")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    parser.add_argument("--token", help=f"access token for a non-loopback host (default: ${TOKEN_ENV}, else "
+                                        "generated and printed)")
+    parser.add_argument("--top", type=int, default=5, help="candidates shown per photo")
+    parser.add_argument("--blend_weight", type=float, help="weight of the probabilities (default: calibrated)")
+    parser.add_argument("--threshold", type=float, help="normalised score at or below which a photo is new "
+                                                        "(default: calibrated)")
+    parser.add_argument("--batch_size", type=int, default=16, help="photos identified in one model call, at most")
+    parser.add_argument("--max_files", type=int, default=50, help="photos per upload, at most")
+    parser.add_argument("--max_photo_mb", type=float, default=25, help="size of one photo, at most (MB)")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from photoid.serve.app import Limits, create_app, loopback_hosts
+    from photoid.serve.identifier import Identifier
+
+    if args.top < 1 or args.batch_size < 1 or args.max_files < 1 or args.max_photo_mb <= 0:
+        raise PhotoidError("--top, --batch_size, --max_files and --max_photo_mb must be positive")
+    token = args.token or os.environ.get(TOKEN_ENV)
+    loopback = is_loopback(args.host)
+    if not loopback and not token:
+        token = secrets.token_urlsafe(24)
+    print(f"loading catalogue {args.catalog} and its models ...", file=sys.stderr, flush=True)
+    identifier = Identifier(args.catalog, args.runs, args.records_dir, top=args.top, batch_size=args.batch_size,
+                            blend_weight=args.blend_weight, threshold=args.threshold)
+    limits = Limits(max_files=args.max_files, max_photo_mb=args.max_photo_mb,
+                    max_request_mb=args.max_files * args.max_photo_mb)
+    app = create_app(identifier, token=token, allowed_hosts=loopback_hosts(args.port) if loopback else None,
+                     limits=limits)
+    shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    address = f"http://{shown_host if ':' not in shown_host else f'[{shown_host}]'}:{args.port}/"
+    print(f"photoid serve: {address}" + (f"?token={token}" if token else ""), flush=True)
+    if not loopback:
+        print("  anyone on the network with this address (token included) can change the catalogue", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", server_header=False)
+    return 0

@@ -1,0 +1,199 @@
+"""The page's model: the catalogue's fold models loaded once, one worker thread that runs every model call.
+
+Requests never call a model themselves: they queue their photos and wait. The worker takes everything queued at
+that moment (up to `batch_size` photos) and identifies it in one batch with `photoid identify --catalog`'s own
+function (`catalog.identify_paths_with_catalog`), so eight people uploading at once cost one batched call, not
+eight models competing for two cores, and the numbers are the command's. The catalogue is read again whenever
+its manifest changed (a decision here, `photoid catalog add` elsewhere), so every identification sees the
+current catalogue.
+
+Uploaded photos are kept in the catalogue folder (`photos/<sha256>.jpg`, written atomically): a confirmed photo
+stays where the catalogue's table points.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import re
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from photoid import io as pio
+from photoid.catalog import (MANIFEST, Catalog, identify_paths_with_catalog, load_catalog_embedder, operating_point,
+                             read_catalog)
+from photoid.embedder import check_same_models
+from photoid.errors import PhotoidError
+from photoid.images import check_image_file
+from photoid.metrics import NEW_TURTLE
+from photoid.openset import NEW_INDIVIDUAL
+from photoid.serve.decisions import Photo
+
+PHOTOS_DIR = "photos"
+SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_PIXELS = 50_000_000  # a camera photo is below; a header claiming more is refused before any decoding
+KEPT_RESULTS = 2000  # identified photos remembered for their decision (oldest forgotten first)
+
+
+class _Refused(Exception):
+    """An upload photoid cannot read (the reason is the message)."""
+
+
+@dataclass
+class Result:
+    """One uploaded photo: what the page shows and what a decision about it records."""
+
+    sha256: str
+    file_name: str
+    path: Path | None = None
+    labels: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    error: str | None = None
+    threshold: float | None = None  # the one its verdict was drawn with
+
+    def photo(self) -> Photo:
+        return Photo(self.sha256, self.path, self.file_name, self.labels, self.scores, self.threshold)
+
+
+class Identifier:
+    def __init__(self, catalog_dir: str | Path, run_dirs: Sequence[str] | None = None,
+                 records_dir: str | None = None, top: int = 5, batch_size: int = 16,
+                 blend_weight: float | None = None, threshold: float | None = None):
+        self.path = Path(catalog_dir)
+        self.top, self.batch_size = top, batch_size
+        self._operating = {"blend_weight": blend_weight, "threshold": threshold}  # None: the catalogue's calibration
+        self._catalog = read_catalog(self.path)
+        self._catalog_lock = threading.Lock()
+        # An uncalibrated catalogue (without --threshold) is refused at start, before the models load.
+        operating_point(self._catalog, True, **self._operating)
+        self.embedder = load_catalog_embedder(self._catalog, run_dirs, records_dir)
+        self.models = self.embedder.signatures()
+        first_run = self.embedder.members[0][0]
+        self.task = first_run.config.task
+        self.new_label = NEW_TURTLE if self.task == "turtles" else NEW_INDIVIDUAL
+        self.photos_dir = self.path / PHOTOS_DIR
+        self.results: OrderedDict[str, Result] = OrderedDict()
+        self._results_lock = threading.Lock()
+        self._jobs: queue.Queue = queue.Queue()
+        threading.Thread(target=self._work, name="photoid-models", daemon=True).start()
+
+    # ------------------------------------------------------------------ catalogue
+
+    @property
+    def catalog(self) -> Catalog:
+        """The current catalogue: read again when its manifest changed since the last look."""
+        with self._catalog_lock:
+            try:
+                manifest = pio.read_json(self.path / MANIFEST)
+            except (OSError, PhotoidError):
+                manifest = None  # being replaced this instant: the copy held is still a whole catalogue
+            if manifest is not None and manifest != self._catalog.manifest:
+                self._catalog = read_catalog(self.path)
+            return self._catalog
+
+    def threshold(self) -> float:
+        return operating_point(self.catalog, True, **self._operating)[1]
+
+    # ------------------------------------------------------------------ photos
+
+    def store(self, data: bytes, file_name: str) -> Result:
+        """Keep an uploaded photo under its content hash; a photo photoid cannot read gets its reason."""
+        sha = hashlib.sha256(data).hexdigest()
+        result = Result(sha, file_name)
+        self.photos_dir.mkdir(exist_ok=True)
+        target = self.photos_dir / f"{sha}.jpg"
+        if not target.is_file():
+            try:
+                with pio.atomic_path(target) as tmp:
+                    Path(tmp).write_bytes(data)
+                    # Checked under the temporary name: a refused upload never becomes a stored photo.
+                    reason = check_image_file(tmp, max_pixels=MAX_PIXELS)
+                    if reason:
+                        raise _Refused(reason)
+            except _Refused as refused:
+                result.error = str(refused)
+                return result
+        result.path = target
+        return result
+
+    def stored_photo(self, sha: str) -> Path | None:
+        """The stored upload with this hash, if any (`sha` is checked to be a hash: never a path)."""
+        if not SHA256.fullmatch(sha):
+            return None
+        path = self.photos_dir / f"{sha}.jpg"
+        return path if path.is_file() else None
+
+    def remember(self, result: Result) -> None:
+        """Keep a result for its decision (the caller holds `_results_lock`)."""
+        self.results[result.sha256] = result
+        self.results.move_to_end(result.sha256)
+        while len(self.results) > KEPT_RESULTS:
+            self.results.popitem(last=False)
+
+    # ------------------------------------------------------------------ model calls
+
+    def identify(self, results: list[Result]) -> list[Result]:
+        """Fill in the candidates of readable stored photos (one batched model call with other requests')."""
+        readable = [r for r in results if r.error is None]
+        if readable:
+            answers, threshold = self._submit("identify", [str(r.path) for r in readable])
+            for result, answer in zip(readable, answers):
+                if answer.error is not None:
+                    result.error = answer.error
+                else:
+                    result.labels, result.scores, result.threshold = answer.labels, answer.scores, threshold
+        with self._results_lock:
+            for result in results:
+                self.remember(result)
+        return results
+
+    def embed(self, path: Path) -> np.ndarray:
+        """One photo's catalogue embedding (to add it), computed by the same worker."""
+        return self._submit("embed", [str(path)])[0]
+
+    def _submit(self, kind: str, paths: list[str]):
+        done: Future = Future()
+        self._jobs.put((kind, paths, done))
+        return done.result()
+
+    def _work(self) -> None:
+        while True:
+            jobs = [self._jobs.get()]
+            # Everything else already waiting joins this batch, up to batch_size photos.
+            while sum(len(j[1]) for j in jobs) < self.batch_size:
+                try:
+                    jobs.append(self._jobs.get_nowait())
+                except queue.Empty:
+                    break
+            for kind in ("identify", "embed"):
+                batch = [j for j in jobs if j[0] == kind]
+                if batch:
+                    self._run(kind, batch)
+
+    def _run(self, kind: str, jobs: list) -> None:
+        paths = [p for _, job_paths, _ in jobs for p in job_paths]
+        try:
+            catalog = self.catalog
+            # A catalogue rebuilt by other models meanwhile cannot be compared with these models' embeddings.
+            check_same_models(catalog.models, self.models, f"catalogue {self.path}")
+            if kind == "identify":
+                answers = list(identify_paths_with_catalog(catalog, paths, top=self.top, batch_size=self.batch_size,
+                                                           embedder=self.embedder, **self._operating))
+                threshold = operating_point(catalog, True, **self._operating)[1]
+            else:
+                answers = list(self.embedder.embed_all(paths, self.batch_size))
+        except BaseException as err:  # noqa: BLE001  (handed to the waiting requests, which report it)
+            for _, _, done in jobs:
+                done.set_exception(err)
+            return
+        start = 0
+        for _, job_paths, done in jobs:
+            part = answers[start:start + len(job_paths)]
+            done.set_result((part, threshold) if kind == "identify" else part)
+            start += len(job_paths)
