@@ -119,8 +119,8 @@ def measure_size(cache_dir: Path, long_side: int, n_photos: int, settings: Setti
     cost of each step alone, which show where the time goes."""
     data_dir = synthetic_turtles(cache_dir, long_side, n_photos)
     workers = pool_workers(n_photos)
-    resized = turtle_records(cache_dir, data_dir, settings.dim_pre, keep_original=False, workers=workers)
-    original = turtle_records(cache_dir, data_dir, settings.dim_pre, keep_original=True, workers=workers)
+    resized = turtle_records(cache_dir, data_dir, settings.dim_pre, layout="compact", workers=workers)
+    original = turtle_records(cache_dir, data_dir, settings.dim_pre, layout="original", workers=workers)
     datasets = {"ours": _training_dataset(resized, settings), "baseline": _training_dataset(original, settings)}
     with dct_scaled_decoding():
         datasets["dct_scaled"] = _training_dataset(original, settings)
@@ -142,7 +142,7 @@ def profile_steps(data_dir: Path, settings: Settings, n_photos: int = 8) -> str:
 
     paths = image_paths(data_dir)[:n_photos]
     costs = _pipeline_profile.stage_costs([Path(p).read_bytes() for p in paths],
-                                          [prepare_image_bytes(p, settings.dim_pre, False) for p in paths],
+                                          [prepare_image_bytes(p, settings.dim_pre, "compact") for p in paths],
                                           settings.dim, settings.dim_pre, decode_with_dct_scaling)
     return _pipeline_profile.describe(costs)
 

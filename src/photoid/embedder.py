@@ -140,7 +140,7 @@ class Embedder:
             features: list = [0.0] * len(self.members)
             prob_sum, n_probs = 0.0, 0
             for (pre, view), users in self._views(probabilities).items():
-                jpegs = prepared[pre.records_dim_pre, pre.keep_original]
+                jpegs = prepared[pre.records_dim_pre, pre.layout]
                 batch_input = np.stack([pre.model_input(jpegs[p], view) for p in readable])
                 for i, wants_probabilities in users:
                     probs, feats = (t.numpy() for t in self._forward[i](batch_input))

@@ -2,8 +2,9 @@
 
 Per image, as in the original: decode the JPEG (`INTEGER_ACCURATE` DCT) -> bilinear resize to `dim_pre` x `dim_pre`
 (aspect not kept) -> cast to uint8 -> training augmentation or one TTA transform -> resize to `dim` x `dim` ->
-float32 / 255. `preprocess_image_bytes` is that chain for one image; the reader runs the same functions, so a
-photo identified alone gets exactly the tensor it would get from the records.
+float32 / 255. Records of the exact layout hold the result of the first three steps, computed once when they were
+written, so their reader starts at the augmentation. `preprocess_image_bytes` is that chain for one image; the
+reader runs the same functions, so a photo identified alone gets exactly the tensor it would get from the records.
 
 Order: without training, records come file by file in the given order, each file's records in written order, so
 predictions line up with folds.csv. With training, files are shuffled and read in parallel, and records go through
@@ -13,6 +14,7 @@ by the seed and the element's position), so two runs give identical batches.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -26,14 +28,34 @@ from photoid.errors import PhotoidError
 from photoid.records import IMAGE_FEATURE, MANIFEST_NAME, feature_spec
 
 AUTOTUNE = tf.data.AUTOTUNE
+JPEG_START = b"\xff\xd8"
 
 
-def decode_image(jpeg_bytes: tf.Tensor, dim_pre: int) -> tf.Tensor:
+def decode_and_resize(jpeg_bytes: tf.Tensor, dim_pre: int) -> tf.Tensor:
     """JPEG bytes -> uint8 dim_pre x dim_pre x 3, as the original: accurate integer DCT, bilinear resize, truncation."""
     image = tf.io.decode_jpeg(jpeg_bytes, channels=3, dct_method="INTEGER_ACCURATE")
     image = tf.image.resize(image, [dim_pre, dim_pre], method="bilinear")
     # A float -> uint8 cast truncates; the original's models were trained on exactly these values.
     return tf.cast(tf.reshape(image, [dim_pre, dim_pre, 3]), tf.uint8)
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_decode_and_resize(dim_pre: int):
+    """`decode_and_resize` traced once per size (records of the exact layout call it once per photo)."""
+    return tf.function(lambda jpeg_bytes: decode_and_resize(jpeg_bytes, dim_pre))
+
+
+def decode_image(data: tf.Tensor, dim_pre: int) -> tf.Tensor:
+    """A record's image bytes -> the uint8 dim_pre x dim_pre x 3 image the original's reader made before augmenting.
+
+    JPEG bytes (the original and compact layouts) go through `decode_and_resize`. Anything else is the exact
+    layout's serialised tensor, already that image: a JPEG starts with FF D8 and a serialised tensor with its
+    dtype field (byte 08), so the first bytes tell them apart.
+    """
+    data = tf.convert_to_tensor(data, tf.string)
+    is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), JPEG_START)
+    image = tf.cond(is_jpeg, lambda: decode_and_resize(data, dim_pre), lambda: tf.io.parse_tensor(data, tf.uint8))
+    return tf.reshape(image, [dim_pre, dim_pre, 3])
 
 
 def finish_image(image: tf.Tensor, dim: int) -> tf.Tensor:
@@ -50,12 +72,12 @@ def finish_image(image: tf.Tensor, dim: int) -> tf.Tensor:
     return tf.reshape(image, [dim, dim, 3]) / 255.0
 
 
-def preprocess_image_bytes(jpeg_bytes: bytes | tf.Tensor, dim: int, dim_pre: int, tta: int = 0) -> tf.Tensor:
+def preprocess_image_bytes(data: bytes | tf.Tensor, dim: int, dim_pre: int, tta: int = 0) -> tf.Tensor:
     """One photo's model input: decode, resize to dim_pre, TTA transform `tta` (0 = none), resize to dim, scale.
 
     Give it the bytes of `photoid.records.prepare_image_bytes` to get what the records hold for that photo.
     """
-    return finish_image(apply_transform(decode_image(jpeg_bytes, dim_pre), tta), dim)
+    return finish_image(apply_transform(decode_image(data, dim_pre), tta), dim)
 
 
 def _check_arguments(files: Sequence[str], dim: int, dim_pre: int, batch_size: int, training: bool,

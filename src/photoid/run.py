@@ -94,6 +94,16 @@ def check_records_complete(cfg: Config) -> None:
                            "build resumes where it stopped when its command runs again")
 
 
+def check_records_layout(cfg: Config) -> None:
+    """Refuse a dim_pre that the records' layout cannot give exactly (see `records.check_layout_size`)."""
+    from photoid.records import MANIFEST_NAME, check_layout_size
+    from photoid.runs import records_settings
+
+    if "://" in cfg.records_dir or (Path(cfg.records_dir) / MANIFEST_NAME).exists():
+        records_dim_pre, layout = records_settings(cfg.records_dir, Path(cfg.output_dir))
+        check_layout_size(layout, records_dim_pre, cfg.dim_pre, cfg.records_dir)
+
+
 def set_determinism(cfg: Config) -> None:
     import tf_keras
     import tensorflow as tf
@@ -118,6 +128,7 @@ def run_config(cfg: Config) -> int:
         raise PhotoidError(f"--n_folds {cfg.n_folds} but the records in {cfg.records_dir} have {n_folds_in_records} folds")
     classes, original_ids, _ = load_label_space(folds)
     check_records_complete(cfg)
+    check_records_layout(cfg)
     run_dir = prepare_run_dir(cfg, classes, original_ids)
     print(f"run {run_dir}: recipe {cfg.model}, backbone {cfg.backbone} at {cfg.dim}px, {len(classes)} classes, folds {cfg.folds_to_run}")
 
