@@ -104,11 +104,13 @@ def check_records_layout(cfg: Config) -> None:
         check_layout_size(layout, records_dim_pre, cfg.dim_pre, cfg.records_dir)
 
 
-def set_determinism(cfg: Config) -> None:
+def set_determinism(cfg: Config, fold: int = 0) -> None:
+    """Seed Python, NumPy and TensorFlow with seed + fold: each fold of a run starts from its own random head (the
+    original, unseeded, drew one per fold), and a rerun of a fold starts from the same one."""
     import tf_keras
     import tensorflow as tf
 
-    tf_keras.utils.set_random_seed(cfg.seed)
+    tf_keras.utils.set_random_seed(cfg.seed + fold)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
 
@@ -146,12 +148,12 @@ def run_config(cfg: Config) -> int:
 
 
 @contextlib.contextmanager
-def _model_session(cfg: Config) -> Iterator[None]:
-    """A fresh Keras session for one fold's models (or the test ensemble's), with the run's seed and precision."""
+def model_session(cfg: Config, fold: int = 0) -> Iterator[None]:
+    """A fresh Keras session for fold `fold`'s models (or the test ensemble's), with its seed and the run's precision."""
     import tf_keras
 
     tf_keras.backend.clear_session()
-    set_determinism(cfg)
+    set_determinism(cfg, fold)
     if cfg.mixed_precision:
         tf_keras.mixed_precision.set_global_policy(cfg.mixed_precision)
     try:
@@ -176,11 +178,10 @@ def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes:
     def fold_model(fold: int):
         with strategy.scope():  # every weight comes from the fold's file: no pretrained set is loaded first
             model = build_predict_model(cfg, len(classes))
-        load_fold_weights(model, cfg, fold, run_dir, len(classes), weights=given)
-        return model
+        return model, load_fold_weights(model, cfg, fold, run_dir, len(classes), weights=given)
 
     for fold in cfg.folds_to_run:
-        with _model_session(cfg):
+        with model_session(cfg, fold):
             fold_dir = run_dir / f"fold_{fold}"
             if "train" in cfg.jobs:
                 if fold_is_done(fold_dir) and not cfg.force:
@@ -190,36 +191,37 @@ def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes:
                     print(f"fold {fold}: best {summary['monitor']} {summary['value']:.4f} at epoch {summary['epoch']}")
             if "val" in cfg.jobs:
                 expected = folds.loc[folds["fold"] == fold, "image_id"].astype(str).tolist()
-                predict_validation(cfg, fold, run_dir, fold_model(fold), classes, expected)
+                predict_validation(cfg, fold, run_dir, *fold_model(fold), classes, expected)
     if "test" in cfg.jobs:
-        with _model_session(cfg):
-            models = [fold_model(fold) for fold in cfg.folds_to_run]
-            predict_test(cfg, list(cfg.folds_to_run), run_dir, models, classes)
+        with model_session(cfg):
+            models, shas = zip(*[fold_model(fold) for fold in cfg.folds_to_run])
+            predict_test(cfg, list(cfg.folds_to_run), run_dir, list(models), classes, list(shas))
 
 
 def score_run(run_dir: Path, folds: pd.DataFrame, classes: list[str], original_ids: list[str]) -> dict:
-    """CV scores from the out-of-fold predictions present (any subset of folds), per fold and over all."""
-    from photoid.metrics import classification_scores
-    from photoid.predict import pred_path
+    """CV scores, per fold and over all, from exactly the run's expected out-of-fold predictions.
 
+    As the original: TTA 0..tta_number of every fold that finished training, averaged per fold. A missing file, or
+    one predicted by weights the fold no longer has, is an error naming it (`ensemble.expected_prediction_files`).
+    """
+    from photoid.ensemble import expected_prediction_files, load_prediction
+    from photoid.metrics import classification_scores
+
+    by_fold: dict[int, list[np.ndarray]] = {}
+    for fold, tta, path in expected_prediction_files(run_dir, "val"):
+        probs, row_ids = load_prediction(path, "val", fold, tta, classes)
+        expected = folds.loc[folds["fold"] == fold, "image_id"].astype(str).tolist()
+        if row_ids != expected:
+            raise PhotoidError(f"{path}: its rows are not fold {fold}'s images in folds.csv; predict it again")
+        by_fold.setdefault(fold, []).append(probs)
     per_fold, all_true, all_probs = {}, [], []
-    for fold in sorted(folds["fold"].unique()):
-        paths = []
-        tta = 0
-        while pred_path(run_dir, "val", fold, tta).exists():
-            paths.append(pred_path(run_dir, "val", fold, tta))
-            tta += 1
-        if not paths:
-            continue
-        probs = np.mean([pio.load_npy(p) for p in paths], axis=0)
+    for fold, preds in sorted(by_fold.items()):
+        probs = np.mean(preds, axis=0)
         y_true = folds.loc[folds["fold"] == fold, "label"].to_numpy()
-        if len(y_true) != len(probs):
-            raise PhotoidError(f"fold {fold}: {len(probs)} predictions for {len(y_true)} images in folds.csv")
-        per_fold[int(fold)] = {**classification_scores(y_true, probs, classes, original_ids), "n": len(y_true), "n_tta": len(paths)}
+        per_fold[int(fold)] = {**classification_scores(y_true, probs, classes, original_ids), "n": len(y_true),
+                               "n_tta": len(preds)}
         all_true.append(y_true)
         all_probs.append(probs)
-    if not per_fold:
-        raise PhotoidError(f"no out-of-fold predictions in {run_dir / 'preds'}; run the job with 'val' first")
     overall = classification_scores(np.concatenate(all_true), np.concatenate(all_probs), classes, original_ids)
     scores = {"folds": per_fold, "all": {**overall, "n": int(sum(len(t) for t in all_true))}, "folds_scored": sorted(per_fold)}
     pio.write_json(run_dir / "cv_scores.json", scores)

@@ -20,9 +20,9 @@ import tensorflow as tf
 import tf_keras
 
 from photoid import io as pio
+from photoid.ensemble import BEST_WEIGHTS, remove_fold_predictions
 from photoid.errors import PhotoidError
 
-BEST_WEIGHTS = "best.weights.h5"
 BACKUP_DIR = "backup"  # BackupAndRestore's state while a fold trains; resumes a killed fold
 
 
@@ -127,6 +127,8 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     fold_dir = run_dir / f"fold_{fold}"
     if cfg.force and fold_dir.exists():
         shutil.rmtree(fold_dir)
+    # Whatever this fold predicted before was predicted by weights that training is about to replace.
+    remove_fold_predictions(run_dir, fold)
     fold_dir.mkdir(parents=True, exist_ok=True)
     train_folds = [f for f in range(cfg.n_folds) if f != fold]
     train_files = fold_files(cfg.records_dir, train_folds)
