@@ -85,6 +85,36 @@ def test_mixed_precision_keeps_a_float32_head():
         tf_keras.mixed_precision.set_global_policy("float32")
 
 
+def test_each_fold_starts_from_its_own_seeded_head():
+    from photoid.config import Config
+    from photoid.model import build_models
+    from photoid.run import model_session
+
+    def first_head(fold: int) -> np.ndarray:
+        with model_session(Config(seed=33), fold):
+            return build_models(backbone="simple-cnn", dim=32, n_classes=5).predict.get_layer("dense").get_weights()[0]
+
+    fold0, fold1, fold0_again = first_head(0), first_head(1), first_head(0)
+    assert np.array_equal(fold0, fold0_again) and not np.array_equal(fold0, fold1)
+
+
+@pytest.mark.slow  # builds an 86M-parameter BEiT (about 10 s on 2 cores)
+def test_beit_head_starts_as_kecams_and_other_heads_as_a_keras_dense():
+    from photoid.backbones import BACKBONES
+    from photoid.model import build_models
+
+    assert BACKBONES["beit-large-patch16"].head_init == BACKBONES["beit-base-patch16"].head_init == "kecam-beit"
+    kernel, bias = build_models(backbone="beit-base-patch16", dim=32, n_classes=2265).predict.get_layer(
+        "dense").get_weights()
+    # kecam 1.2.9: TruncatedNormal(0.02) x 0.001 on both; a normal cut at 2 sigma has 0.88 sigma of spread.
+    assert kernel.shape == (768, 2265) and 1.70e-5 < kernel.std() < 1.82e-5 and np.abs(kernel).max() <= 4e-5
+    assert 1.55e-5 < bias.std() < 1.95e-5 and np.abs(bias).max() <= 4e-5 and abs(bias.mean()) < 2e-6
+    kernel, bias = build_models(backbone="simple-cnn", dim=32, n_classes=2265).predict.get_layer(
+        "dense").get_weights()
+    glorot_std = np.sqrt(2 / (256 + 2265))  # glorot_uniform: limit sqrt(6 / (fan_in + fan_out))
+    assert abs(kernel.std() / glorot_std - 1) < 0.01 and not bias.any()
+
+
 def test_named_weights_that_cannot_load_are_an_error_not_random_weights():
     from photoid.backbones import build_backbone
     from photoid.errors import PhotoidError

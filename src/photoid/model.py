@@ -16,7 +16,7 @@ import photoid  # noqa: F401
 import tensorflow as tf
 import tf_keras
 
-from photoid.backbones import build_backbone, is_weights_file
+from photoid.backbones import build_backbone, head_initializers, is_weights_file
 from photoid.errors import PhotoidError
 
 layers = tf_keras.layers
@@ -61,11 +61,13 @@ def build_models(
     if head == "softmax":
         # float32 head: under mixed precision the softmax must not run in float16.
         model = tf_keras.Sequential(
-            [features, *neck, layers.Dense(n_classes, activation="softmax", dtype="float32", name="dense")], name="model"
+            [features, *neck, layers.Dense(n_classes, activation="softmax", dtype="float32", name="dense",
+                                           **head_initializers(backbone))], name="model"
         )
         model.build((None, dim, dim, 3))
-        embed_layer = neck[-1] if neck else features
-        embed = tf_keras.Model(model.inputs, embed_layer.output, name="embedding_model")
+        # The head's input is the embedding. (A backbone without neck, BEiT, has no output in this graph of its own:
+        # its `.output` belongs to its inner graph, which Keras refuses to connect to the Sequential's input.)
+        embed = tf_keras.Model(model.inputs, model.get_layer("dense").input, name="embedding_model")
         return Models(train=model, predict=model, embed=embed)
 
     from photoid.layers import ArcFace
