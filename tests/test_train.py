@@ -115,6 +115,30 @@ def test_beit_head_starts_as_kecams_and_other_heads_as_a_keras_dense():
     assert abs(kernel.std() / glorot_std - 1) < 0.01 and not bias.any()
 
 
+@pytest.mark.parametrize("suffix", [".h5", ".hdf5", ".weights.h5", ".keras"])
+def test_every_weights_file_suffix_loads_for_training_and_prediction(tmp_path, suffix):
+    from photoid.config import Config
+    from photoid.errors import PhotoidError
+    from photoid.model import build_models, load_weights_file
+    from photoid.runs import build_predict_model
+    from photoid.train import initial_models
+
+    saved = build_models(backbone="simple-cnn", dim=32, n_classes=5).predict
+    path = tmp_path / f"trained{suffix}"
+    saved.save(path) if suffix == ".keras" else saved.save_weights(path)
+    cfg = Config(backbone="simple-cnn", dim=32, dim_pre=32, weights=str(path))
+    def same_as_saved(model) -> bool:
+        return all(np.array_equal(a, b) for a, b in zip(model.get_weights(), saved.get_weights(), strict=True))
+
+    assert same_as_saved(initial_models(cfg, 5).predict)  # training starts from the file
+    predicting = build_predict_model(cfg, 5)
+    assert not same_as_saved(predicting)
+    load_weights_file(predicting, path, 5)  # as prediction with --weights does (predict.load_fold_weights)
+    assert same_as_saved(predicting)
+    with pytest.raises(PhotoidError, match="does not fit"):
+        load_weights_file(build_models(backbone="simple-cnn", dim=32, n_classes=6).predict, path, 6)
+
+
 def test_named_weights_that_cannot_load_are_an_error_not_random_weights():
     from photoid.backbones import build_backbone
     from photoid.errors import PhotoidError

@@ -75,8 +75,11 @@ def head_initializers(name: str) -> dict:
             "bias_initializer": tf_keras.initializers.TruncatedNormal(stddev=stddev)}
 
 
+WEIGHTS_SUFFIXES = (".h5", ".hdf5", ".weights.h5", ".keras")  # what --weights takes as a file; all load
+
+
 def is_weights_file(weights: str) -> bool:
-    return weights.lower().endswith((".h5", ".hdf5", ".keras", ".weights.h5"))
+    return weights.lower().endswith(WEIGHTS_SUFFIXES)
 
 
 def build_backbone(name: str, input_shape: tuple[int, int, int], weights: str = "none") -> tf_keras.Model:

@@ -9,6 +9,7 @@ the image → the L2-normalisable vector that retrieval and the catalogue use.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +17,11 @@ import photoid  # noqa: F401
 import tensorflow as tf
 import tf_keras
 
-from photoid.backbones import build_backbone, head_initializers, is_weights_file
+from photoid.backbones import WEIGHTS_SUFFIXES, build_backbone, head_initializers, is_weights_file
 from photoid.errors import PhotoidError
 
 layers = tf_keras.layers
+KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"  # where a .keras archive keeps the weights
 
 
 @dataclass
@@ -128,12 +130,12 @@ def load_weights_file(model: tf_keras.Model, path: str | Path, n_classes: int | 
     if not tf.io.gfile.exists(path):
         raise PhotoidError(f"weights file {path} does not exist")
     if not is_weights_file(path):
-        raise PhotoidError(f"weights file {path}: expected a .h5 or .weights.h5 file")
+        raise PhotoidError(f"weights file {path}: expected one of {', '.join(WEIGHTS_SUFFIXES)}")
     classes = f" with {n_classes} classes" if n_classes else ""
     try:
         model.load_weights(path)
         saved = _saved_weight_arrays(path)
-    except (ValueError, OSError, KeyError) as err:
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as err:
         raise PhotoidError(
             f"weights file {path} does not fit this recipe's model ({model.name}{classes}): {str(err).splitlines()[0][:300]}"
         ) from None
@@ -151,13 +153,22 @@ def _saved_weight_arrays(path: str) -> int | None:
     layers by position and ignores entries the model has no place for (e.g. a GeM exponent loaded into a model
     with average pooling). Counting every array catches that. `.weights.h5` files keep the layers' arrays under
     `layers/` (the optimizer's elsewhere); legacy `.h5` files at the top or under `model_weights/` (whole models).
+    A `.keras` file is a zip archive holding a `model.weights.h5`.
     """
     import h5py
 
     if "://" in path:
         return None
-    with h5py.File(path, "r") as f:
+
+    def count(f) -> int:
         group = f["layers"] if "layers" in f else f["model_weights"] if "model_weights" in f else f
         arrays: list[str] = []
         group.visititems(lambda name, item: arrays.append(name) if isinstance(item, h5py.Dataset) else None)
-    return len(arrays)
+        return len(arrays)
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive, archive.open(KERAS_ARCHIVE_WEIGHTS) as member, \
+                h5py.File(member, "r") as f:
+            return count(f)
+    with h5py.File(path, "r") as f:
+        return count(f)

@@ -118,9 +118,21 @@ def fold_is_done(fold_dir: Path) -> bool:
     return (fold_dir / "done.json").exists() and (fold_dir / BEST_WEIGHTS).exists()
 
 
+def initial_models(cfg, n_classes: int):
+    """The models a fold starts training from: the recipe's backbone with its named pretrained set, or with every
+    weight from a `--weights` file (any of `backbones.WEIGHTS_SUFFIXES`; none is ignored)."""
+    from photoid.backbones import is_weights_file
+    from photoid.model import build_models_from_config, load_weights_file
+
+    models = build_models_from_config(cfg, n_classes)
+    if is_weights_file(cfg.weights):
+        load_weights_file(models.predict, cfg.weights, n_classes)
+    return models
+
+
 def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     """Train fold `fold` (validate on it, train on the others) and return the summary written to done.json."""
-    from photoid.model import build_models_from_config, compile_for_training, load_weights_file
+    from photoid.model import compile_for_training
     from photoid.pipeline import build_dataset, count_records
     from photoid.records import fold_files
 
@@ -154,9 +166,7 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
         val_ds = val_ds.map(lambda x, y: ((x, y), y))
 
     with strategy.scope():
-        models = build_models_from_config(cfg, n_classes)
-        if cfg.weights and Path(cfg.weights).suffix in {".h5", ".hdf5"}:
-            load_weights_file(models.predict, cfg.weights, n_classes)
+        models = initial_models(cfg, n_classes)
         compile_for_training(models.train, cfg.lr)
 
     nan_guard = StopOnNaN()
