@@ -235,3 +235,13 @@ def test_exact_records_hold_the_uint8_image_and_compact_ones_differ(exact_and_or
     compact, _ = collect(build_dataset(exact_and_original["compact"], **kwargs))
     original, _ = collect(build_dataset(exact_and_original["original"], **kwargs))
     assert np.abs(compact - original).max() > 5 / 255
+
+
+def test_image_inverted_gives_one_minus_the_image_everywhere(records):
+    kwargs = dict(dim=16, dim_pre=DIM_PRE, batch_size=4, training=False, tta=2)
+    plain, _ = collect(build_dataset(records["files"], **kwargs))
+    inverted, _ = collect(build_dataset(records["files"], image_inverted=True, **kwargs))
+    np.testing.assert_allclose(inverted, 1.0 - plain, atol=1e-6)
+    single = preprocess_image_bytes(prepare_image_bytes(records["paths"][3], DIM_PRE, "compact"), 16, DIM_PRE, 2,
+                                    inverted=True)
+    np.testing.assert_allclose(single.numpy(), inverted[3], atol=1e-6)

@@ -139,6 +139,14 @@ def test_every_weights_file_suffix_loads_for_training_and_prediction(tmp_path, s
         load_weights_file(build_models(backbone="simple-cnn", dim=32, n_classes=6).predict, path, 6)
 
 
+def test_a_class_count_other_than_the_records_is_refused(turtle_dir, turtle_records, tmp_path):
+    from photoid.errors import PhotoidError
+
+    with pytest.raises(PhotoidError, match="--n_classes 7, but .*folds.csv has"):
+        run_config(resolve_config(tiny_args(turtle_dir, tmp_path / "run", n_classes=7)))
+    assert not (tmp_path / "run").exists()
+
+
 def test_named_weights_that_cannot_load_are_an_error_not_random_weights():
     from photoid.backbones import build_backbone
     from photoid.errors import PhotoidError

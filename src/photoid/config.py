@@ -52,15 +52,19 @@ class Config:
     patience_lr: int = 4  # ReduceLROnPlateau patience (the original: 4)
     patience_stop: int = 8  # EarlyStopping patience (the original: 8)
     steps_per_epoch: int = 0  # 0: one pass over the training folds (n_train // batch_size), as the original
+    n_examples_total: int = 0  # >0: an epoch is (n - n // n_folds) // batch_size steps (the original: 12803)
     # --- data ---------------------------------------------------------------------------------------------------
     task: str = "turtles"  # turtles | whales
     data_dir: str = "data"  # competition folder (CSV files and images/)
     data_tfrec_dir: str = ""  # TFRecords folder; empty = <data_dir>/tfrec
     n_folds: int = 5  # must match the records' folds.csv
+    n_classes: int = 0  # 0: from the records' folds.csv; otherwise must equal it (the original: 2265)
     initial_fold: int = 0  # first fold to run (from 0)
     final_fold: int = -1  # one past the last fold to run (from 1); -1 = n_folds
     aug_number: int = 9  # train-time transforms (0 = no augmentation)
     aug_percentage: float = 0.5  # probability of any transform; each one gets aug_percentage / aug_number
+    aug_draw: str = "original"  # original: drawn ids 0..8 are transforms 1..9 | first: only transforms 1..aug_number
+    image_inverted: bool = False  # the original's option: the model sees 1 - image
     tta_number: int = 0  # extra test-time transforms: predictions for TTA 0..tta_number
     buffer_size: int = 256  # shuffle buffer (0 = no shuffle)
     cache: bool = False  # cache decoded training and validation images in memory (only for data sets that fit)
@@ -94,12 +98,17 @@ class Config:
     def jobs(self) -> set[str]:
         return set(self.job.split("_"))
 
+    def trains(self, fold: int) -> bool:
+        """Whether fold `fold` trains: with `train`, or with the original's `skip` (every fold but the first to run:
+        `skip` stands in for `train` and leaves the first fold's trained weights as they are)."""
+        return "train" in self.jobs or ("skip" in self.jobs and fold != self.folds_to_run[0])
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 SETTABLE = list(fields(Config))
-JOB_WORDS = {"train", "val", "test", "score", "subm"}
+JOB_WORDS = {"train", "skip", "val", "test", "score", "subm"}
 CHOICES = {
     "pooling": {"avg", "gem"},
     "head": {"softmax", "arcface"},
@@ -107,6 +116,16 @@ CHOICES = {
     "task": {"turtles", "whales"},
     "mixed_precision": {"", "mixed_float16", "mixed_bfloat16"},
     "strategy": {"auto", "default", "mirrored", "multi_worker", "tpu"},
+    "aug_draw": {"original", "first"},
+}
+# Options of the original's run.py that photoid takes only at the original's value: (that value, why no other).
+FIXED_OPTIONS: dict[str, tuple[Any, str]] = {
+    "data_preds_dir": ("preds", "predictions are written to RUN_DIR/preds; choose the run folder with --run_dir"),
+    "metric_name": ("acc", "the models are compiled with accuracy, 'acc' (monitor it as val_acc)"),
+    "n_channels": (3, "photos are decoded to 3 channels (RGB), as the original's decode_jpeg(channels=3)"),
+    "auto": (-1, "the reader's parallelism is tf.data.AUTOTUNE (-1), which tunes itself"),
+    "drop_remainder": (False, "training batches are always full, because the stream repeats before it is batched, "
+                              "and prediction must keep every image"),
 }
 
 
@@ -210,6 +229,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             help=f"{reasons.get(f.name, '')} (default: {getattr(defaults, f.name)!r}"
             + (", or the recipe's value)" if f.name != "model" else ")"),
         )
+    for name, (value, why) in FIXED_OPTIONS.items():
+        tp = type(value)
+        parser.add_argument(f"--{name}", type=PARSERS[tp], default=None, metavar=tp.__name__.upper(),
+                            help=f"the original's option, taken only as {value!r}: {why}")
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -222,6 +245,12 @@ def resolve_config(args: argparse.Namespace) -> Config:
         given = getattr(args, f.name, None)
         if given is not None and f.name != "model":
             values[f.name] = given
+    problems = ProblemList()
+    for name, (value, why) in FIXED_OPTIONS.items():
+        given = getattr(args, name, None)
+        if given is not None and given != value:
+            problems.add("command line", None, f"--{name} {given!r}: only {value!r} is possible, as {why}")
+    problems.raise_if_any(title="unsupported option values")
     cfg = Config(**values)
     validate_config(cfg)
     return cfg
@@ -237,7 +266,7 @@ def validate_config(cfg: Config) -> None:
     for name, allowed in CHOICES.items():
         if getattr(cfg, name) not in allowed:
             problems.add("config", None, f"{name} must be one of {sorted(allowed)}, got {getattr(cfg, name)!r}")
-    unknown_jobs = set(cfg.job.split("_")) - JOB_WORDS - {"skip"}
+    unknown_jobs = set(cfg.job.split("_")) - JOB_WORDS
     if unknown_jobs or not cfg.job:
         problems.add("config", None, f"job {cfg.job!r}: use words {sorted(JOB_WORDS)} joined by '_'")
     for name in ("dim", "dim_pre", "batch_size", "n_epochs", "cpu_devices"):
@@ -256,6 +285,13 @@ def validate_config(cfg: Config) -> None:
         problems.add("config", None, f"tta_number must be 0..9, got {cfg.tta_number}")
     if cfg.lr <= 0:
         problems.add("config", None, f"lr must be positive, got {cfg.lr}")
+    if "train" in cfg.jobs and "skip" in cfg.jobs:
+        problems.add("config", None, f"job {cfg.job!r}: 'skip' replaces 'train' (it skips the first fold's training)")
+    for name in ("n_classes", "n_examples_total", "steps_per_epoch"):
+        if getattr(cfg, name) < 0:
+            problems.add("config", None, f"{name} must be 0 or more, got {getattr(cfg, name)}")
+    if cfg.image_inverted and cfg.task != "turtles":
+        problems.add("config", None, "image_inverted is the Turtle Recall original's option; whale runs do not take it")
     if cfg.head == "arcface" and cfg.arcface_sub_centers < 1:
         problems.add("config", None, "arcface_sub_centers must be at least 1")
     problems.raise_if_any(title="invalid configuration")

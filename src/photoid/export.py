@@ -74,7 +74,8 @@ def describe_export(run: RunInfo, folds: list[int], model: tf_keras.Model, class
         "preparing_a_photo": {
             "records": LAYOUT_CONTENTS[pre.layout].format(size=pre.records_dim_pre),
             "reader": (f"decode_jpeg(INTEGER_ACCURATE) -> bilinear resize to {pre.dim_pre} x {pre.dim_pre} -> "
-                       f"cast to uint8 -> bilinear resize to {pre.dim} x {pre.dim} -> divide by 255"),
+                       f"cast to uint8 -> bilinear resize to {pre.dim} x {pre.dim} -> "
+                       + ("subtract from 255 -> divide by 255" if pre.inverted else "divide by 255")),
             "photoid": "photoid.runs.Preprocessing(...).file_bytes / model_input do exactly this",
         },
         "classes_file": classes_file,

@@ -58,8 +58,10 @@ def decode_image(data: tf.Tensor, dim_pre: int) -> tf.Tensor:
     return tf.reshape(image, [dim_pre, dim_pre, 3])
 
 
-def finish_image(image: tf.Tensor, dim: int) -> tf.Tensor:
+def finish_image(image: tf.Tensor, dim: int, inverted: bool = False) -> tf.Tensor:
     """uint8 image of any size (the 45-degree transforms crop) -> float32 dim x dim x 3 in [0, 1].
+
+    `inverted` gives (255 - x) / 255, as the original's `image_inverted`.
 
     An image already dim x dim skips the resize: bilinear resizing to the same size samples every pixel at its own
     centre, so it would return the same values at the cost of a resize (graphs after a drawn transform cannot
@@ -69,15 +71,17 @@ def finish_image(image: tf.Tensor, dim: int) -> tf.Tensor:
     image = tf.cond(tf.logical_and(shape[0] == dim, shape[1] == dim),
                     lambda: tf.cast(image, tf.float32),
                     lambda: tf.image.resize(image, [dim, dim], method="bilinear"))
-    return tf.reshape(image, [dim, dim, 3]) / 255.0
+    image = tf.reshape(image, [dim, dim, 3])
+    return (255.0 - image if inverted else image) / 255.0
 
 
-def preprocess_image_bytes(data: bytes | tf.Tensor, dim: int, dim_pre: int, tta: int = 0) -> tf.Tensor:
+def preprocess_image_bytes(data: bytes | tf.Tensor, dim: int, dim_pre: int, tta: int = 0,
+                           inverted: bool = False) -> tf.Tensor:
     """One photo's model input: decode, resize to dim_pre, TTA transform `tta` (0 = none), resize to dim, scale.
 
     Give it the bytes of `photoid.records.prepare_image_bytes` to get what the records hold for that photo.
     """
-    return finish_image(apply_transform(decode_image(data, dim_pre), tta), dim)
+    return finish_image(apply_transform(decode_image(data, dim_pre), tta), dim, inverted)
 
 
 def _check_arguments(files: Sequence[str], dim: int, dim_pre: int, batch_size: int, training: bool,
@@ -95,14 +99,16 @@ def _check_arguments(files: Sequence[str], dim: int, dim_pre: int, batch_size: i
 
 
 def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: int, training: bool,
-                  aug_number: int = 9, aug_percentage: float = 0.5, tta: int = 0, buffer_size: int = 256,
+                  aug_number: int = 9, aug_percentage: float = 0.5, aug_draw: str = "original", tta: int = 0,
+                  image_inverted: bool = False, buffer_size: int = 256,
                   cache: bool = False, repeat: bool | None = None, seed: int | None = None,
                   drop_remainder: bool = False, with_ids: bool = False, label_key: str = "label") -> tf.data.Dataset:
     """Batches of (image, label) or, with `with_ids`, (image, label, image_id) from TFRecord `files`.
 
     Images are float32 [batch, dim, dim, 3] in [0, 1], labels int32 (`label_key` feature; -1 for test records),
     ids strings. `training` shuffles (buffer of `buffer_size` records) and applies the original's augmentation
-    (`aug_number`, `aug_percentage`); otherwise TTA transform `tta` is applied to every image. `repeat` defaults to
+    (`aug_number`, `aug_percentage`, `aug_draw`); otherwise TTA transform `tta` is applied to every image.
+    `image_inverted` gives 1 - image (the original's option). `repeat` defaults to
     `training`. `cache` keeps the decoded uint8 `dim_pre` images in memory after the first pass (augmentation
     still varies per epoch).
     """
@@ -136,13 +142,13 @@ def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: i
         def transform(position, element):
             image, *rest = element
             seed_pair = tf.stack([tf.constant(base_seed, tf.int64), position])
-            image = random_augment(image, aug_number, aug_percentage, seed=seed_pair)
-            return (finish_image(image, dim), *rest)
+            image = random_augment(image, aug_number, aug_percentage, seed=seed_pair, aug_draw=aug_draw)
+            return (finish_image(image, dim, image_inverted), *rest)
 
         ds = ds.enumerate().map(transform, num_parallel_calls=AUTOTUNE)
     else:
         def transform(image, *rest):
-            return (finish_image(apply_transform(image, tta), dim), *rest)
+            return (finish_image(apply_transform(image, tta), dim, image_inverted), *rest)
 
         ds = ds.map(transform, num_parallel_calls=AUTOTUNE)
 

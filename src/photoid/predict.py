@@ -35,7 +35,8 @@ def predict_files(model, files: list[str], cfg, tta: int) -> tuple[np.ndarray, l
     """Predict every record in `files` with TTA transform `tta`; returns (probabilities, row ids)."""
     from photoid.pipeline import build_dataset
 
-    ds = build_dataset(files, dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=cfg.batch_size, training=False, tta=tta)
+    ds = build_dataset(files, dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=cfg.batch_size, training=False, tta=tta,
+                       image_inverted=cfg.image_inverted)
     probs = model.predict(ds.map(lambda image, label: image), verbose=0)
     return np.asarray(probs, dtype=np.float32), read_record_ids(files)
 

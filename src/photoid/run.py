@@ -71,7 +71,7 @@ def check_records_complete(cfg: Config) -> None:
     from photoid.records import fold_files, test_files
 
     files: list[str] = []
-    if "train" in cfg.jobs:  # a fold trains on every other fold
+    if cfg.jobs & {"train", "skip"}:  # a fold trains on every other fold
         files += fold_files(cfg.records_dir, range(cfg.n_folds))
     elif "val" in cfg.jobs:
         files += fold_files(cfg.records_dir, cfg.folds_to_run)
@@ -129,13 +129,16 @@ def run_config(cfg: Config) -> int:
     if n_folds_in_records != cfg.n_folds:
         raise PhotoidError(f"--n_folds {cfg.n_folds} but the records in {cfg.records_dir} have {n_folds_in_records} folds")
     classes, original_ids, _ = load_label_space(folds)
+    if cfg.n_classes and cfg.n_classes != len(classes):
+        raise PhotoidError(f"--n_classes {cfg.n_classes}, but {folds_path} has {len(classes)} classes: the class count "
+                           "comes from the records (leave --n_classes out)")
     check_records_complete(cfg)
     check_records_layout(cfg)
     run_dir = prepare_run_dir(cfg, classes, original_ids)
     print(f"run {run_dir}: recipe {cfg.model}, backbone {cfg.backbone} at {cfg.dim}px, {len(classes)} classes, folds {cfg.folds_to_run}")
 
     jobs = cfg.jobs
-    if jobs & {"train", "val", "test"}:
+    if jobs & {"train", "skip", "val", "test"}:
         _train_and_predict(cfg, run_dir, folds, classes)
     if jobs & {"val", "score"}:
         scores = score_run(run_dir, folds, classes, original_ids)
@@ -173,7 +176,7 @@ def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes:
     strategy = choose_strategy(cfg.strategy, cfg.tpu_ip_or_name, cfg.cpu_devices)
     print(f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
     # Without training, a --weights file (e.g. the original's published fold-0 B7) predicts as it is.
-    given = cfg.weights if "train" not in cfg.jobs and is_weights_file(cfg.weights) else None
+    given = cfg.weights if not cfg.jobs & {"train", "skip"} and is_weights_file(cfg.weights) else None
 
     def fold_model(fold: int):
         with strategy.scope():  # every weight comes from the fold's file: no pretrained set is loaded first
@@ -183,12 +186,14 @@ def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes:
     for fold in cfg.folds_to_run:
         with model_session(cfg, fold):
             fold_dir = run_dir / f"fold_{fold}"
-            if "train" in cfg.jobs:
+            if cfg.trains(fold):
                 if fold_is_done(fold_dir) and not cfg.force:
                     print(f"fold {fold}: already trained ({fold_dir / 'done.json'}); skipping (--force retrains)")
                 else:
                     summary = train_fold(cfg, fold, run_dir, strategy, len(classes))
                     print(f"fold {fold}: best {summary['monitor']} {summary['value']:.4f} at epoch {summary['epoch']}")
+            elif "skip" in cfg.jobs:
+                print(f"fold {fold}: training skipped (job 'skip': the first fold keeps the weights it has)")
             if "val" in cfg.jobs:
                 expected = folds.loc[folds["fold"] == fold, "image_id"].astype(str).tolist()
                 predict_validation(cfg, fold, run_dir, *fold_model(fold), classes, expected)

@@ -42,6 +42,7 @@ class Preprocessing:
     dim_pre: int
     records_dim_pre: int
     layout: str
+    inverted: bool = False  # the run's image_inverted
 
     def file_bytes(self, path: str | os.PathLike) -> bytes:
         """The image bytes the records would hold for this photo (PhotoidError if it cannot be decoded)."""
@@ -57,7 +58,7 @@ class Preprocessing:
 
     def model_input(self, jpeg: bytes, tta: int) -> np.ndarray:
         """float32 (dim, dim, 3) in [0, 1]: what the reader gives the model for these bytes and TTA transform."""
-        return _compiled_preprocess(self.dim, self.dim_pre, tta)(tf.constant(jpeg)).numpy()
+        return _compiled_preprocess(self.dim, self.dim_pre, tta, self.inverted)(tf.constant(jpeg)).numpy()
 
 
 def prepare_photos(paths, preprocessings) -> tuple[dict, dict[str, str]]:
@@ -85,9 +86,9 @@ def prepare_photos(paths, preprocessings) -> tuple[dict, dict[str, str]]:
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_preprocess(dim: int, dim_pre: int, tta: int):
+def _compiled_preprocess(dim: int, dim_pre: int, tta: int, inverted: bool):
     # Traced once per setting instead of running op by op: the same ops as the reader's graph, faster per photo.
-    return tf.function(lambda jpeg: preprocess_image_bytes(jpeg, dim, dim_pre, tta))
+    return tf.function(lambda jpeg: preprocess_image_bytes(jpeg, dim, dim_pre, tta, inverted))
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,8 @@ def load_run(run_dir: str | os.PathLike, records_dir: str | None = None) -> RunI
         raise PhotoidError(f"{run_dir}: no fold has finished training (no fold_K/done.json with {BEST_WEIGHTS})")
     records_dim_pre, layout = records_settings(records_dir or cfg.records_dir, run_dir)
     check_layout_size(layout, records_dim_pre, cfg.dim_pre, records_dir or cfg.records_dir)
-    preprocessing = Preprocessing(dim=cfg.dim, dim_pre=cfg.dim_pre, records_dim_pre=records_dim_pre, layout=layout)
+    preprocessing = Preprocessing(dim=cfg.dim, dim_pre=cfg.dim_pre, records_dim_pre=records_dim_pre, layout=layout,
+                                  inverted=cfg.image_inverted)
     data_dir = _existing(cfg.data_dir, _bases(run_dir))
     return RunInfo(run_dir=run_dir, config=cfg, classes=classes, original_ids=original_ids,
                    preprocessing=preprocessing, folds=folds, data_dir=data_dir)

@@ -150,12 +150,14 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
         raise PhotoidError(f"fold {fold}: no training or validation images in {cfg.records_dir}")
 
     arcface = cfg.head == "arcface"
-    common = dict(dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=cfg.batch_size, seed=cfg.seed + fold)
+    common = dict(dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=cfg.batch_size, seed=cfg.seed + fold,
+                  image_inverted=cfg.image_inverted)
     train_ds = build_dataset(
         train_files,
         training=True,
         aug_number=cfg.aug_number,
         aug_percentage=cfg.aug_percentage,
+        aug_draw=cfg.aug_draw,
         buffer_size=cfg.buffer_size,
         cache=cfg.cache,
         **common,
@@ -170,6 +172,8 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
         compile_for_training(models.train, cfg.lr)
 
     nan_guard = StopOnNaN()
+    if cfg.n_examples_total:  # the original's way to set an epoch: the training share of n_examples_total
+        n_train = cfg.n_examples_total - cfg.n_examples_total // cfg.n_folds
     steps = cfg.steps_per_epoch or max(1, n_train // cfg.batch_size)
     started = time.time()
     models.train.fit(
