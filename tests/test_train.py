@@ -139,6 +139,31 @@ def test_every_weights_file_suffix_loads_for_training_and_prediction(tmp_path, s
         load_weights_file(build_models(backbone="simple-cnn", dim=32, n_classes=6).predict, path, 6)
 
 
+def test_later_calls_keep_the_training_config_log_themselves_and_must_prepare_images_alike(trained_run, turtle_dir,
+                                                                                            tmp_path):
+    import shutil
+
+    from photoid.errors import PhotoidError
+    from photoid.runs import load_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    config, preprocessing = (run_dir / "config.json").read_bytes(), pio.read_json(run_dir / "preprocessing.json")
+    assert preprocessing == {"dim": TINY_DIM, "dim_pre": TINY_DIM, "image_inverted": False,
+                             "records_dim_pre": TINY_DIM, "layout": "exact"}
+    assert pio.read_json(run_dir / "fold_0" / "config.json")["lr"] == pio.read_json(run_dir / "config.json")["lr"]
+    lines = len((run_dir / "log.jsonl").read_text().splitlines())
+    assert run_config(resolve_config(tiny_args(turtle_dir, run_dir, job="val", batch_size=4))) == 0
+    assert (run_dir / "config.json").read_bytes() == config  # not rewritten by a later call
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert len(log) == lines + 1 and log[-1]["job"] == "val"
+    assert log[-1]["differs_from_config_json"] == {"job": "val", "batch_size": 4, "run_dir": str(run_dir)}
+    with pytest.raises(PhotoidError, match="otherwise than training did .*dim 32 in training, 24 now"):
+        run_config(resolve_config(tiny_args(turtle_dir, run_dir, job="test", dim=24)))
+    # identify and export read how training prepared photos from the run, even without its records.
+    assert load_run(run_dir, records_dir=str(tmp_path / "no-records")).preprocessing.layout == "exact"
+
+
 def test_a_class_count_other_than_the_records_is_refused(turtle_dir, turtle_records, tmp_path):
     from photoid.errors import PhotoidError
 

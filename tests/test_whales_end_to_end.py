@@ -144,8 +144,8 @@ def test_right_views_are_stored_mirrored(beluga_dir, whale_records):
             continue
         path = beluga_dir / "images" / f"{record['image_id']}.jpg"
         stored = np.asarray(Image.open(io.BytesIO(record["image"])), dtype=np.float32)
-        plain = np.asarray(Image.open(io.BytesIO(prepare_image_bytes(path, TINY_DIM, False))), dtype=np.float32)
-        mirrored = record["image"] == prepare_image_bytes(path, TINY_DIM, False, mirror=True)
+        plain = np.asarray(Image.open(io.BytesIO(prepare_image_bytes(path, TINY_DIM, "compact"))), dtype=np.float32)
+        mirrored = record["image"] == prepare_image_bytes(path, TINY_DIM, "compact", mirror=True)
         assert mirrored == (viewpoint == "right")
         # Pixels, not only bytes: the stored photo is (up to JPEG rounding) the plain one flipped, or the plain one.
         reference = plain[:, ::-1] if viewpoint == "right" else plain
@@ -157,7 +157,7 @@ def test_keep_original_with_mirror_re_encodes_at_the_photos_size(beluga_dir):
 
     path = next((beluga_dir / "images").glob("*.jpg"))
     original = np.asarray(Image.open(path), dtype=np.float32)
-    mirrored = np.asarray(Image.open(io.BytesIO(prepare_image_bytes(path, 0, True, mirror=True))), dtype=np.float32)
+    mirrored = np.asarray(Image.open(io.BytesIO(prepare_image_bytes(path, 0, "original", mirror=True))), dtype=np.float32)
     assert mirrored.shape == original.shape
     assert np.abs(mirrored - original[:, ::-1]).mean() < 3.0
 

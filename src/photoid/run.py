@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -49,17 +51,81 @@ def load_label_space(folds: pd.DataFrame) -> tuple[list[str], list[str], str]:
     return classes, original, column
 
 
-def prepare_run_dir(cfg: Config, classes: list[str], original_ids: list[str]) -> Path:
+# What a model's input depends on besides the photo: the run's settings, and how its records stored photos.
+INPUT_SETTINGS = ("dim", "dim_pre", "image_inverted")
+PREPROCESSING_FILE = "preprocessing.json"  # those settings as training used them (photoid.runs reads them)
+LOG_NAME = "log.jsonl"
+
+
+def prepare_run_dir(cfg: Config, classes: list[str], original_ids: list[str], records: tuple[int, str] | None
+                    ) -> Path:
+    """Create or reopen the run folder: labels, the training configuration, and one log line for this call.
+
+    `config.json` and `preprocessing.json` say what the folds were trained with: written by the call that creates
+    the run (or retrains it with --force), never by later calls. A later call preparing images otherwise than
+    training did is refused: its predictions would not be what the models learnt from. `records` is the records'
+    (dim_pre, layout), None where they do not say.
+    """
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     classes_file = run_dir / "classes.txt"
     text = "\n".join(classes) + "\n"
     if classes_file.exists() and classes_file.read_text(encoding="utf-8") != text and not cfg.force:
         raise PhotoidError(f"{run_dir} was trained on other classes; choose another --run_dir or pass --force")
+    inputs = {name: getattr(cfg, name) for name in INPUT_SETTINGS}
+    if records is not None:
+        inputs.update(records_dim_pre=records[0], layout=records[1])
+    preprocessing_file = run_dir / PREPROCESSING_FILE
+    rewrite = not (run_dir / "config.json").exists() or (cfg.force and bool(cfg.jobs & {"train", "skip"}))
+    if not rewrite and preprocessing_file.exists():
+        _check_same_inputs(pio.read_json(preprocessing_file), inputs, preprocessing_file)
     pio.write_text(classes_file, text)
     pio.write_text(run_dir / "original_ids.txt", "\n".join(original_ids) + "\n")
-    pio.write_json(run_dir / "config.json", cfg.to_dict())
+    if rewrite:
+        pio.write_json(run_dir / "config.json", cfg.to_dict())
+        pio.write_json(preprocessing_file, inputs)
+    _append_log(run_dir, cfg)
     return run_dir
+
+
+def _check_same_inputs(trained: dict, now: dict, path: Path) -> None:
+    def kind(settings: dict) -> tuple:
+        # The exact and original layouts give the model the same pixels; compact ones depend on their size.
+        layout = settings.get("layout")
+        return ("photo",) if layout in ("exact", "original") else (layout, settings.get("records_dim_pre"))
+
+    differ = [f"{name} {trained[name]!r} in training, {now[name]!r} now" for name in INPUT_SETTINGS
+              if name in trained and trained[name] != now[name]]
+    if "layout" in trained and "layout" in now and kind(trained) != kind(now):
+        differ.append(f"records {trained['layout']} at {trained['records_dim_pre']} px in training, "
+                      f"{now['layout']} at {now['records_dim_pre']} px now")
+    if differ:
+        raise PhotoidError(f"this call would prepare images otherwise than training did ({'; '.join(differ)}; see "
+                           f"{path}): its predictions would not be the trained models'. Use the training values "
+                           "(or retrain with --force)")
+
+
+def _append_log(run_dir: Path, cfg: Config) -> None:
+    """One JSON line per call: when, the command line, the job and folds, and settings unlike the trained ones."""
+    trained = pio.read_json(run_dir / "config.json")
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv, "job": cfg.job,
+             "folds": cfg.folds_to_run,
+             "differs_from_config_json": {k: v for k, v in cfg.to_dict().items() if trained.get(k) != v}}
+    # One write of one line in append mode: calls running at the same time cannot interleave their lines.
+    with open(run_dir / LOG_NAME, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def check_records_layout(cfg: Config) -> tuple[int, str] | None:
+    """The records' (dim_pre, layout), refusing a dim_pre the layout cannot give exactly (None: no records.json)."""
+    from photoid.records import MANIFEST_NAME, check_layout_size
+    from photoid.runs import records_settings
+
+    if "://" in cfg.records_dir or (Path(cfg.records_dir) / MANIFEST_NAME).exists():
+        records_dim_pre, layout = records_settings(cfg.records_dir, Path(cfg.output_dir))
+        check_layout_size(layout, records_dim_pre, cfg.dim_pre, cfg.records_dir)
+        return records_dim_pre, layout
+    return None
 
 
 def check_records_complete(cfg: Config) -> None:
@@ -94,16 +160,6 @@ def check_records_complete(cfg: Config) -> None:
                            "build resumes where it stopped when its command runs again")
 
 
-def check_records_layout(cfg: Config) -> None:
-    """Refuse a dim_pre that the records' layout cannot give exactly (see `records.check_layout_size`)."""
-    from photoid.records import MANIFEST_NAME, check_layout_size
-    from photoid.runs import records_settings
-
-    if "://" in cfg.records_dir or (Path(cfg.records_dir) / MANIFEST_NAME).exists():
-        records_dim_pre, layout = records_settings(cfg.records_dir, Path(cfg.output_dir))
-        check_layout_size(layout, records_dim_pre, cfg.dim_pre, cfg.records_dir)
-
-
 def set_determinism(cfg: Config, fold: int = 0) -> None:
     """Seed Python, NumPy and TensorFlow with seed + fold: each fold of a run starts from its own random head (the
     original, unseeded, drew one per fold), and a rerun of a fold starts from the same one."""
@@ -133,8 +189,8 @@ def run_config(cfg: Config) -> int:
         raise PhotoidError(f"--n_classes {cfg.n_classes}, but {folds_path} has {len(classes)} classes: the class count "
                            "comes from the records (leave --n_classes out)")
     check_records_complete(cfg)
-    check_records_layout(cfg)
-    run_dir = prepare_run_dir(cfg, classes, original_ids)
+    records = check_records_layout(cfg)
+    run_dir = prepare_run_dir(cfg, classes, original_ids, records)
     print(f"run {run_dir}: recipe {cfg.model}, backbone {cfg.backbone} at {cfg.dim}px, {len(classes)} classes, folds {cfg.folds_to_run}")
 
     jobs = cfg.jobs

@@ -27,6 +27,7 @@ from photoid.errors import PhotoidError
 from photoid.io import read_json
 from photoid.pipeline import preprocess_image_bytes
 from photoid.records import MANIFEST_NAME, check_layout_size, prepare_image_bytes, records_layout
+from photoid.run import PREPROCESSING_FILE
 from photoid.train import BEST_WEIGHTS, fold_is_done
 
 
@@ -191,7 +192,13 @@ def load_run(run_dir: str | os.PathLike, records_dir: str | None = None) -> RunI
     folds = trained_folds(run_dir)
     if not folds:
         raise PhotoidError(f"{run_dir}: no fold has finished training (no fold_K/done.json with {BEST_WEIGHTS})")
-    records_dim_pre, layout = records_settings(records_dir or cfg.records_dir, run_dir)
+    trained = run_dir / PREPROCESSING_FILE
+    if trained.is_file() and "layout" in read_json(trained):
+        # How training's records stored photos, kept in the run: records rebuilt since then do not change it.
+        settings = read_json(trained)
+        records_dim_pre, layout = int(settings["records_dim_pre"]), records_layout(settings)
+    else:
+        records_dim_pre, layout = records_settings(records_dir or cfg.records_dir, run_dir)
     check_layout_size(layout, records_dim_pre, cfg.dim_pre, records_dir or cfg.records_dir)
     preprocessing = Preprocessing(dim=cfg.dim, dim_pre=cfg.dim_pre, records_dim_pre=records_dim_pre, layout=layout,
                                   inverted=cfg.image_inverted)

@@ -142,6 +142,8 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     # Whatever this fold predicted before was predicted by weights that training is about to replace.
     remove_fold_predictions(run_dir, fold)
     fold_dir.mkdir(parents=True, exist_ok=True)
+    if not (fold_dir / "config.json").exists():  # what this fold trains with; a resumed fold keeps the first
+        pio.write_json(fold_dir / "config.json", cfg.to_dict())
     train_folds = [f for f in range(cfg.n_folds) if f != fold]
     train_files = fold_files(cfg.records_dir, train_folds)
     val_files = fold_files(cfg.records_dir, [fold])
