@@ -22,7 +22,9 @@ from typing import Any
 from photoid.errors import PhotoidError, ProblemList
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RECIPES_DIR = REPO_ROOT / "models"
+# Recipes are the repository's models/*.toml; an installed photoid carries them as package data (photoid/recipes).
+_PACKAGED_RECIPES = Path(__file__).resolve().parent / "recipes"
+RECIPES_DIR = _PACKAGED_RECIPES if _PACKAGED_RECIPES.is_dir() else REPO_ROOT / "models"
 
 
 @dataclass
@@ -138,7 +140,8 @@ def _field_type(f: dataclasses.Field):
 
 
 def find_recipe(name: str) -> Path:
-    """A recipe is a path to a .toml file or the name of one in the repository's `models/` folder."""
+    """A recipe is a path to a .toml file, or a name: `models/<name>.toml` in the working folder, else a built-in
+    recipe (`RECIPES_DIR`)."""
     candidates = [Path(name)] if name.endswith(".toml") else [Path("models") / f"{name}.toml", RECIPES_DIR / f"{name}.toml"]
     for path in candidates:
         if path.is_file():
@@ -306,3 +309,27 @@ def parse_folds(text: str) -> list[int]:
     if not values or min(values) < 0:
         raise argparse.ArgumentTypeError(f"expected fold numbers such as 0,1, got {text!r}")
     return values
+
+
+# ----------------------------------------------------------------------------- `photoid recipes`
+
+def recipe_summary(path: Path) -> str:
+    """One line: the recipe's name, backbone, weights and size, then the first line of its leading comment."""
+    values = read_recipe(path)
+    comment = next((line.lstrip("# ").strip() for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.startswith("#")), "")
+    defaults = Config()
+    size = values.get("dim", defaults.dim)
+    return (f"{path.stem:<16} {values.get('backbone', defaults.backbone):<22} "
+            f"{values.get('weights', defaults.weights):<17} {size:>4} px  {comment}")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = f"The built-in recipes ({RECIPES_DIR}); `photoid train --model NAME` trains one."
+
+
+def run(args: argparse.Namespace) -> int:
+    print(f"{'recipe':<16} {'backbone':<22} {'weights':<17} {'size':>7}  about")
+    for path in sorted(RECIPES_DIR.glob("*.toml")):
+        print(recipe_summary(path))
+    return 0
