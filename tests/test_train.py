@@ -164,6 +164,24 @@ def test_later_calls_keep_the_training_config_log_themselves_and_must_prepare_im
     assert load_run(run_dir, records_dir=str(tmp_path / "no-records")).preprocessing.layout == "exact"
 
 
+def test_test_prediction_fold_by_fold_equals_all_folds_at_once(trained_run, turtle_dir, tmp_path):
+    import shutil
+
+    from photoid.predict import folds_at_once
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    assert run_config(resolve_config(tiny_args(turtle_dir, run_dir, job="test", predict_folds_at_once=1))) == 0
+    for fold in (0, 1):
+        for tta in (0, 1):
+            name = f"preds/y_pred_test_fold_{fold}_tta_{tta}.npy"  # trained_run predicted both folds at once
+            np.testing.assert_allclose(np.load(run_dir / name), np.load(trained_run / name), atol=1e-6)
+    # The default group: weights of float32 parameters within a quarter of the memory.
+    assert folds_at_once(480_000_000, 5, memory=16 * 2**30) == 2  # EfficientNet-L2 on a 16 GB GPU
+    assert folds_at_once(304_000_000, 5, memory=16 * 2**30) == 3  # BEiT-L
+    assert folds_at_once(1_000_000, 5, memory=16 * 2**30) == 5 and folds_at_once(10**10, 5, memory=2**30) == 1
+
+
 def test_a_class_count_other_than_the_records_is_refused(turtle_dir, turtle_records, tmp_path):
     from photoid.errors import PhotoidError
 

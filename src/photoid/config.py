@@ -76,6 +76,7 @@ class Config:
     seed: int = 33  # seeds shuffling, augmentation and weight initialisation
     deterministic: bool = False  # TensorFlow op determinism: byte-identical predictions, slower
     force: bool = False  # retrain folds that are already finished
+    predict_folds_at_once: int = 0  # test prediction by groups of this many folds; 0: what fits the device's memory
     mixed_precision: str = ""  # "" | mixed_float16 | mixed_bfloat16; the head stays float32
     tpu_ip_or_name: str = ""  # TPU name, grpc address or "local" (TPU VM); empty = no TPU
     strategy: str = "auto"  # auto | default | mirrored | multi_worker | tpu
@@ -290,7 +291,7 @@ def validate_config(cfg: Config) -> None:
         problems.add("config", None, f"lr must be positive, got {cfg.lr}")
     if "train" in cfg.jobs and "skip" in cfg.jobs:
         problems.add("config", None, f"job {cfg.job!r}: 'skip' replaces 'train' (it skips the first fold's training)")
-    for name in ("n_classes", "n_examples_total", "steps_per_epoch"):
+    for name in ("n_classes", "n_examples_total", "steps_per_epoch", "predict_folds_at_once"):
         if getattr(cfg, name) < 0:
             problems.add("config", None, f"{name} must be 0 or more, got {getattr(cfg, name)}")
     if cfg.image_inverted and cfg.task != "turtles":

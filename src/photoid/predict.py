@@ -7,6 +7,8 @@ follow fold f's rows in `folds.csv`; test rows follow the test records (the orde
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +88,34 @@ def predict_validation(cfg, fold: int, run_dir: Path, model, weights_sha256: str
             raise PhotoidError(f"fold {fold}: the records' rows differ from folds.csv; rebuild the records")
         save_prediction(run_dir, "val", fold, tta, probs, ids, cfg, classes, weights_sha256)
     print(f"fold {fold}: out-of-fold predictions for {cfg.tta_number + 1} TTA transform(s) written")
+
+
+# Share of the device's memory that a group of fold models' weights may take when the test set is predicted; the
+# rest is for activations, the input pipeline and TensorFlow itself.
+WEIGHTS_SHARE_OF_MEMORY = 0.25
+ASSUMED_GPU_MEMORY = 16 * 2**30  # when a GPU does not say: the smallest card the 512 px recipes were run on
+
+
+def device_memory_bytes() -> int:
+    """Memory of the device the models run on: the first GPU's total (nvidia-smi), else the RAM available now."""
+    if tf.config.list_physical_devices("GPU"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", "0"],
+                                 capture_output=True, text=True, timeout=20, check=True).stdout
+            return int(out.split()[0]) * 2**20
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+            return ASSUMED_GPU_MEMORY
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def folds_at_once(n_params: int, n_folds: int, memory: int | None = None) -> int:
+    """How many fold models (float32 weights, `n_params` each) to predict with at once within the memory budget."""
+    budget = WEIGHTS_SHARE_OF_MEMORY * (device_memory_bytes() if memory is None else memory)
+    return max(1, min(n_folds, int(budget // (4 * n_params))))
 
 
 class FoldStack(tf_keras.Model):

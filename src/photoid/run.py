@@ -224,7 +224,7 @@ def model_session(cfg: Config, fold: int = 0) -> Iterator[None]:
 def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes: list[str]) -> None:
     """Train each chosen fold and predict its out-of-fold rows; then predict the test set with all of them at once."""
     from photoid.backbones import is_weights_file
-    from photoid.predict import load_fold_weights, predict_test, predict_validation
+    from photoid.predict import folds_at_once, load_fold_weights, predict_test, predict_validation
     from photoid.runs import build_predict_model
     from photoid.strategy import choose_strategy
     from photoid.train import fold_is_done, train_fold
@@ -254,9 +254,19 @@ def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes:
                 expected = folds.loc[folds["fold"] == fold, "image_id"].astype(str).tolist()
                 predict_validation(cfg, fold, run_dir, *fold_model(fold), classes, expected)
     if "test" in cfg.jobs:
-        with model_session(cfg):
-            models, shas = zip(*[fold_model(fold) for fold in cfg.folds_to_run])
-            predict_test(cfg, list(cfg.folds_to_run), run_dir, list(models), classes, list(shas))
+        # By groups of folds whose weights fit the memory budget: the original loaded one fold at a time, and five
+        # EfficientNet-L2 or BEiT-L folds at once do not fit a 16 GB GPU.
+        to_predict, group = list(cfg.folds_to_run), cfg.predict_folds_at_once
+        while to_predict:
+            with model_session(cfg):
+                loaded = [fold_model(to_predict[0])]
+                if not group:
+                    group = folds_at_once(loaded[0][0].count_params(), len(to_predict))
+                    print(f"test prediction: {group} fold model(s) at a time (--predict_folds_at_once)")
+                loaded += [fold_model(fold) for fold in to_predict[1:group]]
+                models, shas = zip(*loaded)
+                predict_test(cfg, to_predict[:group], run_dir, list(models), classes, list(shas))
+            to_predict = to_predict[group:]
 
 
 def score_run(run_dir: Path, folds: pd.DataFrame, classes: list[str], original_ids: list[str]) -> dict:
