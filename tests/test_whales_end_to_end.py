@@ -157,7 +157,8 @@ def test_keep_original_with_mirror_re_encodes_at_the_photos_size(beluga_dir):
 
     path = next((beluga_dir / "images").glob("*.jpg"))
     original = np.asarray(Image.open(path), dtype=np.float32)
-    mirrored = np.asarray(Image.open(io.BytesIO(prepare_image_bytes(path, 0, "original", mirror=True))), dtype=np.float32)
+    mirrored = np.asarray(Image.open(io.BytesIO(prepare_image_bytes(path, 0, "original", mirror=True))),
+                          dtype=np.float32)
     assert mirrored.shape == original.shape
     assert np.abs(mirrored - original[:, ::-1]).mean() < 3.0
 

@@ -7,9 +7,10 @@ Layout of a records folder (the original's, plus two files that make it self-des
     folds.csv                        the fold of every labelled image
     records.json                     settings, and every shard's row count, sha256 and input fingerprint
 
-Decoding and resizing photos is the expensive part, so worker processes do only that (`prepare_image_bytes`, with
-Pillow); the parent serialises the examples and writes them in order. TensorFlow is imported inside the functions
-that need it, never at module level: spawned workers import this module and must stay light.
+Decoding and resizing photos is the expensive part, so workers do only that (`prepare_image_bytes`: TensorFlow's
+own decode and resize in threads for the exact layout, Pillow in worker processes for the compact one); the parent
+serialises the examples and writes them in order. TensorFlow is imported inside the functions that need it, never
+at module level: spawned workers import this module and must stay light.
 
 Each shard is written under a temporary name and renamed when complete, and listed in records.json only then. A
 rerun with the same settings keeps every shard whose inputs and bytes still match and rewrites the others, so an

@@ -197,7 +197,7 @@ def run_config(cfg: Config) -> int:
     if jobs & {"train", "skip", "val", "test"}:
         _train_and_predict(cfg, run_dir, folds, classes)
     if jobs & {"val", "score"}:
-        scores = score_run(run_dir, folds, classes, original_ids)
+        scores = score_run(run_dir, folds, classes, original_ids, cfg.tta_number)
         print(format_scores(scores, leaderboard_labels=cfg.task == "turtles"))
     if jobs & {"subm"} and cfg.task == "turtles":
         path = write_run_submission(cfg, run_dir)
@@ -208,7 +208,7 @@ def run_config(cfg: Config) -> int:
 
 @contextlib.contextmanager
 def model_session(cfg: Config, fold: int = 0) -> Iterator[None]:
-    """A fresh Keras session for fold `fold`'s models (or the test ensemble's), with its seed and the run's precision."""
+    """A fresh Keras session for fold `fold`'s models (or the test ensemble's): its seed, the run's precision."""
     import tf_keras
 
     tf_keras.backend.clear_session()
@@ -269,17 +269,20 @@ def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes:
             to_predict = to_predict[group:]
 
 
-def score_run(run_dir: Path, folds: pd.DataFrame, classes: list[str], original_ids: list[str]) -> dict:
+def score_run(run_dir: Path, folds: pd.DataFrame, classes: list[str], original_ids: list[str],
+              tta_number: int | None = None) -> dict:
     """CV scores, per fold and over all, from exactly the run's expected out-of-fold predictions.
 
-    As the original: TTA 0..tta_number of every fold that finished training, averaged per fold. A missing file, or
+    As the original: TTA 0..tta_number (this call's; None: the run's) of every fold that finished training,
+    averaged per fold. A missing file, or
     one predicted by weights the fold no longer has, is an error naming it (`ensemble.expected_prediction_files`).
     """
     from photoid.ensemble import expected_prediction_files, load_prediction
     from photoid.metrics import classification_scores
 
     by_fold: dict[int, list[np.ndarray]] = {}
-    for fold, tta, path in expected_prediction_files(run_dir, "val"):
+    ttas = None if tta_number is None else range(tta_number + 1)
+    for fold, tta, path in expected_prediction_files(run_dir, "val", ttas=ttas):
         probs, row_ids = load_prediction(path, "val", fold, tta, classes)
         expected = folds.loc[folds["fold"] == fold, "image_id"].astype(str).tolist()
         if row_ids != expected:
@@ -310,13 +313,14 @@ def format_scores(scores: dict, leaderboard_labels: bool = True) -> str:
 
 
 def write_run_submission(cfg: Config, run_dir: Path) -> Path:
-    """The run's own submission: the ensemble rule over this run's test predictions (all folds and TTAs)."""
+    """The run's own submission: the ensemble rule over its test predictions (trained folds, TTA 0..tta_number)."""
     from photoid.ensemble import load_run_predictions, make_submission, write_submission
 
     sample = Path(cfg.data_dir) / "sample_submission.csv"
     if not sample.exists():
         raise PhotoidError(f"no {sample}: the submission needs the competition's sample_submission.csv")
-    probs, row_ids, classes, original_ids, _ = load_run_predictions([run_dir], split="test")
+    probs, row_ids, classes, original_ids, _ = load_run_predictions([run_dir], split="test",
+                                                                    ttas=range(cfg.tta_number + 1))
     sample_ids = pd.read_csv(sample, dtype=str, keep_default_na=False, encoding="utf-8-sig")["image_id"].tolist()
     frame = make_submission(probs, row_ids, classes, original_ids, sample_ids)
     path = run_dir / "submission.csv"

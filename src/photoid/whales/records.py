@@ -128,7 +128,8 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
             results[name] = write_records(
                 rows, [data.image_path(i) for i in rows["image_id"]], os.path.join(out_dir, f"{name}.tfrecord"),
                 string_columns=WHALE_STRING_COLUMNS, int_columns=WHALE_INT_COLUMNS, dim_pre=dim_pre,
-                layout="original" if keep_original else "compact", manifest=manifest, shards=shards, preparer=preparer, mirror=mirror)
+                layout="original" if keep_original else "compact", manifest=manifest, shards=shards,
+                preparer=preparer, mirror=mirror)
     used = set(training["image_id"]) | set(evaluation["image_id"])
     return {
         "out_dir": out_dir,
