@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole Turtle Recall pipeline on built-in synthetic data, on a CPU, in minutes:
-# synthetic data → records → cpu-demo recipe, 5 folds → test predictions → ensemble → submission → score.
+# synthetic data → records → cpu-demo recipe, 3 folds, each until early stopping → test predictions → ensemble →
+# submission → score.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO="${1:-demo}"
@@ -11,7 +12,7 @@ started=$(date +%s)
 if [ ! -f "$DATA/train.csv" ]; then
     photoid synth turtles --out "$DATA" --seed 0
 fi
-photoid tfrecords --data_dir "$DATA" --dim_pre 64
+photoid tfrecords --data_dir "$DATA" --dim_pre 48 --n_folds 3  # the cpu-demo recipe's
 RECIPES=cpu-demo DATA_DIR="$DATA" RUNS_DIR="$RUNS" PYTHON=python EXTRA_ARGS="--verbose 2" bash run_training.sh
 RECIPES=cpu-demo DATA_DIR="$DATA" RUNS_DIR="$RUNS" PYTHON=python BATCH_SIZE=64 OUT="$DEMO/submission.csv" bash run_inference.sh
 photoid score --data_dir "$DATA" --submission "$DEMO/submission.csv" --json > "$DEMO/test_score.json"

@@ -190,6 +190,7 @@ def expected_prediction_files(run_dir: Path, split: str, folds: Sequence[int] | 
 
 def load_prediction(path: Path, split: str, fold: int, tta: int, classes: list[str]) -> tuple[np.ndarray, list]:
     """One prediction file and its row ids, refused unless its manifest vouches for it."""
+    probs = load_npy(path)  # first: a file that is no numeric array is refused as such
     manifest_path = path.with_suffix(".json")
     if not manifest_path.is_file():
         raise PhotoidError(f"{path}: its manifest {manifest_path.name} is missing, so its rows and classes "
@@ -213,7 +214,6 @@ def load_prediction(path: Path, split: str, fold: int, tta: int, classes: list[s
     row_ids = manifest["row_ids"]
     if not isinstance(row_ids, list) or len(set(map(str, row_ids))) != len(row_ids):
         raise PhotoidError(f"{manifest_path}: row_ids must be a list of distinct image ids")
-    probs = load_npy(path)
     if probs.shape != (len(row_ids), len(classes)):
         raise PhotoidError(f"{path}: shape {probs.shape}, but its manifest lists {len(row_ids)} rows and the run "
                            f"has {len(classes)} classes")

@@ -55,6 +55,7 @@ def load_label_space(folds: pd.DataFrame) -> tuple[list[str], list[str], str]:
 INPUT_SETTINGS = ("dim", "dim_pre", "image_inverted")
 PREPROCESSING_FILE = "preprocessing.json"  # those settings as training used them (photoid.runs reads them)
 LOG_NAME = "log.jsonl"
+IMAGE_JOBS = {"train", "skip", "val", "test"}  # the jobs that read images (score and subm read predictions)
 
 
 def prepare_run_dir(cfg: Config, classes: list[str], original_ids: list[str], records: tuple[int, str] | None
@@ -77,7 +78,7 @@ def prepare_run_dir(cfg: Config, classes: list[str], original_ids: list[str], re
         inputs.update(records_dim_pre=records[0], layout=records[1])
     preprocessing_file = run_dir / PREPROCESSING_FILE
     rewrite = not (run_dir / "config.json").exists() or (cfg.force and bool(cfg.jobs & {"train", "skip"}))
-    if not rewrite and preprocessing_file.exists():
+    if not rewrite and preprocessing_file.exists() and cfg.jobs & IMAGE_JOBS:
         _check_same_inputs(pio.read_json(preprocessing_file), inputs, preprocessing_file)
     pio.write_text(classes_file, text)
     pio.write_text(run_dir / "original_ids.txt", "\n".join(original_ids) + "\n")
@@ -189,7 +190,7 @@ def run_config(cfg: Config) -> int:
         raise PhotoidError(f"--n_classes {cfg.n_classes}, but {folds_path} has {len(classes)} classes: the class count "
                            "comes from the records (leave --n_classes out)")
     check_records_complete(cfg)
-    records = check_records_layout(cfg)
+    records = check_records_layout(cfg) if cfg.jobs & IMAGE_JOBS else None
     run_dir = prepare_run_dir(cfg, classes, original_ids, records)
     print(f"run {run_dir}: recipe {cfg.model}, backbone {cfg.backbone} at {cfg.dim}px, {len(classes)} classes, folds {cfg.folds_to_run}")
 
