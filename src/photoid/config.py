@@ -253,7 +253,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
     for name, (value, why) in FIXED_OPTIONS.items():
         given = getattr(args, name, None)
         if given is not None and given != value:
-            problems.add("command line", None, f"--{name} {given!r}: only {value!r} is possible, as {why}")
+            problems.add("command line", None, f"--{name} {given!r}: only {value!r} is possible; {why}")
     problems.raise_if_any(title="unsupported option values")
     cfg = Config(**values)
     validate_config(cfg)
