@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo
 
-.PHONY: demo demo-whales test bench clean
+.PHONY: demo demo-whales test bench bench-gpu clean
 
 $(BIN)/photoid: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(BIN)/photoid
 
 bench: $(BIN)/photoid
 	$(BIN)/python benchmarks/run_all.py
+
+# On a machine with a GPU: ef1b7 and ef2l at 512 px, mixed precision off and on (section of benchmarks/results.md).
+bench-gpu: $(BIN)/photoid
+	$(BIN)/python benchmarks/gpu_models.py
 
 clean:
 	rm -rf $(DEMO_DIR) runs .pytest_cache

@@ -110,7 +110,7 @@ def synthetic_turtles(cache_dir: Path, long_side: int, n_images: int, seed: int 
     return out
 
 
-def turtle_records(cache_dir: Path, data_dir: Path, dim_pre: int, keep_original: bool,
+def turtle_records(cache_dir: Path, data_dir: Path, dim_pre: int, layout: str,
                    workers: int | None = None) -> Path:
     """The records of `data_dir` as `photoid tfrecords` writes them (5 folds and test), cached.
 
@@ -118,9 +118,8 @@ def turtle_records(cache_dir: Path, data_dir: Path, dim_pre: int, keep_original:
     """
     from photoid.records import build_turtle_records
 
-    layout = "original-bytes" if keep_original else f"pre{dim_pre}"
-    out = Path(cache_dir) / f"records-{Path(data_dir).name}-{layout}"
-    build_turtle_records(data_dir, out, dim_pre=dim_pre, keep_original=keep_original, workers=workers)
+    out = Path(cache_dir) / f"records-{Path(data_dir).name}-{layout}{dim_pre}"
+    build_turtle_records(data_dir, out, dim_pre=dim_pre, layout=layout, workers=workers)
     return out
 
 

@@ -90,7 +90,7 @@ def describe(costs: StageCosts) -> str:
     diagonal = [ms for name, ms in ours.items() if name.endswith("crop")]
     kernel = list(costs.kernel_rotations.values())
     return (f"Each step alone, per photo: decoding the original {costs.decode_original:.1f} ms (DCT-scaled "
-            f"{costs.decode_scaled:.1f} ms), a pre-resized record {costs.decode_resized:.1f} ms; augmentation "
+            f"{costs.decode_scaled:.1f} ms), an exact-layout record {costs.decode_resized:.1f} ms; augmentation "
             f"{costs.augment_mean:.1f} ms on average over the draws (a quarter turn {span(quarter)}, a 45-degree "
             f"turn and crop {span(diagonal)}, a flip {costs.transforms['flip_left_right']:.1f} ms; 7 of every 18 "
             f"draws rotate), resize to dim and scale {costs.finish:.1f} ms. The same rotations the tfa way (the "

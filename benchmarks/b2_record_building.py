@@ -1,8 +1,9 @@
 """B2 — record building: images/s of `photoid tfrecords` on all cores vs one worker.
 
 Both ways run the project's `photoid.records.build_turtle_records` (validation, folds, five fold record sets and
-the test set, photos resized to `dim_pre` 512) into a fresh folder each time, so no shard is kept from an earlier
-run; only `workers` differs. The headline set has about 2000 photos, as a real catalogue has thousands: starting
+the test set, photos resized to `dim_pre` 512 in the compact layout, which worker processes prepare; the exact
+layout's threads are not measured here) into a fresh folder each time, so no shard is kept from an earlier run;
+only `workers` differs. The headline set has about 2000 photos, as a real catalogue has thousands: starting
 the worker processes (a few tenths of a second) then weighs as little as it does in real use. Rounds alternate the
 two, and each figure is the median over rounds. The processor time per photo (this process and its worker
 processes together) shows what parallel writing costs in overhead.
@@ -48,7 +49,7 @@ def build_once(data_dir: Path, scratch: Path, dim_pre: int, workers: int | None,
     try:
         with OtherLoad() as others:
             cpu_before, started = own_cpu_seconds(), time.perf_counter()
-            summary = build_turtle_records(data_dir, out, dim_pre=dim_pre, workers=workers)
+            summary = build_turtle_records(data_dir, out, dim_pre=dim_pre, layout="compact", workers=workers)
             elapsed = time.perf_counter() - started
         seen["cpu"].append((own_cpu_seconds() - cpu_before) / summary["images_written"])
         if others.share is not None:
@@ -63,7 +64,7 @@ def preparation_rates(data_dir: Path, dim_pre: int, rounds: int, n_photos: int) 
     all cores and on one: how far the photo work itself scales on this machine, whatever the writing costs."""
     from photoid.records import image_preparer
 
-    jobs = [(path, dim_pre, False, False) for path in image_paths(data_dir)[:n_photos]]
+    jobs = [(path, dim_pre, "compact", False) for path in image_paths(data_dir)[:n_photos]]
 
     def rate(workers: int) -> float:
         started = time.perf_counter()

@@ -99,7 +99,7 @@ def run(preset: str, cache_dir: Path) -> list[Result]:
     settings = PRESETS[preset]
     side, n_photos = settings.photos
     data_dir = synthetic_turtles(cache_dir, side, n_photos)
-    records = turtle_records(cache_dir, data_dir, settings.dim_pre, keep_original=False,
+    records = turtle_records(cache_dir, data_dir, settings.dim_pre, layout="compact",
                              workers=pool_workers(n_photos))
 
     def pipeline():

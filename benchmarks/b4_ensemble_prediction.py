@@ -98,7 +98,7 @@ def run(preset: str, cache_dir: Path) -> list[Result]:
     settings = PRESETS[preset]
     side, n_photos = settings.photos
     data_dir = synthetic_turtles(cache_dir, side, n_photos)
-    files = test_files(turtle_records(cache_dir, data_dir, settings.dim_pre, keep_original=False,
+    files = test_files(turtle_records(cache_dir, data_dir, settings.dim_pre, layout="compact",
                                       workers=pool_workers(n_photos)))
     test_ids = pd.read_csv(data_dir / "test.csv", dtype=str)["image_id"].tolist()
     paths = [str(data_dir / "images" / f"{image_id}.JPG") for image_id in test_ids]

@@ -68,7 +68,7 @@ def write_fold_records(photos_dir: Path, rows: int, out: Path, dim_pre: int) -> 
         for fold in range(N_FOLDS):
             part = slice(fold * per_fold, rows if fold == N_FOLDS - 1 else (fold + 1) * per_fold)
             write_records(table[part], paths[part], out / f"fold.{fold}.tfrecord", string_columns=("image_id",),
-                          int_columns=("label",), dim_pre=dim_pre, keep_original=False, manifest=manifest,
+                          int_columns=("label",), dim_pre=dim_pre, layout="compact", manifest=manifest,
                           preparer=preparer)
 
 

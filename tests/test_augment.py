@@ -106,9 +106,10 @@ def test_out_of_range_index_is_refused(image):
         tf.function(lambda img, i: apply_transform(img, i))(tf.constant(image), tf.constant(10))
 
 
-def draws(aug_number: int, aug_percentage: float, n: int, base_seed: int = 5) -> np.ndarray:
+def draws(aug_number: int, aug_percentage: float, n: int, base_seed: int = 5, aug_draw: str = "original"
+          ) -> np.ndarray:
     positions = tf.data.Dataset.range(n)
-    drawn = positions.map(lambda i: draw_transform_index(aug_number, aug_percentage,
+    drawn = positions.map(lambda i: draw_transform_index(aug_number, aug_percentage, aug_draw=aug_draw,
                                                          seed=tf.stack([tf.constant(base_seed, tf.int64), i])))
     return np.concatenate(list(drawn.batch(1000).as_numpy_iterator())).astype(np.int64)
 
@@ -123,12 +124,22 @@ def test_draws_are_half_identity_and_spread_over_the_nine_transforms():
     assert (np.abs(counts[1:] - 500) < 110).all(), counts
 
 
-def test_fewer_transforms_and_other_percentages():
-    ids = draws(3, 0.75, 4000)  # draw range round(4) = 4: transforms 1..3 and identity, a quarter each
+def test_fewer_transforms_change_the_draw_range_as_the_original_did():
+    # Draw range round(3 / 0.75) = 4, and ids 0..3 are transforms 1..4 (the original's code): never identity.
+    counts = np.bincount(draws(3, 0.75, 4000), minlength=N_TRANSFORMS)
+    assert counts[0] == 0 and counts[5:].sum() == 0
+    assert (np.abs(counts[1:5] / 4000 - 0.25) < 0.03).all(), counts
+    assert set(draws(1, 0.5, 400)) == {1, 2}  # aug_number 1: always a flip, left-right or up-down
+    assert (draws(9, 1.0, 500) > 0).all()  # percentage 1: always augmented
+
+
+def test_first_draw_applies_only_the_first_transforms():
+    ids = draws(3, 0.75, 4000, aug_draw="first")  # range 4: transforms 1..3 and identity, a quarter each
     counts = np.bincount(ids, minlength=N_TRANSFORMS)
     assert counts[4:].sum() == 0
     assert (np.abs(counts[:4] / 4000 - 0.25) < 0.03).all(), counts
-    assert (draws(9, 1.0, 500) > 0).all()  # percentage 1: always augmented
+    flips = draws(1, 0.5, 2000, aug_draw="first")  # the whale recipes: a left-right flip half the time
+    assert set(flips) == {0, 1} and abs(flips.mean() - 0.5) < 0.05
 
 
 def test_seeded_draws_repeat_and_differ_between_seeds():

@@ -146,3 +146,18 @@ def test_memory_sampling_finds_child_processes_and_their_private_memory():
     finally:
         child.kill()
         child.wait()
+
+
+def test_gpu_benchmark_runs_and_replaces_its_section(tmp_path):
+    import gpu_models
+
+    results = tmp_path / "results.md"
+    results.write_text("# Benchmarks\n\n| B1 | ... |\n\n## On a GPU (`make bench-gpu`)\n\nold rows\n\n"
+                       "## Later\n\nkept\n")
+    assert gpu_models.main(["--recipes", "cpu-demo", "--dim", "32", "--batch_size", "4", "--steps", "2",
+                            "--allow_cpu", "--out", str(results)]) == 0
+    page = results.read_text()
+    assert "old rows" not in page and page.count("## On a GPU") == 1 and "## Later\n\nkept" in page
+    rows = [line for line in page.splitlines() if line.startswith("| cpu-demo | 32 |")]
+    assert [row.split(" | ")[2] for row in rows] == ["off", "on"]
+    assert all(float(row.split(" | ")[4]) > 0 and float(row.split(" | ")[5]) > 0 for row in rows)

@@ -86,3 +86,32 @@ def test_invalid_values_are_refused_together():
 def test_fold_range_follows_the_original_semantics():
     cfg = parse("--n_folds", "5", "--initial_fold", "1", "--final_fold", "3")
     assert cfg.folds_to_run == [1, 2]
+
+
+def test_every_option_of_the_originals_run_py_is_taken():
+    original = ["data_tfrec_dir", "data_dir", "data_preds_dir", "tpu_ip_or_name", "mixed_precision", "job",
+                "metric_name", "monitor", "n_folds", "initial_fold", "final_fold", "n_channels", "auto", "dim",
+                "dim_pre", "image_inverted", "n_examples_total", "n_epochs", "batch_size", "drop_remainder", "lr",
+                "weights", "aug_percentage", "aug_number", "tta_number", "n_classes", "buffer_size"]
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    known = {action.dest for action in parser._actions}
+    assert set(original) <= known
+    # At the original's defaults they are accepted; other values of the fixed ones are refused with the reason.
+    cfg = parse("--data_preds_dir", "preds", "--metric_name", "acc", "--n_channels", "3", "--auto", "-1",
+                "--drop_remainder", "False", "--image_inverted", "True", "--n_examples_total", "12803",
+                "--n_classes", "2265")
+    assert (cfg.image_inverted, cfg.n_examples_total, cfg.n_classes) == (True, 12803, 2265)
+    for option, value, reason in [("--data_preds_dir", "out", "RUN_DIR/preds"), ("--n_channels", "1", "RGB"),
+                                  ("--drop_remainder", "True", "every image"), ("--auto", "4", "AUTOTUNE"),
+                                  ("--metric_name", "loss", "accuracy")]:
+        with pytest.raises(PhotoidError, match=f"{option} .*only .*{reason}"):
+            parse(option, value)
+
+
+def test_skip_trains_every_fold_but_the_first_to_run():
+    cfg = parse("--job", "skip_val_test", "--n_folds", "5", "--initial_fold", "1")
+    assert [cfg.trains(fold) for fold in cfg.folds_to_run] == [False, True, True, True]
+    assert not any(parse("--job", "val_test").trains(fold) for fold in range(5))
+    with pytest.raises(PhotoidError, match="'skip' replaces 'train'"):
+        parse("--job", "train_skip")

@@ -1,6 +1,7 @@
 """The new_turtle rule, loading runs' predictions, submissions and the `ensemble` command."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,7 @@ import pytest
 
 from photoid.cli import main
 from photoid.ensemble import (classes_sha256, load_run_predictions, make_submission, read_run_classes,
-                              top_labels)
+                              remove_fold_predictions, top_labels, weights_sha256)
 from photoid.errors import PhotoidError
 
 NT = "new_turtle"
@@ -218,7 +219,7 @@ def test_load_refuses_a_manifest_of_another_label_order(tmp_path):
 def test_load_refuses_an_empty_or_incomplete_selection(tmp_path):
     write_run(tmp_path / "run", CLASSES, ORIGINALS, random_predictions(np.random.default_rng(7)))
     _refusal(tmp_path, "no val predictions", split="val")
-    _refusal(tmp_path, "missing 1 of the chosen prediction files .*fold_2_tta_0", folds=[0, 2])
+    _refusal(tmp_path, "missing 1 of the expected prediction files .*fold_2_tta_0", folds=[0, 2])
     with pytest.raises(PhotoidError, match="no run directories"):
         load_run_predictions([])
 
@@ -283,3 +284,38 @@ def test_ensemble_command_refuses_runs_of_other_data(tmp_path, capsys):
     assert code == 2
     assert "original_ids.txt (7 ids) differs from the turtle ids of" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
+
+
+# ----------------------------------------------------------------------------- only the expected files count
+
+def test_only_the_configured_ttas_of_the_trained_folds_count(tmp_path):
+    rng = np.random.default_rng(20)
+    preds = random_predictions(rng, folds=(0, 1, 2), ttas=(0, 1))  # fold 2 and TTA 1: an earlier configuration's
+    write_run(tmp_path / "run", CLASSES, ORIGINALS, preds)
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"tta_number": 0}), encoding="utf-8")
+    for fold in (0, 1):
+        (tmp_path / "run" / f"fold_{fold}").mkdir()
+        (tmp_path / "run" / f"fold_{fold}" / "done.json").write_text("{}", encoding="utf-8")
+    mean, *_, used = load_run_predictions([tmp_path / "run"])
+    assert [Path(u).name for u in used] == ["y_pred_test_fold_0_tta_0.npy", "y_pred_test_fold_1_tta_0.npy"]
+    np.testing.assert_array_equal(mean, np.mean([preds[0, 0][0], preds[1, 0][0]], axis=0))
+    # A trained fold without its predictions: refused, naming the missing file.
+    (tmp_path / "run" / "fold_3").mkdir()
+    (tmp_path / "run" / "fold_3" / "done.json").write_text("{}", encoding="utf-8")
+    _refusal(tmp_path, r"missing 1 of the expected .*y_pred_test_fold_3_tta_0\.npy")
+
+
+def test_predictions_of_replaced_weights_are_refused_and_removed(tmp_path):
+    write_run(tmp_path / "run", CLASSES, ORIGINALS, random_predictions(np.random.default_rng(21)))
+    fold_dir = tmp_path / "run" / "fold_0"
+    fold_dir.mkdir()
+    (fold_dir / "best.weights.h5").write_bytes(b"weights trained first")
+    manifest_path = tmp_path / "run" / "preds" / "y_pred_test_fold_0_tta_0.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "weights_sha256": weights_sha256(fold_dir / "best.weights.h5")}))
+    load_run_predictions([tmp_path / "run"])  # the weights that made it: accepted
+    (fold_dir / "best.weights.h5").write_bytes(b"weights trained again")
+    _refusal(tmp_path, r"y_pred_test_fold_0_tta_0.npy: stale")
+    remove_fold_predictions(tmp_path / "run", 0)
+    assert sorted(p.name for p in (tmp_path / "run" / "preds").iterdir()) == [
+        "y_pred_test_fold_1_tta_0.json", "y_pred_test_fold_1_tta_0.npy"]

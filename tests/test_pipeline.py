@@ -35,16 +35,16 @@ def records(tmp_path_factory) -> dict:
                          "label_id": [f"t_id_{i}" for i in range(N_IMAGES)],
                          "image_location": ["top"] * N_IMAGES, "label": list(range(N_IMAGES))})
     out = root / "tfrec"
-    manifest = RecordsManifest.open(out, {"dim_pre": DIM_PRE, "keep_original": False})
+    manifest = RecordsManifest.open(out, {"dim_pre": DIM_PRE, "layout": "compact"})
     result = write_records(rows, paths, out / "fold.0.tfrecord", string_columns=TURTLE_STRING_COLUMNS,
-                           int_columns=TURTLE_INT_COLUMNS, dim_pre=DIM_PRE, keep_original=False, manifest=manifest,
+                           int_columns=TURTLE_INT_COLUMNS, dim_pre=DIM_PRE, layout="compact", manifest=manifest,
                            shards=2, workers=1)
     return {"files": result["files"], "paths": paths, "dir": out}
 
 
 def reference(path: str, dim: int, tta: int = 0) -> np.ndarray:
     """The model input for one photo computed from its prepared bytes alone."""
-    return preprocess_image_bytes(prepare_image_bytes(path, DIM_PRE, False), dim, DIM_PRE, tta).numpy()
+    return preprocess_image_bytes(prepare_image_bytes(path, DIM_PRE, "compact"), dim, DIM_PRE, tta).numpy()
 
 
 def collect(ds) -> tuple[np.ndarray, ...]:
@@ -66,7 +66,7 @@ def test_prediction_batches_keep_record_order_with_labels_and_ids(records):
 
 
 def test_reader_follows_the_originals_steps(records):
-    jpeg = prepare_image_bytes(records["paths"][2], DIM_PRE, False)
+    jpeg = prepare_image_bytes(records["paths"][2], DIM_PRE, "compact")
     decoded = decode_image(jpeg, DIM_PRE).numpy()
     expected = tf.cast(tf.image.resize(tf.io.decode_jpeg(jpeg, channels=3, dct_method="INTEGER_ACCURATE"),
                                        [DIM_PRE, DIM_PRE]), tf.uint8).numpy()
@@ -174,6 +174,74 @@ def test_bad_arguments_are_refused(records):
 
 
 def test_single_image_function_equals_transform_chain(records):
-    jpeg = prepare_image_bytes(records["paths"][5], DIM_PRE, False)
+    jpeg = prepare_image_bytes(records["paths"][5], DIM_PRE, "compact")
     chained = finish_image(apply_transform(decode_image(jpeg, DIM_PRE), 3), 20).numpy()
     np.testing.assert_array_equal(preprocess_image_bytes(jpeg, 20, DIM_PRE, tta=3).numpy(), chained)
+
+
+# --- the exact layout: the original's inputs without its per-read decode -----------------------------------------
+EXACT_DIM_PRE = 512
+
+
+@pytest.fixture(scope="module")
+def exact_and_original(tmp_path_factory) -> dict:
+    """Three photos (two larger than dim_pre, one smaller) as records of each layout."""
+    root = tmp_path_factory.mktemp("exact")
+    rng = np.random.default_rng(11)
+    paths = []
+    for i, (height, width) in enumerate([(525, 700), (640, 560), (200, 300)]):
+        # Smooth gradients plus noise: JPEG keeps fine detail, and an aliased downscale shows in every pixel.
+        y, x = np.mgrid[0:height, 0:width]
+        base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], axis=-1)
+        pixels = np.clip(base + rng.normal(0, 25, size=base.shape), 0, 255).astype(np.uint8)
+        path = root / f"ID_{i:04d}.JPG"
+        Image.fromarray(pixels).save(path, quality=92)
+        paths.append(str(path))
+    rows = pd.DataFrame({"image_id": [f"ID_{i:04d}" for i in range(3)], "label_id": ["a", "b", "c"],
+                         "image_location": ["top"] * 3, "label": [0, 1, 2]})
+    files = {}
+    for layout in ("exact", "original", "compact"):
+        out = root / layout
+        manifest = RecordsManifest.open(out, {"dim_pre": EXACT_DIM_PRE, "layout": layout})
+        files[layout] = write_records(rows, paths, out / "fold.0.tfrecord", string_columns=TURTLE_STRING_COLUMNS,
+                                      int_columns=TURTLE_INT_COLUMNS, dim_pre=EXACT_DIM_PRE, layout=layout,
+                                      manifest=manifest, workers=1)["files"]
+    return files
+
+
+@pytest.mark.parametrize("dim", [512, 384])
+def test_default_layout_gives_the_originals_inputs_bit_for_bit(exact_and_original, dim):
+    for tta in range(10):
+        kwargs = dict(dim=dim, dim_pre=EXACT_DIM_PRE, batch_size=3, training=False, tta=tta)
+        exact, _ = collect(build_dataset(exact_and_original["exact"], **kwargs))
+        original, _ = collect(build_dataset(exact_and_original["original"], **kwargs))
+        assert exact.shape == (3, dim, dim, 3)
+        assert np.array_equal(exact, original), f"tta {tta} at dim {dim}"
+    # Training batches too: the same records in the same order get the same seeded draws.
+    kwargs = dict(dim=dim, dim_pre=EXACT_DIM_PRE, batch_size=3, training=True, seed=5, aug_percentage=1.0)
+    exact, _ = collect(build_dataset(exact_and_original["exact"], **kwargs).take(2))
+    original, _ = collect(build_dataset(exact_and_original["original"], **kwargs).take(2))
+    assert np.array_equal(exact, original)
+
+
+def test_exact_records_hold_the_uint8_image_and_compact_ones_differ(exact_and_original):
+    record = next(iter(tf.data.TFRecordDataset(exact_and_original["exact"])))
+    image = tf.io.parse_single_example(record, {"image": tf.io.FixedLenFeature([], tf.string)})["image"]
+    stored = tf.io.parse_tensor(image, tf.uint8)
+    assert stored.shape == (EXACT_DIM_PRE, EXACT_DIM_PRE, 3)
+    assert np.array_equal(stored.numpy(), decode_image(image, EXACT_DIM_PRE).numpy())
+    # The opt-in compact layout (Pillow's antialiased resize, JPEG again) does not give the original's pixels.
+    kwargs = dict(dim=EXACT_DIM_PRE, dim_pre=EXACT_DIM_PRE, batch_size=3, training=False)
+    compact, _ = collect(build_dataset(exact_and_original["compact"], **kwargs))
+    original, _ = collect(build_dataset(exact_and_original["original"], **kwargs))
+    assert np.abs(compact - original).max() > 5 / 255
+
+
+def test_image_inverted_gives_one_minus_the_image_everywhere(records):
+    kwargs = dict(dim=16, dim_pre=DIM_PRE, batch_size=4, training=False, tta=2)
+    plain, _ = collect(build_dataset(records["files"], **kwargs))
+    inverted, _ = collect(build_dataset(records["files"], image_inverted=True, **kwargs))
+    np.testing.assert_allclose(inverted, 1.0 - plain, atol=1e-6)
+    single = preprocess_image_bytes(prepare_image_bytes(records["paths"][3], DIM_PRE, "compact"), 16, DIM_PRE, 2,
+                                    inverted=True)
+    np.testing.assert_allclose(single.numpy(), inverted[3], atol=1e-6)

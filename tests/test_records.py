@@ -17,11 +17,12 @@ import tensorflow as tf
 from photoid import cli, records
 from photoid.errors import PhotoidError, ValidationError
 from photoid.folds import read_folds
+from photoid.io import read_json
 from photoid.records import (MANIFEST_NAME, TURTLE_INT_COLUMNS, TURTLE_STRING_COLUMNS, RecordsManifest,
                              build_turtle_records, feature_spec, fold_files, prepare_image_bytes, write_records)
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {"dim_pre": 24, "keep_original": False}
+SETTINGS = {"dim_pre": 24, "layout": "compact"}
 
 
 def make_jpeg(path: Path, width: int, height: int, seed: int, mode: str = "RGB") -> Path:
@@ -78,8 +79,8 @@ def test_prepared_image_is_a_square_jpeg_of_the_photo(tmp_path):
     ImageDraw.Draw(picture).ellipse([10, 10, 40, 40], fill=(250, 240, 20))
     path = tmp_path / "a.JPG"
     picture.save(path, format="JPEG", quality=95)
-    prepared = prepare_image_bytes(path, 32, keep_original=False)
-    assert prepared == prepare_image_bytes(path, 32, keep_original=False)  # deterministic
+    prepared = prepare_image_bytes(path, 32, layout="compact")
+    assert prepared == prepare_image_bytes(path, 32, layout="compact")  # deterministic
     decoded = np.asarray(Image.open(io.BytesIO(prepared))).astype(int)
     assert decoded.shape == (32, 32, 3)
     # The same picture, squeezed to a square: close to Pillow's resize of the source, far from its mirror image.
@@ -90,21 +91,21 @@ def test_prepared_image_is_a_square_jpeg_of_the_photo(tmp_path):
 
 def test_large_photo_is_shrunk_while_decoding_and_grey_becomes_rgb(tmp_path):
     big = make_jpeg(tmp_path / "big.JPG", 1500, 1000, seed=2, mode="L")
-    decoded = np.asarray(Image.open(io.BytesIO(prepare_image_bytes(big, 64, keep_original=False))))
+    decoded = np.asarray(Image.open(io.BytesIO(prepare_image_bytes(big, 64, layout="compact"))))
     assert decoded.shape == (64, 64, 3)
     assert (decoded[..., 0] == decoded[..., 1]).mean() > 0.9  # still grey, stored as RGB
 
 
 def test_keep_original_stores_the_file_bytes(tmp_path):
     path = make_jpeg(tmp_path / "a.JPG", 50, 40, seed=3)
-    assert prepare_image_bytes(path, 16, keep_original=True) == path.read_bytes()
+    assert prepare_image_bytes(path, 16, layout="original") == path.read_bytes()
     png = tmp_path / "b.JPG"
     Image.new("RGB", (8, 8)).save(png, format="PNG")
     with pytest.raises(PhotoidError, match="not a JPEG"):
-        prepare_image_bytes(png, 16, keep_original=True)
+        prepare_image_bytes(png, 16, layout="original")
     (tmp_path / "c.JPG").write_bytes(b"not an image")
     with pytest.raises(PhotoidError, match="cannot be read"):
-        prepare_image_bytes(tmp_path / "c.JPG", 16, keep_original=False)
+        prepare_image_bytes(tmp_path / "c.JPG", 16, layout="compact")
 
 
 # --- write_records ---------------------------------------------------------------------------------------------
@@ -120,13 +121,13 @@ def test_records_hold_the_rows_and_prepared_images_in_order(tmp_path):
     assert [r["image_location"] for r in records] == list(rows["image_location"])
     assert [int(r["label"]) for r in records] == list(rows["label"])
     for record, path in zip(records, paths):
-        assert record["image"] == prepare_image_bytes(path, 24, keep_original=False)
+        assert record["image"] == prepare_image_bytes(path, 24, layout="compact")
         assert np.asarray(Image.open(io.BytesIO(record["image"]))).shape == (24, 24, 3)
 
 
 def test_keep_original_records_hold_the_source_files(tmp_path):
     rows, paths = make_rows(tmp_path / "images", 4)
-    result = write(rows, paths, tmp_path / "rec", settings={"dim_pre": 24, "keep_original": True})
+    result = write(rows, paths, tmp_path / "rec", settings={"dim_pre": 24, "layout": "original"})
     assert [r["image"] for r in read_records(result["files"])] == [Path(p).read_bytes() for p in paths]
 
 
@@ -210,7 +211,7 @@ def test_other_settings_are_refused_unless_forced(tmp_path):
     rows, paths = make_rows(tmp_path / "images", 4)
     out = tmp_path / "rec"
     write(rows, paths, out, shards=2)
-    other = {"dim_pre": 16, "keep_original": False}
+    other = {"dim_pre": 16, "layout": "compact"}
     with pytest.raises(PhotoidError, match="--force"):
         RecordsManifest.open(out, other)
     result = write(rows, paths, out, settings=other, force=True)
@@ -226,7 +227,7 @@ def test_records_not_described_by_a_manifest_are_refused(tmp_path):
         RecordsManifest.open(out, SETTINGS)
     os.remove(out / "fold.0.tfrecord-00000-of-00001")
     RecordsManifest.open(out, SETTINGS)
-    RecordsManifest.open(out, {"dim_pre": 16, "keep_original": True})  # no records left to mix up: allowed
+    RecordsManifest.open(out, {"dim_pre": 16, "layout": "original"})  # no records left to mix up: allowed
 
 
 def test_bad_rows_are_refused(tmp_path):
@@ -283,7 +284,8 @@ def test_build_writes_folds_csv_fold_records_and_test_records(turtle_folder, tmp
     test = read_records(records.test_files(out))
     assert [r["image_id"] for r in test] == ["ID_TE0000", "ID_TE0001", "ID_TE0002"]
     assert {(r["label_id"], int(r["label"])) for r in test} == {("", -1)}
-    assert test[1]["image"] == prepare_image_bytes(turtle_folder / "images" / "ID_TE0001.JPG", 20, False)
+    assert test[1]["image"] == prepare_image_bytes(turtle_folder / "images" / "ID_TE0001.JPG", 20)  # exact layout
+    assert read_json(out / "records.json")["settings"]["layout"] == "exact"
 
 
 def test_build_rerun_is_byte_identical_and_writes_nothing(turtle_folder, tmp_path):
@@ -338,7 +340,7 @@ manifest = RecordsManifest.open({str(tmp_path / 'rec')!r}, {{"dim_pre": 16}})
 try:
     write_records(rows, [{str(tmp_path / 'a.JPG')!r}, {str(tmp_path / 'b.JPG')!r}],
                   {str(tmp_path / 'rec' / 'x.tfrecord')!r},
-                  string_columns=["image_id"], int_columns=["label"], dim_pre=16, keep_original=False,
+                  string_columns=["image_id"], int_columns=["label"], dim_pre=16, layout="compact",
                   manifest=manifest, workers=2)
 except PhotoidError as err:
     print("PhotoidError:", err)

@@ -85,6 +85,111 @@ def test_mixed_precision_keeps_a_float32_head():
         tf_keras.mixed_precision.set_global_policy("float32")
 
 
+def test_each_fold_starts_from_its_own_seeded_head():
+    from photoid.config import Config
+    from photoid.model import build_models
+    from photoid.run import model_session
+
+    def first_head(fold: int) -> np.ndarray:
+        with model_session(Config(seed=33), fold):
+            return build_models(backbone="simple-cnn", dim=32, n_classes=5).predict.get_layer("dense").get_weights()[0]
+
+    fold0, fold1, fold0_again = first_head(0), first_head(1), first_head(0)
+    assert np.array_equal(fold0, fold0_again) and not np.array_equal(fold0, fold1)
+
+
+@pytest.mark.slow  # builds an 86M-parameter BEiT (about 10 s on 2 cores)
+def test_beit_head_starts_as_kecams_and_other_heads_as_a_keras_dense():
+    from photoid.backbones import BACKBONES
+    from photoid.model import build_models
+
+    assert BACKBONES["beit-large-patch16"].head_init == BACKBONES["beit-base-patch16"].head_init == "kecam-beit"
+    kernel, bias = build_models(backbone="beit-base-patch16", dim=32, n_classes=2265).predict.get_layer(
+        "dense").get_weights()
+    # kecam 1.2.9: TruncatedNormal(0.02) x 0.001 on both; a normal cut at 2 sigma has 0.88 sigma of spread.
+    assert kernel.shape == (768, 2265) and 1.70e-5 < kernel.std() < 1.82e-5 and np.abs(kernel).max() <= 4e-5
+    assert 1.55e-5 < bias.std() < 1.95e-5 and np.abs(bias).max() <= 4e-5 and abs(bias.mean()) < 2e-6
+    kernel, bias = build_models(backbone="simple-cnn", dim=32, n_classes=2265).predict.get_layer(
+        "dense").get_weights()
+    glorot_std = np.sqrt(2 / (256 + 2265))  # glorot_uniform: limit sqrt(6 / (fan_in + fan_out))
+    assert abs(kernel.std() / glorot_std - 1) < 0.01 and not bias.any()
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".hdf5", ".weights.h5", ".keras"])
+def test_every_weights_file_suffix_loads_for_training_and_prediction(tmp_path, suffix):
+    from photoid.config import Config
+    from photoid.errors import PhotoidError
+    from photoid.model import build_models, load_weights_file
+    from photoid.runs import build_predict_model
+    from photoid.train import initial_models
+
+    saved = build_models(backbone="simple-cnn", dim=32, n_classes=5).predict
+    path = tmp_path / f"trained{suffix}"
+    saved.save(path) if suffix == ".keras" else saved.save_weights(path)
+    cfg = Config(backbone="simple-cnn", dim=32, dim_pre=32, weights=str(path))
+    def same_as_saved(model) -> bool:
+        return all(np.array_equal(a, b) for a, b in zip(model.get_weights(), saved.get_weights(), strict=True))
+
+    assert same_as_saved(initial_models(cfg, 5).predict)  # training starts from the file
+    predicting = build_predict_model(cfg, 5)
+    assert not same_as_saved(predicting)
+    load_weights_file(predicting, path, 5)  # as prediction with --weights does (predict.load_fold_weights)
+    assert same_as_saved(predicting)
+    with pytest.raises(PhotoidError, match="does not fit"):
+        load_weights_file(build_models(backbone="simple-cnn", dim=32, n_classes=6).predict, path, 6)
+
+
+def test_later_calls_keep_the_training_config_log_themselves_and_must_prepare_images_alike(trained_run, turtle_dir,
+                                                                                            tmp_path):
+    import shutil
+
+    from photoid.errors import PhotoidError
+    from photoid.runs import load_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    config, preprocessing = (run_dir / "config.json").read_bytes(), pio.read_json(run_dir / "preprocessing.json")
+    assert preprocessing == {"dim": TINY_DIM, "dim_pre": TINY_DIM, "image_inverted": False,
+                             "records_dim_pre": TINY_DIM, "layout": "exact"}
+    assert pio.read_json(run_dir / "fold_0" / "config.json")["lr"] == pio.read_json(run_dir / "config.json")["lr"]
+    lines = len((run_dir / "log.jsonl").read_text().splitlines())
+    assert run_config(resolve_config(tiny_args(turtle_dir, run_dir, job="val", batch_size=4))) == 0
+    assert (run_dir / "config.json").read_bytes() == config  # not rewritten by a later call
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert len(log) == lines + 1 and log[-1]["job"] == "val"
+    assert log[-1]["differs_from_config_json"] == {"job": "val", "batch_size": 4, "run_dir": str(run_dir)}
+    with pytest.raises(PhotoidError, match="otherwise than training did .*dim 32 in training, 24 now"):
+        run_config(resolve_config(tiny_args(turtle_dir, run_dir, job="test", dim=24)))
+    # identify and export read how training prepared photos from the run, even without its records.
+    assert load_run(run_dir, records_dir=str(tmp_path / "no-records")).preprocessing.layout == "exact"
+
+
+def test_test_prediction_fold_by_fold_equals_all_folds_at_once(trained_run, turtle_dir, tmp_path):
+    import shutil
+
+    from photoid.predict import folds_at_once
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    assert run_config(resolve_config(tiny_args(turtle_dir, run_dir, job="test", predict_folds_at_once=1))) == 0
+    for fold in (0, 1):
+        for tta in (0, 1):
+            name = f"preds/y_pred_test_fold_{fold}_tta_{tta}.npy"  # trained_run predicted both folds at once
+            np.testing.assert_allclose(np.load(run_dir / name), np.load(trained_run / name), atol=1e-6)
+    # The default group: weights of float32 parameters within a quarter of the memory.
+    assert folds_at_once(480_000_000, 5, memory=16 * 2**30) == 2  # EfficientNet-L2 on a 16 GB GPU
+    assert folds_at_once(304_000_000, 5, memory=16 * 2**30) == 3  # BEiT-L
+    assert folds_at_once(1_000_000, 5, memory=16 * 2**30) == 5 and folds_at_once(10**10, 5, memory=2**30) == 1
+
+
+def test_a_class_count_other_than_the_records_is_refused(turtle_dir, turtle_records, tmp_path):
+    from photoid.errors import PhotoidError
+
+    with pytest.raises(PhotoidError, match="--n_classes 7, but .*folds.csv has"):
+        run_config(resolve_config(tiny_args(turtle_dir, tmp_path / "run", n_classes=7)))
+    assert not (tmp_path / "run").exists()
+
+
 def test_named_weights_that_cannot_load_are_an_error_not_random_weights():
     from photoid.backbones import build_backbone
     from photoid.errors import PhotoidError

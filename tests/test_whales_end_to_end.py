@@ -145,9 +145,9 @@ def test_right_views_are_stored_mirrored(beluga_dir, whale_records):
         path = beluga_dir / "images" / f"{record['image_id']}.jpg"
         stored = np.asarray(Image.open(io.BytesIO(record["image"])), dtype=np.float32)
         # Records turn wide photos upright by default (rotate_wide), the mirror being applied before turning.
-        plain = np.asarray(Image.open(io.BytesIO(prepare_image_bytes(path, TINY_DIM, False, rotate_wide=True))),
+        plain = np.asarray(Image.open(io.BytesIO(prepare_image_bytes(path, TINY_DIM, "compact", rotate_wide=True))),
                            dtype=np.float32)
-        mirrored = record["image"] == prepare_image_bytes(path, TINY_DIM, False, mirror=True, rotate_wide=True)
+        mirrored = record["image"] == prepare_image_bytes(path, TINY_DIM, "compact", mirror=True, rotate_wide=True)
         assert mirrored == (viewpoint == "right")
         # Pixels, not only bytes: the stored photo is (up to JPEG rounding) the plain one flipped, or the plain one;
         # a left-right mirror of a photo turned upright afterwards is an up-down flip of the upright photo.
@@ -164,7 +164,8 @@ def test_keep_original_with_mirror_re_encodes_at_the_photos_size(beluga_dir):
 
     path = next((beluga_dir / "images").glob("*.jpg"))
     original = np.asarray(Image.open(path), dtype=np.float32)
-    mirrored = np.asarray(Image.open(io.BytesIO(prepare_image_bytes(path, 0, True, mirror=True))), dtype=np.float32)
+    mirrored = np.asarray(Image.open(io.BytesIO(prepare_image_bytes(path, 0, "original", mirror=True))),
+                          dtype=np.float32)
     assert mirrored.shape == original.shape
     assert np.abs(mirrored - original[:, ::-1]).mean() < 3.0
 

@@ -29,6 +29,7 @@ class BackboneSpec:
     library: str  # efficientnet | kecam | photoid
     builder: str  # attribute path of the constructor inside its library
     pretrained: tuple[str, ...]  # named weight sets it accepts
+    head_init: str = "glorot"  # the softmax head's initialisation, see `head_initializers`
 
 
 def _efn(n: int) -> BackboneSpec:
@@ -51,15 +52,34 @@ BACKBONES: dict[str, BackboneSpec] = {
         *(_efn(n) for n in range(8)),
         *(_kecam_v1(v) for v in ["B0", "B1", "B2", "B3", "B4", "B5", "B6", "B7", "L2"]),
         *(_kecam_v2(v) for v in ["B0", "B1", "B2", "B3", "S", "M", "L", "XL"]),
-        BackboneSpec("beit-base-patch16", "kecam", "beit.BeitBasePatch16", ("imagenet21k-ft1k",)),
-        BackboneSpec("beit-large-patch16", "kecam", "beit.BeitLargePatch16", ("imagenet21k-ft1k",)),
+        # The original built BEiT with kecam's own head, whose initialisation photoid's Dense repeats.
+        BackboneSpec("beit-base-patch16", "kecam", "beit.BeitBasePatch16", ("imagenet21k-ft1k",), "kecam-beit"),
+        BackboneSpec("beit-large-patch16", "kecam", "beit.BeitLargePatch16", ("imagenet21k-ft1k",), "kecam-beit"),
         BackboneSpec("simple-cnn", "photoid", "simple_cnn", ()),
     ]
 }
 
 
+def head_initializers(name: str) -> dict:
+    """Keyword arguments for the softmax head's Dense on backbone `name`.
+
+    glorot: Keras' Dense defaults (glorot_uniform kernel, zero bias), as the original's EfficientNet heads.
+    kecam-beit: kecam 1.2.9's BEiT head (`HeadInitializer`: TruncatedNormal(stddev 0.02) x 0.001 on kernel and
+    bias), which the original trained its BEiT run from: the first softmax is almost uniform. A truncated normal
+    scaled by 0.001 is the truncated normal of stddev 2e-5, written so that the saved model needs no kecam class.
+    """
+    if BACKBONES[name].head_init == "glorot":
+        return {}
+    stddev = 0.02 * 0.001
+    return {"kernel_initializer": tf_keras.initializers.TruncatedNormal(stddev=stddev),
+            "bias_initializer": tf_keras.initializers.TruncatedNormal(stddev=stddev)}
+
+
+WEIGHTS_SUFFIXES = (".h5", ".hdf5", ".weights.h5", ".keras")  # what --weights takes as a file; all load
+
+
 def is_weights_file(weights: str) -> bool:
-    return weights.lower().endswith((".h5", ".hdf5", ".keras", ".weights.h5"))
+    return weights.lower().endswith(WEIGHTS_SUFFIXES)
 
 
 def build_backbone(name: str, input_shape: tuple[int, int, int], weights: str = "none",

@@ -18,6 +18,7 @@ import warnings
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("photoid.synth.cli", "write a synthetic data set in a competition's exact format"),
     "tfrecords": ("photoid.records", "validate a Turtle Recall folder, write folds.csv and TFRecords"),
+    "recipes": ("photoid.config", "list the built-in recipes (models/*.toml)"),
     "train": ("photoid.run", "train, predict and score a recipe k-fold (same as run.py)"),
     "ensemble": ("photoid.ensemble", "average runs' test predictions into a submission"),
     "score": ("photoid.scoring", "score a Turtle Recall submission against test_labels.csv (MAP@5)"),

@@ -22,7 +22,9 @@ from typing import Any
 from photoid.errors import PhotoidError, ProblemList
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RECIPES_DIR = REPO_ROOT / "models"
+# Recipes are the repository's models/*.toml; an installed photoid carries them as package data (photoid/recipes).
+_PACKAGED_RECIPES = Path(__file__).resolve().parent / "recipes"
+RECIPES_DIR = _PACKAGED_RECIPES if _PACKAGED_RECIPES.is_dir() else REPO_ROOT / "models"
 
 
 @dataclass
@@ -59,16 +61,20 @@ class Config:
     patience_lr: int = 4  # ReduceLROnPlateau patience (the original: 4)
     patience_stop: int = 8  # EarlyStopping patience (the original: 8)
     steps_per_epoch: int = 0  # 0: one pass over the training folds (n_train // batch_size), as the original
+    n_examples_total: int = 0  # >0: an epoch is (n - n // n_folds) // batch_size steps (the original: 12803)
     # --- data ---------------------------------------------------------------------------------------------------
     task: str = "turtles"  # turtles | whales
     data_dir: str = "data"  # competition folder (CSV files and images/)
     data_tfrec_dir: str = ""  # TFRecords folder; empty = <data_dir>/tfrec
     n_folds: int = 5  # must match the records' folds.csv
+    n_classes: int = 0  # 0: from the records' folds.csv; otherwise must equal it (the original: 2265)
     initial_fold: int = 0  # first fold to run (from 0)
     final_fold: int = -1  # one past the last fold to run (from 1); -1 = n_folds
     aug_number: int = 9  # train-time transforms (0 = no augmentation)
     aug_percentage: float = 0.5  # probability of any transform; each one gets aug_percentage / aug_number
     augment: str = "original"  # original (Turtle Recall, aug_number) | whaledo | whaledo_triangle (Where's Whale-do)
+    aug_draw: str = "original"  # original: drawn ids 0..8 are transforms 1..9 | first: only transforms 1..aug_number
+    image_inverted: bool = False  # the original's option: the model sees 1 - image
     tta_number: int = 0  # extra test-time transforms: predictions for TTA 0..tta_number
     buffer_size: int = 256  # shuffle buffer (0 = no shuffle)
     cache: bool = False  # cache decoded training and validation images in memory (only for data sets that fit)
@@ -80,6 +86,7 @@ class Config:
     seed: int = 33  # seeds shuffling, augmentation and weight initialisation
     deterministic: bool = False  # TensorFlow op determinism: byte-identical predictions, slower
     force: bool = False  # retrain folds that are already finished
+    predict_folds_at_once: int = 0  # test prediction by groups of this many folds; 0: what fits the device's memory
     mixed_precision: str = ""  # "" | mixed_float16 | mixed_bfloat16; the head stays float32
     tpu_ip_or_name: str = ""  # TPU name, grpc address or "local" (TPU VM); empty = no TPU
     strategy: str = "auto"  # auto | default | mirrored | multi_worker | tpu
@@ -104,12 +111,17 @@ class Config:
     def jobs(self) -> set[str]:
         return set(self.job.split("_"))
 
+    def trains(self, fold: int) -> bool:
+        """Whether fold `fold` trains: with `train`, or with the original's `skip` (every fold but the first to run:
+        `skip` stands in for `train` and leaves the first fold's trained weights as they are)."""
+        return "train" in self.jobs or ("skip" in self.jobs and fold != self.folds_to_run[0])
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 SETTABLE = list(fields(Config))
-JOB_WORDS = {"train", "val", "test", "score", "subm"}
+JOB_WORDS = {"train", "skip", "val", "test", "score", "subm"}
 CHOICES = {
     "pooling": {"avg", "gem"},
     "neck": {"dense_bn", "bn_dense", "bn"},
@@ -120,6 +132,16 @@ CHOICES = {
     "task": {"turtles", "whales"},
     "mixed_precision": {"", "mixed_float16", "mixed_bfloat16"},
     "strategy": {"auto", "default", "mirrored", "multi_worker", "tpu"},
+    "aug_draw": {"original", "first"},
+}
+# Options of the original's run.py that photoid takes only at the original's value: (that value, why no other).
+FIXED_OPTIONS: dict[str, tuple[Any, str]] = {
+    "data_preds_dir": ("preds", "predictions are written to RUN_DIR/preds; choose the run folder with --run_dir"),
+    "metric_name": ("acc", "the models are compiled with accuracy, 'acc' (monitor it as val_acc)"),
+    "n_channels": (3, "photos are decoded to 3 channels (RGB), as the original's decode_jpeg(channels=3)"),
+    "auto": (-1, "the reader's parallelism is tf.data.AUTOTUNE (-1), which tunes itself"),
+    "drop_remainder": (False, "training batches are always full, because the stream repeats before it is batched, "
+                              "and prediction must keep every image"),
 }
 
 
@@ -132,7 +154,8 @@ def _field_type(f: dataclasses.Field):
 
 
 def find_recipe(name: str) -> Path:
-    """A recipe is a path to a .toml file or the name of one in the repository's `models/` folder."""
+    """A recipe is a path to a .toml file, or a name: `models/<name>.toml` in the working folder, else a built-in
+    recipe (`RECIPES_DIR`)."""
     candidates = [Path(name)] if name.endswith(".toml") else [Path("models") / f"{name}.toml", RECIPES_DIR / f"{name}.toml"]
     for path in candidates:
         if path.is_file():
@@ -223,6 +246,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             help=f"{reasons.get(f.name, '')} (default: {getattr(defaults, f.name)!r}"
             + (", or the recipe's value)" if f.name != "model" else ")"),
         )
+    for name, (value, why) in FIXED_OPTIONS.items():
+        tp = type(value)
+        parser.add_argument(f"--{name}", type=PARSERS[tp], default=None, metavar=tp.__name__.upper(),
+                            help=f"the original's option, taken only as {value!r}: {why}")
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -235,6 +262,12 @@ def resolve_config(args: argparse.Namespace) -> Config:
         given = getattr(args, f.name, None)
         if given is not None and f.name != "model":
             values[f.name] = given
+    problems = ProblemList()
+    for name, (value, why) in FIXED_OPTIONS.items():
+        given = getattr(args, name, None)
+        if given is not None and given != value:
+            problems.add("command line", None, f"--{name} {given!r}: only {value!r} is possible; {why}")
+    problems.raise_if_any(title="unsupported option values")
     cfg = Config(**values)
     validate_config(cfg)
     return cfg
@@ -250,7 +283,7 @@ def validate_config(cfg: Config) -> None:
     for name, allowed in CHOICES.items():
         if getattr(cfg, name) not in allowed:
             problems.add("config", None, f"{name} must be one of {sorted(allowed)}, got {getattr(cfg, name)!r}")
-    unknown_jobs = set(cfg.job.split("_")) - JOB_WORDS - {"skip"}
+    unknown_jobs = set(cfg.job.split("_")) - JOB_WORDS
     if unknown_jobs or not cfg.job:
         problems.add("config", None, f"job {cfg.job!r}: use words {sorted(JOB_WORDS)} joined by '_'")
     for name in ("dim", "dim_pre", "batch_size", "n_epochs", "cpu_devices"):
@@ -280,6 +313,13 @@ def validate_config(cfg: Config) -> None:
         problems.add("config", None, "neck bn_dense needs embedding_size (the Dense layer's width)")
     if cfg.drop_connect_rate >= 1:
         problems.add("config", None, f"drop_connect_rate must be below 1 (-1: the library's default), got {cfg.drop_connect_rate}")
+    if "train" in cfg.jobs and "skip" in cfg.jobs:
+        problems.add("config", None, f"job {cfg.job!r}: 'skip' replaces 'train' (it skips the first fold's training)")
+    for name in ("n_classes", "n_examples_total", "steps_per_epoch", "predict_folds_at_once"):
+        if getattr(cfg, name) < 0:
+            problems.add("config", None, f"{name} must be 0 or more, got {getattr(cfg, name)}")
+    if cfg.image_inverted and cfg.task != "turtles":
+        problems.add("config", None, "image_inverted is the Turtle Recall original's option; whale runs do not take it")
     if cfg.head == "arcface" and cfg.arcface_sub_centers < 1:
         problems.add("config", None, "arcface_sub_centers must be at least 1")
     problems.raise_if_any(title="invalid configuration")
@@ -299,3 +339,27 @@ def parse_folds(text: str) -> list[int]:
     if not values or min(values) < 0:
         raise argparse.ArgumentTypeError(f"expected fold numbers such as 0,1, got {text!r}")
     return values
+
+
+# ----------------------------------------------------------------------------- `photoid recipes`
+
+def recipe_summary(path: Path) -> str:
+    """One line: the recipe's name, backbone, weights and size, then the first line of its leading comment."""
+    values = read_recipe(path)
+    comment = next((line.lstrip("# ").strip() for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.startswith("#")), "")
+    defaults = Config()
+    size = values.get("dim", defaults.dim)
+    return (f"{path.stem:<16} {values.get('backbone', defaults.backbone):<22} "
+            f"{values.get('weights', defaults.weights):<17} {size:>4} px  {comment}")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = f"The built-in recipes ({RECIPES_DIR}); `photoid train --model NAME` trains one."
+
+
+def run(args: argparse.Namespace) -> int:
+    print(f"{'recipe':<16} {'backbone':<22} {'weights':<17} {'size':>7}  about")
+    for path in sorted(RECIPES_DIR.glob("*.toml")):
+        print(recipe_summary(path))
+    return 0

@@ -8,6 +8,7 @@ train+extra ids, so every id outside the original ones stands for "a turtle the 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import re
 from collections import Counter
@@ -19,11 +20,12 @@ import pandas as pd
 
 from photoid.data import PREDICTION_COLUMNS, load_turtles
 from photoid.errors import PhotoidError
-from photoid.io import load_npy, read_json, write_csv
+from photoid.io import file_sha256, load_npy, read_json, write_csv
 from photoid.metrics import NEW_TURTLE
 
 SUBMISSION_COLUMNS = ["image_id", *PREDICTION_COLUMNS]
 MANIFEST_KEYS = ("recipe", "split", "fold", "tta", "n_classes", "classes_sha256", "row_ids", "data_dir")
+BEST_WEIGHTS = "best.weights.h5"  # a fold's weights in a run folder (photoid.train writes it)
 _PRED_NAME = re.compile(r"^y_pred_(val|test)_fold_(\d+)_tta_(\d+)\.npy$")
 _ROWS_PER_CHUNK = 1024  # bounds the (rows, classes) index arrays to a few MB whatever the number of images
 
@@ -137,9 +139,38 @@ def _first_difference(a: list[str], b: list[str]) -> str:
     return f"{len(a)} vs {len(b)} lines"
 
 
-def _select_files(run_dir: Path, split: str, folds: Sequence[int] | None,
-                  ttas: Sequence[int] | None) -> list[tuple[int, int, Path]]:
-    """The run's chosen prediction files as (fold, tta, path), TTA-major as the original looped over them."""
+def remove_fold_predictions(run_dir: Path, fold: int) -> None:
+    """Delete fold `fold`'s prediction files (validation and test, every TTA) and their manifests."""
+    for path in (Path(run_dir) / "preds").glob(f"y_pred_*_fold_{fold}_tta_*"):
+        if _PRED_NAME.match(path.with_suffix(".npy").name):
+            path.unlink()
+
+
+def _expected_folds_and_ttas(run_dir: Path, found: set[tuple[int, int]], folds: Sequence[int] | None,
+                             ttas: Sequence[int] | None) -> tuple[list[int], list[int]]:
+    """The folds and TTAs whose predictions count: the given ones, else the run's own (as the original read them).
+
+    Folds: those that finished training (fold_K/done.json), or, in a run that trained none (predictions of a given
+    weights file), those with predictions. TTAs: 0..tta_number of the run's config.json, else those found.
+    """
+    if folds is None:
+        trained = sorted(int(d.name[5:]) for d in run_dir.glob("fold_*")
+                         if d.name[5:].isdigit() and (d / "done.json").exists())
+        folds = trained or sorted({f for f, _ in found})
+    if ttas is None:
+        config = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
+        tta_number = config.get("tta_number") if isinstance(config, dict) else None
+        ttas = range(tta_number + 1) if isinstance(tta_number, int) else sorted({t for _, t in found})
+    return sorted(set(folds)), sorted(set(ttas))
+
+
+def expected_prediction_files(run_dir: Path, split: str, folds: Sequence[int] | None = None,
+                              ttas: Sequence[int] | None = None) -> list[tuple[int, int, Path]]:
+    """The run's expected prediction files as (fold, tta, path), TTA-major as the original looped over them.
+
+    Exactly the chosen folds x TTAs (see `_expected_folds_and_ttas`): other files in preds/ (an earlier
+    configuration's extra TTAs or folds) are not read, and a missing one is an error naming it.
+    """
     found = {}
     for path in sorted((run_dir / "preds").glob(f"y_pred_{split}_fold_*_tta_*.npy")):
         match = _PRED_NAME.match(path.name)
@@ -147,18 +178,19 @@ def _select_files(run_dir: Path, split: str, folds: Sequence[int] | None,
             found[int(match.group(2)), int(match.group(3))] = path
     if not found:
         raise PhotoidError(f"{run_dir}: no {split} predictions in {run_dir / 'preds'}")
-    chosen_folds = sorted(set(folds) if folds is not None else {f for f, _ in found})
-    chosen_ttas = sorted(set(ttas) if ttas is not None else {t for _, t in found})
+    chosen_folds, chosen_ttas = _expected_folds_and_ttas(run_dir, set(found), folds, ttas)
     missing = [(f, t) for t in chosen_ttas for f in chosen_folds if (f, t) not in found]
     if missing:
         names = ", ".join(f"y_pred_{split}_fold_{f}_tta_{t}.npy" for f, t in missing[:5])
-        raise PhotoidError(f"{run_dir}: missing {len(missing)} of the chosen prediction files ({names}); "
-                           f"folds {chosen_folds}, TTAs {chosen_ttas} were asked for")
+        raise PhotoidError(f"{run_dir}: missing {len(missing)} of the expected prediction files ({names}); "
+                           f"folds {chosen_folds}, TTAs {chosen_ttas} are expected. Predict them again "
+                           "(--job val or test) or choose folds and TTAs")
     return [(f, t, found[f, t]) for t in chosen_ttas for f in chosen_folds]
 
 
-def _load_checked(path: Path, split: str, fold: int, tta: int, classes: list[str]) -> tuple[np.ndarray, list]:
+def load_prediction(path: Path, split: str, fold: int, tta: int, classes: list[str]) -> tuple[np.ndarray, list]:
     """One prediction file and its row ids, refused unless its manifest vouches for it."""
+    probs = load_npy(path)  # first: a file that is no numeric array is refused as such
     manifest_path = path.with_suffix(".json")
     if not manifest_path.is_file():
         raise PhotoidError(f"{path}: its manifest {manifest_path.name} is missing, so its rows and classes "
@@ -174,10 +206,14 @@ def _load_checked(path: Path, split: str, fold: int, tta: int, classes: list[str
     if wrong:
         raise PhotoidError(f"{manifest_path}: does not match {path.parent.parent / 'classes.txt'} and the file "
                            "name: " + "; ".join(wrong))
+    weights = path.parent.parent / f"fold_{fold}" / BEST_WEIGHTS
+    recorded = manifest.get("weights_sha256")
+    if recorded is not None and weights.is_file() and recorded != weights_sha256(weights):
+        raise PhotoidError(f"{path}: stale: it was predicted by other weights than the fold's {weights} (retrained "
+                           "since). Predict again (--job val or test)")
     row_ids = manifest["row_ids"]
     if not isinstance(row_ids, list) or len(set(map(str, row_ids))) != len(row_ids):
         raise PhotoidError(f"{manifest_path}: row_ids must be a list of distinct image ids")
-    probs = load_npy(path)
     if probs.shape != (len(row_ids), len(classes)):
         raise PhotoidError(f"{path}: shape {probs.shape}, but its manifest lists {len(row_ids)} rows and the run "
                            f"has {len(classes)} classes")
@@ -186,11 +222,23 @@ def _load_checked(path: Path, split: str, fold: int, tta: int, classes: list[str
     return probs, [str(r) for r in row_ids]
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def weights_sha256(path: Path) -> str:
+    """sha256 of a weights file, computed once per file version (every TTA's predictions check the same file)."""
+    stat = path.stat()
+    return _cached_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
 def load_run_predictions(run_dirs: Sequence[str | Path], split: str = "test", folds: Sequence[int] | None = None,
                          ttas: Sequence[int] | None = None):
     """Average the chosen prediction files of runs that share one label order.
 
-    `folds`/`ttas` None means every one the run holds. Test predictions must all list the same rows in the same
+    `folds`/`ttas` None means the run's own: its trained folds and TTA 0..tta_number (see
+    `expected_prediction_files`). Test predictions must all list the same rows in the same
     order and are averaged (arithmetic mean, files in run, TTA, fold order as the original summed them).
     Validation predictions cover each fold's own images: they are averaged per fold and the folds stacked.
     Returns (mean_probs, row_ids, classes, original_ids, used files).
@@ -216,8 +264,8 @@ def load_run_predictions(run_dirs: Sequence[str | Path], split: str = "test", fo
             if theirs != ours:
                 raise PhotoidError(f"{run / name} differs from {runs[0] / name} ({_first_difference(theirs, ours)}); "
                                    "only runs trained on the same labels can be averaged")
-        for fold, tta, path in _select_files(run, split, folds, ttas):
-            probs, row_ids = _load_checked(path, split, fold, tta, classes)
+        for fold, tta, path in expected_prediction_files(run, split, folds, ttas):
+            probs, row_ids = load_prediction(path, split, fold, tta, classes)
             group = by_fold.setdefault(fold if split == "val" else 0, [])
             if group and row_ids != group[0][1]:
                 raise PhotoidError(f"{path}: its rows (image ids in its manifest) differ from those of "

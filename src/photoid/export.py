@@ -29,6 +29,7 @@ import tf_keras
 from photoid import io as pio
 from photoid.errors import PhotoidError
 from photoid.config import parse_folds
+from photoid.records import LAYOUT_CONTENTS
 from photoid.runs import RunInfo, choose_folds, load_fold_model, load_run
 
 # Modules whose import registers a library's layers, for libraries that register them outside the layer's module.
@@ -71,11 +72,10 @@ def describe_export(run: RunInfo, folds: list[int], model: tf_keras.Model, class
         "input": {"shape": [pre.dim, pre.dim, 3], "dtype": "float32", "range": [0.0, 1.0]},
         "output": "mean of the folds' class probabilities (softmax), one column per line of the classes file",
         "preparing_a_photo": {
-            "records": ("the JPEG file as it is" if pre.keep_original else
-                        f"decoded, resized to {pre.records_dim_pre} x {pre.records_dim_pre} (bilinear, RGB), "
-                        "re-encoded as JPEG quality 95 without chroma subsampling"),
+            "records": LAYOUT_CONTENTS[pre.layout].format(size=pre.records_dim_pre),
             "reader": (f"decode_jpeg(INTEGER_ACCURATE) -> bilinear resize to {pre.dim_pre} x {pre.dim_pre} -> "
-                       f"cast to uint8 -> bilinear resize to {pre.dim} x {pre.dim} -> divide by 255"),
+                       f"cast to uint8 -> bilinear resize to {pre.dim} x {pre.dim} -> "
+                       + ("subtract from 255 -> divide by 255" if pre.inverted else "divide by 255")),
             "photoid": "photoid.runs.Preprocessing(...).file_bytes / model_input do exactly this",
         },
         "classes_file": classes_file,

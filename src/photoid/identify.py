@@ -124,7 +124,7 @@ def ensemble_from_weights(weights: str | Path, recipe: str, data_dir: str | Path
         raise PhotoidError(f"recipe {recipe}: only softmax recipes name individuals from a weight file alone")
     model = build_predict_model(cfg, len(data.classes))
     load_weights_file(model, weights, len(data.classes))
-    preprocessing = Preprocessing(dim=cfg.dim, dim_pre=cfg.dim_pre, records_dim_pre=cfg.dim_pre, keep_original=True)
+    preprocessing = Preprocessing(dim=cfg.dim, dim_pre=cfg.dim_pre, records_dim_pre=cfg.dim_pre, layout="original")
     member = Member(str(weights), model, preprocessing, _ttas(tta, cfg.tta_number))
     return Ensemble([member], data.classes, data.original_ids, Path(data_dir))
 

@@ -9,6 +9,7 @@ the image → the L2-normalisable vector that retrieval and the catalogue use.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +17,11 @@ import photoid  # noqa: F401
 import tensorflow as tf
 import tf_keras
 
-from photoid.backbones import build_backbone, is_weights_file
+from photoid.backbones import WEIGHTS_SUFFIXES, build_backbone, head_initializers, is_weights_file
 from photoid.errors import PhotoidError
 
 layers = tf_keras.layers
+KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"  # where a .keras archive keeps the weights
 
 
 @dataclass
@@ -65,12 +67,14 @@ def build_models(
     if head == "softmax":
         # float32 head: under mixed precision the softmax must not run in float16.
         model = tf_keras.Sequential(
-            [*scale, features, *neck, layers.Dense(n_classes, activation="softmax", dtype="float32", name="dense")],
+            [*scale, features, *neck, layers.Dense(n_classes, activation="softmax", dtype="float32", name="dense",
+                                                    **head_initializers(backbone))],
             name="model",
         )
         model.build((None, dim, dim, 3))
-        embed_layer = neck[-1] if neck else features
-        embed = tf_keras.Model(model.inputs, embed_layer.output, name="embedding_model")
+        # The head's input is the embedding. (A backbone without neck, BEiT, has no output in this graph of its own:
+        # its `.output` belongs to its inner graph, which Keras refuses to connect to the Sequential's input.)
+        embed = tf_keras.Model(model.inputs, model.get_layer("dense").input, name="embedding_model")
         return Models(train=model, predict=model, embed=embed)
 
     from photoid.layers import ArcFace
@@ -179,12 +183,12 @@ def load_weights_file(model: tf_keras.Model, path: str | Path, n_classes: int | 
     if not tf.io.gfile.exists(path):
         raise PhotoidError(f"weights file {path} does not exist")
     if not is_weights_file(path):
-        raise PhotoidError(f"weights file {path}: expected a .h5 or .weights.h5 file")
+        raise PhotoidError(f"weights file {path}: expected one of {', '.join(WEIGHTS_SUFFIXES)}")
     classes = f" with {n_classes} classes" if n_classes else ""
     try:
         model.load_weights(path)
         saved = _saved_weight_arrays(path)
-    except (ValueError, OSError, KeyError) as err:
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as err:
         raise PhotoidError(
             f"weights file {path} does not fit this recipe's model ({model.name}{classes}): {str(err).splitlines()[0][:300]}"
         ) from None
@@ -202,13 +206,22 @@ def _saved_weight_arrays(path: str) -> int | None:
     layers by position and ignores entries the model has no place for (e.g. a GeM exponent loaded into a model
     with average pooling). Counting every array catches that. `.weights.h5` files keep the layers' arrays under
     `layers/` (the optimizer's elsewhere); legacy `.h5` files at the top or under `model_weights/` (whole models).
+    A `.keras` file is a zip archive holding a `model.weights.h5`.
     """
     import h5py
 
     if "://" in path:
         return None
-    with h5py.File(path, "r") as f:
+
+    def count(f) -> int:
         group = f["layers"] if "layers" in f else f["model_weights"] if "model_weights" in f else f
         arrays: list[str] = []
         group.visititems(lambda name, item: arrays.append(name) if isinstance(item, h5py.Dataset) else None)
-    return len(arrays)
+        return len(arrays)
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive, archive.open(KERAS_ARCHIVE_WEIGHTS) as member, \
+                h5py.File(member, "r") as f:
+            return count(f)
+    with h5py.File(path, "r") as f:
+        return count(f)

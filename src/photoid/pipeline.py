@@ -2,8 +2,9 @@
 
 Per image, as in the original: decode the JPEG (`INTEGER_ACCURATE` DCT) -> bilinear resize to `dim_pre` x `dim_pre`
 (aspect not kept) -> cast to uint8 -> training augmentation or one TTA transform -> resize to `dim` x `dim` ->
-float32 / 255. `preprocess_image_bytes` is that chain for one image; the reader runs the same functions, so a
-photo identified alone gets exactly the tensor it would get from the records.
+float32 / 255. Records of the exact layout hold the result of the first three steps, computed once when they were
+written, so their reader starts at the augmentation. `preprocess_image_bytes` is that chain for one image; the
+reader runs the same functions, so a photo identified alone gets exactly the tensor it would get from the records.
 
 Order: without training, records come file by file in the given order, each file's records in written order, so
 predictions line up with folds.csv. With training, files are shuffled and read in parallel, and records go through
@@ -13,6 +14,7 @@ by the seed and the element's position), so two runs give identical batches.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -26,9 +28,10 @@ from photoid.errors import PhotoidError
 from photoid.records import IMAGE_FEATURE, MANIFEST_NAME, feature_spec
 
 AUTOTUNE = tf.data.AUTOTUNE
+JPEG_START = b"\xff\xd8"
 
 
-def decode_image(jpeg_bytes: tf.Tensor, dim_pre: int) -> tf.Tensor:
+def decode_and_resize(jpeg_bytes: tf.Tensor, dim_pre: int) -> tf.Tensor:
     """JPEG bytes -> uint8 dim_pre x dim_pre x 3, as the original: accurate integer DCT, bilinear resize, truncation."""
     image = tf.io.decode_jpeg(jpeg_bytes, channels=3, dct_method="INTEGER_ACCURATE")
     image = tf.image.resize(image, [dim_pre, dim_pre], method="bilinear")
@@ -36,8 +39,29 @@ def decode_image(jpeg_bytes: tf.Tensor, dim_pre: int) -> tf.Tensor:
     return tf.cast(tf.reshape(image, [dim_pre, dim_pre, 3]), tf.uint8)
 
 
-def finish_image(image: tf.Tensor, dim: int) -> tf.Tensor:
+@functools.lru_cache(maxsize=None)
+def compiled_decode_and_resize(dim_pre: int):
+    """`decode_and_resize` traced once per size (records of the exact layout call it once per photo)."""
+    return tf.function(lambda jpeg_bytes: decode_and_resize(jpeg_bytes, dim_pre))
+
+
+def decode_image(data: tf.Tensor, dim_pre: int) -> tf.Tensor:
+    """A record's image bytes -> the uint8 dim_pre x dim_pre x 3 image the original's reader made before augmenting.
+
+    JPEG bytes (the original and compact layouts) go through `decode_and_resize`. Anything else is the exact
+    layout's serialised tensor, already that image: a JPEG starts with FF D8 and a serialised tensor with its
+    dtype field (byte 08), so the first bytes tell them apart.
+    """
+    data = tf.convert_to_tensor(data, tf.string)
+    is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), JPEG_START)
+    image = tf.cond(is_jpeg, lambda: decode_and_resize(data, dim_pre), lambda: tf.io.parse_tensor(data, tf.uint8))
+    return tf.reshape(image, [dim_pre, dim_pre, 3])
+
+
+def finish_image(image: tf.Tensor, dim: int, inverted: bool = False) -> tf.Tensor:
     """uint8 image of any size (the 45-degree transforms crop) -> float32 dim x dim x 3 in [0, 1].
+
+    `inverted` gives (255 - x) / 255, as the original's `image_inverted`.
 
     An image already dim x dim skips the resize: bilinear resizing to the same size samples every pixel at its own
     centre, so it would return the same values at the cost of a resize (graphs after a drawn transform cannot
@@ -47,15 +71,17 @@ def finish_image(image: tf.Tensor, dim: int) -> tf.Tensor:
     image = tf.cond(tf.logical_and(shape[0] == dim, shape[1] == dim),
                     lambda: tf.cast(image, tf.float32),
                     lambda: tf.image.resize(image, [dim, dim], method="bilinear"))
-    return tf.reshape(image, [dim, dim, 3]) / 255.0
+    image = tf.reshape(image, [dim, dim, 3])
+    return (255.0 - image if inverted else image) / 255.0
 
 
-def preprocess_image_bytes(jpeg_bytes: bytes | tf.Tensor, dim: int, dim_pre: int, tta: int = 0) -> tf.Tensor:
+def preprocess_image_bytes(data: bytes | tf.Tensor, dim: int, dim_pre: int, tta: int = 0,
+                           inverted: bool = False) -> tf.Tensor:
     """One photo's model input: decode, resize to dim_pre, TTA transform `tta` (0 = none), resize to dim, scale.
 
     Give it the bytes of `photoid.records.prepare_image_bytes` to get what the records hold for that photo.
     """
-    return finish_image(apply_transform(decode_image(jpeg_bytes, dim_pre), tta), dim)
+    return finish_image(apply_transform(decode_image(data, dim_pre), tta), dim, inverted)
 
 
 def _check_arguments(files: Sequence[str], dim: int, dim_pre: int, batch_size: int, training: bool,
@@ -73,7 +99,8 @@ def _check_arguments(files: Sequence[str], dim: int, dim_pre: int, batch_size: i
 
 
 def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: int, training: bool,
-                  aug_number: int = 9, aug_percentage: float = 0.5, tta: int = 0, buffer_size: int = 256,
+                  aug_number: int = 9, aug_percentage: float = 0.5, aug_draw: str = "original", tta: int = 0,
+                  image_inverted: bool = False, buffer_size: int = 256,
                   cache: bool = False, repeat: bool | None = None, seed: int | None = None,
                   drop_remainder: bool = False, with_ids: bool = False, label_key: str = "label",
                   augment: str = "original") -> tf.data.Dataset:
@@ -81,7 +108,8 @@ def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: i
 
     Images are float32 [batch, dim, dim, 3] in [0, 1], labels int32 (`label_key` feature; -1 for test records),
     ids strings. `training` shuffles (buffer of `buffer_size` records) and applies the original's augmentation
-    (`aug_number`, `aug_percentage`); otherwise TTA transform `tta` is applied to every image. `repeat` defaults to
+    (`aug_number`, `aug_percentage`, `aug_draw`); otherwise TTA transform `tta` is applied to every image.
+    `image_inverted` gives 1 - image (the original's option). `repeat` defaults to
     `training`. `cache` keeps the decoded uint8 `dim_pre` images in memory after the first pass (augmentation
     still varies per epoch). `augment`: original (the Turtle Recall transforms, `aug_number`) or a Where's Whale-do
     chain of `photoid.whales.augment` (whaledo, whaledo_triangle).
@@ -116,13 +144,13 @@ def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: i
         def transform(position, element):
             image, *rest = element
             seed_pair = tf.stack([tf.constant(base_seed, tf.int64), position])
-            image = augment_image(image, augment, aug_number, aug_percentage, seed_pair)
-            return (finish_image(image, dim), *rest)
+            image = augment_image(image, augment, aug_number, aug_percentage, seed_pair, aug_draw)
+            return (finish_image(image, dim, image_inverted), *rest)
 
         ds = ds.enumerate().map(transform, num_parallel_calls=AUTOTUNE)
     else:
         def transform(image, *rest):
-            return (finish_image(apply_transform(image, tta), dim), *rest)
+            return (finish_image(apply_transform(image, tta), dim, image_inverted), *rest)
 
         ds = ds.map(transform, num_parallel_calls=AUTOTUNE)
 
@@ -134,10 +162,10 @@ def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: i
 
 
 def augment_image(image: tf.Tensor, augment: str, aug_number: int, aug_percentage: float,
-                  seed: tf.Tensor) -> tf.Tensor:
+                  seed: tf.Tensor, aug_draw: str = "original") -> tf.Tensor:
     """One training image's augmentation by name (see `build_dataset`)."""
     if augment == "original":
-        return random_augment(image, aug_number, aug_percentage, seed=seed)
+        return random_augment(image, aug_number, aug_percentage, seed=seed, aug_draw=aug_draw)
     from photoid.whales.augment import AUGMENTS, whaledo_augment
 
     if augment not in AUGMENTS:

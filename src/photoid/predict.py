@@ -7,6 +7,8 @@ follow fold f's rows in `folds.csv`; test rows follow the test records (the orde
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import tensorflow as tf
 import tf_keras
 
 from photoid import io as pio
-from photoid.ensemble import classes_sha256
+from photoid.ensemble import classes_sha256, weights_sha256
 from photoid.errors import PhotoidError
 
 
@@ -35,12 +37,14 @@ def predict_files(model, files: list[str], cfg, tta: int) -> tuple[np.ndarray, l
     """Predict every record in `files` with TTA transform `tta`; returns (probabilities, row ids)."""
     from photoid.pipeline import build_dataset
 
-    ds = build_dataset(files, dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=cfg.batch_size, training=False, tta=tta)
+    ds = build_dataset(files, dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=cfg.batch_size, training=False, tta=tta,
+                       image_inverted=cfg.image_inverted)
     probs = model.predict(ds.map(lambda image, label: image), verbose=0)
     return np.asarray(probs, dtype=np.float32), read_record_ids(files)
 
 
-def save_prediction(run_dir: Path, split: str, fold: int, tta: int, probs: np.ndarray, row_ids: list[str], cfg, classes: list[str]) -> Path:
+def save_prediction(run_dir: Path, split: str, fold: int, tta: int, probs: np.ndarray, row_ids: list[str], cfg,
+                    classes: list[str], weights_sha256: str) -> Path:
     path = pred_path(run_dir, split, fold, tta)
     manifest = {
         "recipe": cfg.model,
@@ -53,14 +57,16 @@ def save_prediction(run_dir: Path, split: str, fold: int, tta: int, probs: np.nd
         "data_dir": str(Path(cfg.data_dir).resolve()),
         "records_dir": cfg.records_dir,
         "config": cfg.to_dict(),
+        # Which weights predicted it: scoring and ensembling refuse it once the fold has other weights.
+        "weights_sha256": weights_sha256,
     }
     pio.save_npy(path, probs)
     pio.write_json(path.with_suffix(".json"), manifest)
     return path
 
 
-def load_fold_weights(model, cfg, fold: int, run_dir: Path, n_classes: int, weights: str | Path | None = None) -> None:
-    """Load fold `fold`'s best weights (or the given `weights` file) into `model`."""
+def load_fold_weights(model, cfg, fold: int, run_dir: Path, n_classes: int, weights: str | Path | None = None) -> str:
+    """Load fold `fold`'s best weights (or the given `weights` file) into `model`; returns the file's sha256."""
     from photoid.model import load_weights_file
     from photoid.train import BEST_WEIGHTS
 
@@ -68,9 +74,11 @@ def load_fold_weights(model, cfg, fold: int, run_dir: Path, n_classes: int, weig
     if not weights.exists():
         raise PhotoidError(f"fold {fold} has no trained weights ({weights}); run the job with 'train' first")
     load_weights_file(model, weights, n_classes)
+    return weights_sha256(weights)
 
 
-def predict_validation(cfg, fold: int, run_dir: Path, model, classes: list[str], expected_val_ids: list[str]) -> None:
+def predict_validation(cfg, fold: int, run_dir: Path, model, weights_sha256: str, classes: list[str],
+                       expected_val_ids: list[str]) -> None:
     """Out-of-fold predictions of fold `fold`'s model (weights loaded) for every TTA transform."""
     from photoid.records import fold_files
 
@@ -78,8 +86,36 @@ def predict_validation(cfg, fold: int, run_dir: Path, model, classes: list[str],
         probs, ids = predict_files(model, fold_files(cfg.records_dir, [fold]), cfg, tta)
         if ids != expected_val_ids:
             raise PhotoidError(f"fold {fold}: the records' rows differ from folds.csv; rebuild the records")
-        save_prediction(run_dir, "val", fold, tta, probs, ids, cfg, classes)
+        save_prediction(run_dir, "val", fold, tta, probs, ids, cfg, classes, weights_sha256)
     print(f"fold {fold}: out-of-fold predictions for {cfg.tta_number + 1} TTA transform(s) written")
+
+
+# Share of the device's memory that a group of fold models' weights may take when the test set is predicted; the
+# rest is for activations, the input pipeline and TensorFlow itself.
+WEIGHTS_SHARE_OF_MEMORY = 0.25
+ASSUMED_GPU_MEMORY = 16 * 2**30  # when a GPU does not say: the smallest card the 512 px recipes were run on
+
+
+def device_memory_bytes() -> int:
+    """Memory of the device the models run on: the first GPU's total (nvidia-smi), else the RAM available now."""
+    if tf.config.list_physical_devices("GPU"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", "0"],
+                                 capture_output=True, text=True, timeout=20, check=True).stdout
+            return int(out.split()[0]) * 2**20
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+            return ASSUMED_GPU_MEMORY
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def folds_at_once(n_params: int, n_folds: int, memory: int | None = None) -> int:
+    """How many fold models (float32 weights, `n_params` each) to predict with at once within the memory budget."""
+    budget = WEIGHTS_SHARE_OF_MEMORY * (device_memory_bytes() if memory is None else memory)
+    return max(1, min(n_folds, int(budget // (4 * n_params))))
 
 
 class FoldStack(tf_keras.Model):
@@ -97,8 +133,10 @@ class FoldStack(tf_keras.Model):
         return tf.stack([model(images, training=False) for model in self.fold_models], axis=1)
 
 
-def predict_test(cfg, folds: list[int], run_dir: Path, models: list, classes: list[str]) -> None:
-    """Test predictions of every fold model (weights loaded; `models[i]` is fold `folds[i]`) for every TTA transform.
+def predict_test(cfg, folds: list[int], run_dir: Path, models: list, classes: list[str],
+                 weights_sha256s: list[str]) -> None:
+    """Test predictions of every fold model (weights loaded; `models[i]` is fold `folds[i]`, loaded from the file
+    whose sha256 is `weights_sha256s[i]`) for every TTA transform.
 
     Each TTA pass reads and decodes the test records once and feeds every batch to all the folds' models; the files
     written are the same per-fold files as fold-by-fold prediction writes.
@@ -110,6 +148,7 @@ def predict_test(cfg, folds: list[int], run_dir: Path, models: list, classes: li
     for tta in range(cfg.tta_number + 1):
         probs, ids = predict_files(stack, files, cfg, tta)  # [photos, folds, classes]
         for i, fold in enumerate(folds):
-            save_prediction(run_dir, "test", fold, tta, np.ascontiguousarray(probs[:, i]), ids, cfg, classes)
+            save_prediction(run_dir, "test", fold, tta, np.ascontiguousarray(probs[:, i]), ids, cfg, classes,
+                            weights_sha256s[i])
     print(f"test predictions of fold(s) {folds} for {cfg.tta_number + 1} TTA transform(s) written to "
           f"{Path(run_dir) / 'preds'}")

@@ -7,9 +7,10 @@ Layout of a records folder (the original's, plus two files that make it self-des
     folds.csv                        the fold of every labelled image
     records.json                     settings, and every shard's row count, sha256 and input fingerprint
 
-Decoding and resizing photos is the expensive part, so worker processes do only that (`prepare_image_bytes`, with
-Pillow); the parent serialises the examples and writes them in order. TensorFlow is imported inside the functions
-that need it, never at module level: spawned workers import this module and must stay light.
+Decoding and resizing photos is the expensive part, so workers do only that (`prepare_image_bytes`: TensorFlow's
+own decode and resize in threads for the exact layout, Pillow in worker processes for the compact one); the parent
+serialises the examples and writes them in order. TensorFlow is imported inside the functions that need it, never
+at module level: spawned workers import this module and must stay light.
 
 Each shard is written under a temporary name and renamed when complete, and listed in records.json only then. A
 rerun with the same settings keeps every shard whose inputs and bytes still match and rewrites the others, so an
@@ -28,7 +29,7 @@ import multiprocessing
 import os
 import re
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
@@ -47,6 +48,16 @@ TURTLE_INT_COLUMNS = ("label",)
 MANIFEST_NAME = "records.json"
 FOLDS_CSV = "folds.csv"
 JPEG_QUALITY = 95
+# How a record stores its photo (see `prepare_image_bytes`); the first is the default.
+LAYOUT_CONTENTS = {
+    "exact": ("the uint8 {size} x {size} x 3 image that decode_jpeg(INTEGER_ACCURATE) -> bilinear resize -> cast "
+              "to uint8 makes of the JPEG file, as tf.io.serialize_tensor bytes"),
+    "compact": ("decoded, resized to {size} x {size} (bilinear, RGB), re-encoded as JPEG quality 95 without chroma "
+                "subsampling"),
+    "original": "the JPEG file as it is",
+}
+LAYOUTS = tuple(LAYOUT_CONTENTS)
+DEFAULT_LAYOUT = LAYOUTS[0]
 SHARD_PATTERN = re.compile(r".+\.tfrecord-\d{5}-of-\d{5}$")
 
 
@@ -67,17 +78,42 @@ def shard_name(prefix: str, shard: int, shards: int) -> str:
     return f"{prefix}-{shard:05d}-of-{shards:05d}"
 
 
-def prepare_image_bytes(path: str | os.PathLike, dim_pre: int, keep_original: bool, mirror: bool = False,
-                        rotate_wide: bool = False) -> bytes:
-    """The JPEG bytes stored in a record for the photo at `path`.
+def records_layout(settings: dict) -> str:
+    """The layout a records.json's settings name (folders written before layouts existed say keep_original)."""
+    layout = settings.get("layout")
+    if layout is None:
+        return "original" if settings.get("keep_original") else "compact"
+    if layout not in LAYOUTS:
+        raise PhotoidError(f"unknown records layout {layout!r}; known layouts: {', '.join(LAYOUTS)}")
+    return layout
 
-    With `keep_original` the file's bytes as they are (the original solution's records). Otherwise the photo is
-    decoded (Pillow's `draft` lets libjpeg shrink large photos while decoding), converted to RGB, resized to exactly
-    `dim_pre` x `dim_pre` (bilinear; aspect not kept, as the reader makes every image square anyway) and
-    re-encoded as JPEG quality 95, 4:4:4. The bytes depend only on the file and the settings.
+
+def check_layout_size(layout: str, records_dim_pre: int, dim_pre: int, records_dir: str | os.PathLike) -> None:
+    """Records of the exact layout hold images of their own dim_pre: a reader at another size is refused.
+
+    (Resizing them again would not give what the original's reader makes from the photo at that size.)
+    """
+    if layout == "exact" and records_dim_pre != dim_pre:
+        raise PhotoidError(
+            f"the records in {records_dir} hold each photo as the original's reader made it at dim_pre "
+            f"{records_dim_pre}, but dim_pre is {dim_pre} here: use --dim_pre {records_dim_pre}, or build records "
+            f"at {dim_pre} (photoid tfrecords --dim_pre {dim_pre}, or --layout original for any size)")
+
+
+def prepare_image_bytes(path: str | os.PathLike, dim_pre: int, layout: str = DEFAULT_LAYOUT,
+                        mirror: bool = False, rotate_wide: bool = False) -> bytes:
+    """The image bytes stored in a record for the photo at `path`, in one of the `LAYOUTS`.
+
+    `exact`: the uint8 dim_pre x dim_pre x 3 tensor that the original's reader made from the photo's bytes before
+    augmentation (`photoid.pipeline.decode_and_resize`), serialised losslessly (`tf.io.serialize_tensor`): the
+    reader gets the original's pixels without decoding the full-size photo again every epoch.
+    `original`: the file's bytes as they are (the original solution's records).
+    `compact`: decoded by Pillow (`draft` lets libjpeg shrink large photos while decoding), converted to RGB,
+    resized to exactly `dim_pre` x `dim_pre` (bilinear, antialiased) and re-encoded as JPEG quality 95, 4:4:4.
+    The bytes depend only on the file and the settings.
 
     `mirror` flips the photo left to right (Where's Whale-do: right views stored as if seen from the left). A
-    mirrored photo cannot keep its file's bytes: with `keep_original` it is decoded, flipped and re-encoded at its
+    mirrored photo cannot keep its file's bytes: with `original` it is decoded, flipped and re-encoded at its
     own size (quality 95, 4:4:4), so only the flip and one JPEG round trip change it.
 
     `rotate_wide` turns a photo wider than tall 90° clockwise before anything else but the mirror (Where's Whale-do:
@@ -86,32 +122,40 @@ def prepare_image_bytes(path: str | os.PathLike, dim_pre: int, keep_original: bo
     Single-image identification calls this same function, so a photo identified on its own reaches the model as
     the same tensor as it did in the records. EXIF orientation is ignored, as TensorFlow's JPEG decoder ignores it.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout != "original" and dim_pre < 1:
+        raise ValueError(f"dim_pre must be a positive number of pixels, got {dim_pre}")
     with open(path, "rb") as f:
         data = f.read()
-    if keep_original:
-        if not data.startswith(b"\xff\xd8"):
-            raise PhotoidError(f"{path}: not a JPEG file; records keep original files only when they are JPEGs "
-                               "(leave out --keep_original to re-encode it)")
+    if layout in ("original", "exact") and not data.startswith(b"\xff\xd8"):
+        raise PhotoidError(f"{path}: not a JPEG file; the {layout} layout reads photos as the original's reader did, "
+                           "which takes JPEGs only (--layout compact converts other images)")
+    if layout == "exact":
+        if rotate_wide:
+            raise ValueError("rotate_wide is a Where's Whale-do preparation; the exact layout is the Turtle Recall "
+                             "reader's (use compact or original)")
+        return _exact_tensor_bytes(path, data, dim_pre, mirror)
+    if layout == "original":
+        try:  # a phone's trailer (motion-photo video) after the JPEG stream is no part of the photo
+            data = data[:jpeg_stream_end(data)]
+        except ValueError as err:
+            raise PhotoidError(f"{path}: JPEG is truncated or damaged: {err}") from None
         if not mirror and not rotate_wide:
-            try:  # a phone's trailer (motion-photo video) after the JPEG stream is no part of the photo
-                return data[:jpeg_stream_end(data)]
-            except ValueError as err:
-                raise PhotoidError(f"{path}: JPEG is truncated or damaged: {err}") from None
-    elif dim_pre < 1:
-        raise ValueError(f"dim_pre must be a positive number of pixels, got {dim_pre}")
+            return data
     try:
         with Image.open(io.BytesIO(data)) as image:
             wide = rotate_wide and image.width > image.height
-            if keep_original and not mirror and not wide:   # a tall photo: nothing to change
+            if layout == "original" and not mirror and not wide:  # a tall photo: nothing to change
                 return data
-            if not keep_original:
+            if layout != "original":
                 image.draft("RGB", (dim_pre, dim_pre))
             prepared = image.convert("RGB")
             if wide:   # PIL's ROTATE_270 turns counter-clockwise by 270°, i.e. 90° clockwise
                 if mirror:
                     prepared = prepared.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
                 prepared = prepared.transpose(Image.Transpose.ROTATE_270)
-            if not keep_original:   # (keep_original reaches here only to mirror or rotate: its own size)
+            if layout != "original":  # (original reaches here only to mirror or rotate: its own size)
                 prepared = prepared.resize((dim_pre, dim_pre), Image.Resampling.BILINEAR)
             if mirror and not wide:
                 prepared = prepared.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -124,7 +168,21 @@ def prepare_image_bytes(path: str | os.PathLike, dim_pre: int, keep_original: bo
     return out.getvalue()
 
 
-def _prepare_job(job: tuple[str, int, bool, bool, bool]) -> bytes:
+def _exact_tensor_bytes(path: str | os.PathLike, data: bytes, dim_pre: int, mirror: bool) -> bytes:
+    import tensorflow as tf
+
+    from photoid.pipeline import compiled_decode_and_resize
+
+    try:
+        image = compiled_decode_and_resize(dim_pre)(tf.constant(data))
+    except tf.errors.OpError as err:
+        raise PhotoidError(f"{path}: cannot be decoded as a JPEG ({err.message.splitlines()[0]})") from None
+    if mirror:
+        image = tf.image.flip_left_right(image)
+    return tf.io.serialize_tensor(image).numpy()
+
+
+def _prepare_job(job: tuple[str, int, str, bool, bool]) -> bytes:
     return prepare_image_bytes(*job)
 
 
@@ -222,17 +280,26 @@ def default_workers() -> int:
 
 
 @contextlib.contextmanager
-def image_preparer(workers: int | None = None) -> Iterator[Callable[[list[tuple]], Iterator[bytes]]]:
-    """Yield `prepare(jobs)`: (path, dim_pre, keep_original, mirror, rotate_wide) jobs -> prepared JPEG bytes, in
-    order.
+def image_preparer(workers: int | None = None, threads: bool = False
+                   ) -> Iterator[Callable[[list[tuple]], Iterator[bytes]]]:
+    """Yield `prepare(jobs)`: (path, dim_pre, layout, mirror, rotate_wide) jobs -> prepared image bytes, in order.
 
     With `workers` > 1 (default: all cores) the work runs in spawned processes, started on first use and shared by
     every `write_records` call given this preparer. Spawned processes import the calling script again: a script
-    using them must keep its top-level code under `if __name__ == "__main__":`.
+    using them must keep its top-level code under `if __name__ == "__main__":`. With `threads` the workers are
+    threads instead (the exact layout: TensorFlow's decoding runs outside the GIL, and each process would have
+    to import TensorFlow first).
     """
     workers = workers or default_workers()
     if workers <= 1:
         yield lambda jobs: map(_prepare_job, jobs)
+        return
+    if threads:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            try:
+                yield lambda jobs: pool.map(_prepare_job, jobs)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
         return
     # spawn, not fork: the parent has TensorFlow's threads running, which a forked child must not inherit.
     # An executor (unlike multiprocessing.Pool) fails instead of hanging when a worker cannot start or dies.
@@ -251,7 +318,7 @@ def image_preparer(workers: int | None = None) -> Iterator[Callable[[list[tuple]
 
 
 def write_records(rows: "pd.DataFrame", image_paths: Sequence[str], out_prefix: str | os.PathLike, *,
-                  string_columns: Sequence[str], int_columns: Sequence[str], dim_pre: int, keep_original: bool,
+                  string_columns: Sequence[str], int_columns: Sequence[str], dim_pre: int, layout: str,
                   manifest: RecordsManifest, shards: int = 1, workers: int | None = None,
                   preparer: Callable[[list[tuple]], Iterator[bytes]] | None = None,
                   mirror: Sequence[bool] | None = None, rotate_wide: bool = False) -> dict:
@@ -284,7 +351,7 @@ def write_records(rows: "pd.DataFrame", image_paths: Sequence[str], out_prefix: 
     values = _row_values(rows, string_columns, int_columns)
     paths = [str(p) for p in image_paths]
     prefix = os.path.basename(out_prefix)
-    settings = {"dim_pre": dim_pre, "keep_original": keep_original}
+    settings = {"dim_pre": dim_pre, "layout": layout}
     if rotate_wide:   # only when set, so shards written without it keep their fingerprint
         settings["rotate_wide"] = True
     flips = [False] * len(paths) if mirror is None else [bool(m) for m in mirror]
@@ -299,10 +366,12 @@ def write_records(rows: "pd.DataFrame", image_paths: Sequence[str], out_prefix: 
         if not manifest.is_complete(name, inputs):
             to_write.append((name, start, end, inputs))
 
-    jobs = [(paths[i], dim_pre, keep_original, flips[i], rotate_wide) for _, start, end, _ in to_write for i in range(start, end)]
+    jobs = [(paths[i], dim_pre, layout, flips[i], rotate_wide) for _, start, end, _ in to_write
+            for i in range(start, end)]
     with contextlib.ExitStack() as stack:
         if preparer is None:
-            preparer = stack.enter_context(image_preparer(min(workers or default_workers(), max(1, len(jobs)))))
+            preparer = stack.enter_context(image_preparer(min(workers or default_workers(), max(1, len(jobs))),
+                                                          threads=layout == "exact"))
         progress = stack.enter_context(tqdm(total=len(jobs), desc=prefix, unit="img"))
         images = iter(preparer(jobs))
         for name, start, end, inputs in to_write:
@@ -331,7 +400,7 @@ def _serialize(columns: Sequence[str], values: tuple, image: bytes, n_strings: i
 
 
 def build_turtle_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, n_folds: int = 5,
-                         dim_pre: int = 512, keep_original: bool = False, shards: int = 1,
+                         dim_pre: int = 512, layout: str = DEFAULT_LAYOUT, shards: int = 1,
                          workers: int | None = None, seed: int = 33, force: bool = False) -> dict:
     """Validate a Turtle Recall folder, then write folds.csv, one record set per fold and the test records.
 
@@ -345,15 +414,15 @@ def build_turtle_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike
     folds = make_folds(data.labeled, n_folds=n_folds, seed=seed)
     out_dir = os.path.join(str(data_dir), "tfrec") if out_dir is None else str(out_dir)
     settings = {"dataset": "turtle-recall", "n_folds": n_folds, "seed": seed, "dim_pre": dim_pre,
-                "keep_original": keep_original, "shards": shards}
+                "layout": layout, "shards": shards}
     manifest = RecordsManifest.open(out_dir, settings, force=force)
     write_folds(folds, os.path.join(out_dir, FOLDS_CSV))
 
     results = {}
-    # Worker processes start once, for all record sets. Kept originals are only read, which needs no processes.
-    with image_preparer(1 if keep_original else workers) as preparer:
+    # Workers start once, for all record sets. Kept originals are only read, which needs no workers.
+    with image_preparer(1 if layout == "original" else workers, threads=layout == "exact") as preparer:
         common = dict(string_columns=TURTLE_STRING_COLUMNS, int_columns=TURTLE_INT_COLUMNS, dim_pre=dim_pre,
-                      keep_original=keep_original, manifest=manifest, shards=shards, preparer=preparer)
+                      layout=layout, manifest=manifest, shards=shards, preparer=preparer)
         for fold in range(n_folds):
             rows = folds[folds["fold"] == fold].assign(label_id=lambda f: f["turtle_id"])
             paths = [data.image_path(image_id) for image_id in rows["image_id"]]
@@ -402,14 +471,32 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n_folds", type=int, default=5, help="number of cross-validation folds")
     parser.add_argument("--seed", type=int, default=33, help="StratifiedKFold random_state (the original's 33)")
     parser.add_argument("--dim_pre", type=int, default=512,
-                        help="stored images are resized to DIM_PRE x DIM_PRE (ignored with --keep_original)")
-    parser.add_argument("--keep_original", action="store_true",
-                        help="store each photo's JPEG file as it is, like the original solution (larger records)")
+                        help="stored images are resized to DIM_PRE x DIM_PRE (ignored by --layout original)")
+    add_layout_arguments(parser)
     parser.add_argument("--shards", type=int, default=1, help="files per fold and for the test set")
     parser.add_argument("--workers", type=int, default=None,
-                        help="processes preparing images (default: all CPU cores)")
+                        help="processes (threads for the exact layout) preparing images (default: all CPU cores)")
     parser.add_argument("--force", action="store_true",
                         help="replace records in OUT_DIR written with other settings")
+
+
+def add_layout_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layout", choices=LAYOUTS, default=None,
+                        help="how records store each photo: exact (default: the uint8 DIM_PRE image the original's "
+                             "reader made from the photo, stored losslessly; bit-identical model inputs), compact "
+                             "(resized by Pillow and re-encoded as JPEG: about 13x smaller at 512 px, but its "
+                             "pixels differ from the original's, by 2/255 on average and up to 105/255 on the "
+                             "benchmark's photos; see the README) or original (each "
+                             "photo's JPEG file as it is, decoded in full on every read)")
+    parser.add_argument("--keep_original", action="store_true", help="the same as --layout original")
+
+
+def chosen_layout(args: argparse.Namespace) -> str:
+    """--layout, or `original` for --keep_original (the option's older name); both at odds is refused."""
+    if args.keep_original and args.layout not in (None, "original"):
+        raise PhotoidError(f"--keep_original stores the original files, which --layout {args.layout} does not: "
+                           "give one of them")
+    return "original" if args.keep_original else args.layout or DEFAULT_LAYOUT
 
 
 def check_record_options(args: argparse.Namespace) -> None:
@@ -425,7 +512,7 @@ def check_record_options(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     check_record_options(args)
     summary = build_turtle_records(args.data_dir, args.out_dir, n_folds=args.n_folds, dim_pre=args.dim_pre,
-                                   keep_original=args.keep_original, shards=args.shards, workers=args.workers,
+                                   layout=chosen_layout(args), shards=args.shards, workers=args.workers,
                                    seed=args.seed, force=args.force)
     rate = summary["images_written"] / summary["seconds"] if summary["seconds"] else 0.0
     print(f"folds: {summary['fold_rows']} images, test: {summary['test_rows']} images")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -50,17 +52,87 @@ def load_label_space(folds: pd.DataFrame) -> tuple[list[str], list[str], str]:
     return classes, original, column
 
 
-def prepare_run_dir(cfg: Config, classes: list[str], original_ids: list[str]) -> Path:
+# What a model's input depends on besides the photo: the run's settings, and how its records stored photos.
+INPUT_SETTINGS = ("dim", "dim_pre", "image_inverted")
+PREPROCESSING_FILE = "preprocessing.json"  # those settings as training used them (photoid.runs reads them)
+LOG_NAME = "log.jsonl"
+IMAGE_JOBS = {"train", "skip", "val", "test"}  # the jobs that read images (score and subm read predictions)
+
+
+def prepare_run_dir(cfg: Config, classes: list[str], original_ids: list[str],
+                    records: tuple[int, str, bool] | None) -> Path:
+    """Create or reopen the run folder: labels, the training configuration, and one log line for this call.
+
+    `config.json` and `preprocessing.json` say what the folds were trained with: written by the call that creates
+    the run (or retrains it with --force), never by later calls. A later call preparing images otherwise than
+    training did is refused: its predictions would not be what the models learnt from. `records` is the records'
+    (dim_pre, layout, rotate_wide), None where they do not say.
+    """
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     classes_file = run_dir / "classes.txt"
     text = "\n".join(classes) + "\n"
     if classes_file.exists() and classes_file.read_text(encoding="utf-8") != text and not cfg.force:
         raise PhotoidError(f"{run_dir} was trained on other classes; choose another --run_dir or pass --force")
+    inputs = {name: getattr(cfg, name) for name in INPUT_SETTINGS}
+    if records is not None:
+        inputs.update(records_dim_pre=records[0], layout=records[1])
+        if records[2]:  # only when set, so runs of records without it keep their preprocessing.json
+            inputs.update(rotate_wide=True)
+    preprocessing_file = run_dir / PREPROCESSING_FILE
+    rewrite = not (run_dir / "config.json").exists() or (cfg.force and bool(cfg.jobs & {"train", "skip"}))
+    if not rewrite and preprocessing_file.exists() and cfg.jobs & IMAGE_JOBS:
+        _check_same_inputs(pio.read_json(preprocessing_file), inputs, preprocessing_file)
     pio.write_text(classes_file, text)
     pio.write_text(run_dir / "original_ids.txt", "\n".join(original_ids) + "\n")
-    pio.write_json(run_dir / "config.json", cfg.to_dict())
+    if rewrite:
+        pio.write_json(run_dir / "config.json", cfg.to_dict())
+        pio.write_json(preprocessing_file, inputs)
+    _append_log(run_dir, cfg)
     return run_dir
+
+
+def _check_same_inputs(trained: dict, now: dict, path: Path) -> None:
+    def kind(settings: dict) -> tuple:
+        # The exact and original layouts give the model the same pixels; compact ones depend on their size.
+        # Wide whale photos turned upright or not change every input of them.
+        layout = settings.get("layout")
+        pixels = ("photo",) if layout in ("exact", "original") else (layout, settings.get("records_dim_pre"))
+        return (*pixels, bool(settings.get("rotate_wide", False)))
+
+    differ = [f"{name} {trained[name]!r} in training, {now[name]!r} now" for name in INPUT_SETTINGS
+              if name in trained and trained[name] != now[name]]
+    if "layout" in trained and "layout" in now and kind(trained) != kind(now):
+        differ.append(f"records {trained['layout']} at {trained['records_dim_pre']} px (rotate_wide "
+                      f"{trained.get('rotate_wide', False)}) in training, {now['layout']} at {now['records_dim_pre']} "
+                      f"px (rotate_wide {now.get('rotate_wide', False)}) now")
+    if differ:
+        raise PhotoidError(f"this call would prepare images otherwise than training did ({'; '.join(differ)}; see "
+                           f"{path}): its predictions would not be the trained models'. Use the training values "
+                           "(or retrain with --force)")
+
+
+def _append_log(run_dir: Path, cfg: Config) -> None:
+    """One JSON line per call: when, the command line, the job and folds, and settings unlike the trained ones."""
+    trained = pio.read_json(run_dir / "config.json")
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv, "job": cfg.job,
+             "folds": cfg.folds_to_run,
+             "differs_from_config_json": {k: v for k, v in cfg.to_dict().items() if trained.get(k) != v}}
+    # One write of one line in append mode: calls running at the same time cannot interleave their lines.
+    with open(run_dir / LOG_NAME, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def check_records_layout(cfg: Config) -> tuple[int, str, bool] | None:
+    """The records' (dim_pre, layout, rotate_wide), refusing a dim_pre the layout cannot give exactly (None: no records.json)."""
+    from photoid.records import MANIFEST_NAME, check_layout_size
+    from photoid.runs import records_settings
+
+    if "://" in cfg.records_dir or (Path(cfg.records_dir) / MANIFEST_NAME).exists():
+        records_dim_pre, layout, rotate_wide = records_settings(cfg.records_dir, Path(cfg.output_dir))
+        check_layout_size(layout, records_dim_pre, cfg.dim_pre, cfg.records_dir)
+        return records_dim_pre, layout, rotate_wide
+    return None
 
 
 def check_records_complete(cfg: Config) -> None:
@@ -72,7 +144,7 @@ def check_records_complete(cfg: Config) -> None:
     from photoid.records import fold_files, test_files
 
     files: list[str] = []
-    if "train" in cfg.jobs:  # a fold trains on every other fold
+    if cfg.jobs & {"train", "skip"}:  # a fold trains on every other fold
         files += fold_files(cfg.records_dir, range(cfg.n_folds))
     elif "val" in cfg.jobs:
         files += fold_files(cfg.records_dir, cfg.folds_to_run)
@@ -121,11 +193,13 @@ def check_record_views(cfg: Config, folds: pd.DataFrame) -> None:
                            f"--views {cfg.views} --out_dir DIR, and pass --data_tfrec_dir DIR")
 
 
-def set_determinism(cfg: Config) -> None:
+def set_determinism(cfg: Config, fold: int = 0) -> None:
+    """Seed Python, NumPy and TensorFlow with seed + fold: each fold of a run starts from its own random head (the
+    original, unseeded, drew one per fold), and a rerun of a fold starts from the same one."""
     import tf_keras
     import tensorflow as tf
 
-    tf_keras.utils.set_random_seed(cfg.seed)
+    tf_keras.utils.set_random_seed(cfg.seed + fold)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
 
@@ -153,15 +227,19 @@ def run_config(cfg: Config) -> int:
         print(f"folds grouped by encounter: checkpoint by {cfg.monitor_grouped!r} instead of {cfg.monitor!r}")
         cfg = dataclasses.replace(cfg, monitor=cfg.monitor_grouped)
     classes, original_ids, _ = load_label_space(folds)
+    if cfg.n_classes and cfg.n_classes != len(classes):
+        raise PhotoidError(f"--n_classes {cfg.n_classes}, but {folds_path} has {len(classes)} classes: the class count "
+                           "comes from the records (leave --n_classes out)")
     check_records_complete(cfg)
-    run_dir = prepare_run_dir(cfg, classes, original_ids)
+    records = check_records_layout(cfg) if cfg.jobs & IMAGE_JOBS else None
+    run_dir = prepare_run_dir(cfg, classes, original_ids, records)
     print(f"run {run_dir}: recipe {cfg.model}, backbone {cfg.backbone} at {cfg.dim}px, {len(classes)} classes, folds {cfg.folds_to_run}")
 
     jobs = cfg.jobs
-    if jobs & {"train", "val", "test"}:
+    if jobs & {"train", "skip", "val", "test"}:
         _train_and_predict(cfg, run_dir, folds, classes)
     if jobs & {"val", "score"}:
-        scores = score_run(run_dir, folds, classes, original_ids)
+        scores = score_run(run_dir, folds, classes, original_ids, cfg.tta_number)
         print(format_scores(scores, leaderboard_labels=cfg.task == "turtles"))
     if jobs & {"subm"} and cfg.task == "turtles":
         path = write_run_submission(cfg, run_dir)
@@ -171,12 +249,12 @@ def run_config(cfg: Config) -> int:
 
 
 @contextlib.contextmanager
-def _model_session(cfg: Config) -> Iterator[None]:
-    """A fresh Keras session for one fold's models (or the test ensemble's), with the run's seed and precision."""
+def model_session(cfg: Config, fold: int = 0) -> Iterator[None]:
+    """A fresh Keras session for fold `fold`'s models (or the test ensemble's): its seed, the run's precision."""
     import tf_keras
 
     tf_keras.backend.clear_session()
-    set_determinism(cfg)
+    set_determinism(cfg, fold)
     if cfg.mixed_precision:
         tf_keras.mixed_precision.set_global_policy(cfg.mixed_precision)
     try:
@@ -188,7 +266,7 @@ def _model_session(cfg: Config) -> Iterator[None]:
 def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes: list[str]) -> None:
     """Train each chosen fold and predict its out-of-fold rows; then predict the test set with all of them at once."""
     from photoid.backbones import is_weights_file
-    from photoid.predict import load_fold_weights, predict_test, predict_validation
+    from photoid.predict import folds_at_once, load_fold_weights, predict_test, predict_validation
     from photoid.runs import build_predict_model
     from photoid.strategy import choose_strategy
     from photoid.train import fold_is_done, train_fold
@@ -196,55 +274,70 @@ def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes:
     strategy = choose_strategy(cfg.strategy, cfg.tpu_ip_or_name, cfg.cpu_devices)
     print(f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
     # Without training, a --weights file (e.g. the original's published fold-0 B7) predicts as it is.
-    given = cfg.weights if "train" not in cfg.jobs and is_weights_file(cfg.weights) else None
+    given = cfg.weights if not cfg.jobs & {"train", "skip"} and is_weights_file(cfg.weights) else None
 
     def fold_model(fold: int):
         with strategy.scope():  # every weight comes from the fold's file: no pretrained set is loaded first
             model = build_predict_model(cfg, len(classes))
-        load_fold_weights(model, cfg, fold, run_dir, len(classes), weights=given)
-        return model
+        return model, load_fold_weights(model, cfg, fold, run_dir, len(classes), weights=given)
 
     for fold in cfg.folds_to_run:
-        with _model_session(cfg):
+        with model_session(cfg, fold):
             fold_dir = run_dir / f"fold_{fold}"
-            if "train" in cfg.jobs:
+            if cfg.trains(fold):
                 if fold_is_done(fold_dir) and not cfg.force:
                     print(f"fold {fold}: already trained ({fold_dir / 'done.json'}); skipping (--force retrains)")
                 else:
                     summary = train_fold(cfg, fold, run_dir, strategy, len(classes))
                     print(f"fold {fold}: best {summary['monitor']} {summary['value']:.4f} at epoch {summary['epoch']}")
+            elif "skip" in cfg.jobs:
+                print(f"fold {fold}: training skipped (job 'skip': the first fold keeps the weights it has)")
             if "val" in cfg.jobs:
                 expected = folds.loc[folds["fold"] == fold, "image_id"].astype(str).tolist()
-                predict_validation(cfg, fold, run_dir, fold_model(fold), classes, expected)
+                predict_validation(cfg, fold, run_dir, *fold_model(fold), classes, expected)
     if "test" in cfg.jobs:
-        with _model_session(cfg):
-            models = [fold_model(fold) for fold in cfg.folds_to_run]
-            predict_test(cfg, list(cfg.folds_to_run), run_dir, models, classes)
+        # By groups of folds whose weights fit the memory budget: the original loaded one fold at a time, and five
+        # EfficientNet-L2 or BEiT-L folds at once do not fit a 16 GB GPU.
+        to_predict, group = list(cfg.folds_to_run), cfg.predict_folds_at_once
+        while to_predict:
+            with model_session(cfg):
+                loaded = [fold_model(to_predict[0])]
+                if not group:
+                    group = folds_at_once(loaded[0][0].count_params(), len(to_predict))
+                    print(f"test prediction: {group} fold model(s) at a time (--predict_folds_at_once)")
+                loaded += [fold_model(fold) for fold in to_predict[1:group]]
+                models, shas = zip(*loaded)
+                predict_test(cfg, to_predict[:group], run_dir, list(models), classes, list(shas))
+            to_predict = to_predict[group:]
 
 
-def score_run(run_dir: Path, folds: pd.DataFrame, classes: list[str], original_ids: list[str]) -> dict:
-    """CV scores from the out-of-fold predictions present (any subset of folds), per fold and over all."""
+def score_run(run_dir: Path, folds: pd.DataFrame, classes: list[str], original_ids: list[str],
+              tta_number: int | None = None) -> dict:
+    """CV scores, per fold and over all, from exactly the run's expected out-of-fold predictions.
+
+    As the original: TTA 0..tta_number (this call's; None: the run's) of every fold that finished training,
+    averaged per fold. A missing file, or
+    one predicted by weights the fold no longer has, is an error naming it (`ensemble.expected_prediction_files`).
+    """
+    from photoid.ensemble import expected_prediction_files, load_prediction
     from photoid.metrics import classification_scores
-    from photoid.predict import pred_path
 
+    by_fold: dict[int, list[np.ndarray]] = {}
+    ttas = None if tta_number is None else range(tta_number + 1)
+    for fold, tta, path in expected_prediction_files(run_dir, "val", ttas=ttas):
+        probs, row_ids = load_prediction(path, "val", fold, tta, classes)
+        expected = folds.loc[folds["fold"] == fold, "image_id"].astype(str).tolist()
+        if row_ids != expected:
+            raise PhotoidError(f"{path}: its rows are not fold {fold}'s images in folds.csv; predict it again")
+        by_fold.setdefault(fold, []).append(probs)
     per_fold, all_true, all_probs = {}, [], []
-    for fold in sorted(folds["fold"].unique()):
-        paths = []
-        tta = 0
-        while pred_path(run_dir, "val", fold, tta).exists():
-            paths.append(pred_path(run_dir, "val", fold, tta))
-            tta += 1
-        if not paths:
-            continue
-        probs = np.mean([pio.load_npy(p) for p in paths], axis=0)
+    for fold, preds in sorted(by_fold.items()):
+        probs = np.mean(preds, axis=0)
         y_true = folds.loc[folds["fold"] == fold, "label"].to_numpy()
-        if len(y_true) != len(probs):
-            raise PhotoidError(f"fold {fold}: {len(probs)} predictions for {len(y_true)} images in folds.csv")
-        per_fold[int(fold)] = {**classification_scores(y_true, probs, classes, original_ids), "n": len(y_true), "n_tta": len(paths)}
+        per_fold[int(fold)] = {**classification_scores(y_true, probs, classes, original_ids), "n": len(y_true),
+                               "n_tta": len(preds)}
         all_true.append(y_true)
         all_probs.append(probs)
-    if not per_fold:
-        raise PhotoidError(f"no out-of-fold predictions in {run_dir / 'preds'}; run the job with 'val' first")
     overall = classification_scores(np.concatenate(all_true), np.concatenate(all_probs), classes, original_ids)
     scores = {"folds": per_fold, "all": {**overall, "n": int(sum(len(t) for t in all_true))}, "folds_scored": sorted(per_fold)}
     pio.write_json(run_dir / "cv_scores.json", scores)
@@ -262,13 +355,14 @@ def format_scores(scores: dict, leaderboard_labels: bool = True) -> str:
 
 
 def write_run_submission(cfg: Config, run_dir: Path) -> Path:
-    """The run's own submission: the ensemble rule over this run's test predictions (all folds and TTAs)."""
+    """The run's own submission: the ensemble rule over its test predictions (trained folds, TTA 0..tta_number)."""
     from photoid.ensemble import load_run_predictions, make_submission, write_submission
 
     sample = Path(cfg.data_dir) / "sample_submission.csv"
     if not sample.exists():
         raise PhotoidError(f"no {sample}: the submission needs the competition's sample_submission.csv")
-    probs, row_ids, classes, original_ids, _ = load_run_predictions([run_dir], split="test")
+    probs, row_ids, classes, original_ids, _ = load_run_predictions([run_dir], split="test",
+                                                                    ttas=range(cfg.tta_number + 1))
     sample_ids = pd.read_csv(sample, dtype=str, keep_default_na=False, encoding="utf-8-sig")["image_id"].tolist()
     frame = make_submission(probs, row_ids, classes, original_ids, sample_ids)
     path = run_dir / "submission.csv"

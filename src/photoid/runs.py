@@ -1,7 +1,7 @@
 """A trained run folder, loaded back: its configuration, labels, preprocessing and fold models.
 
 A run folder describes itself (`config.json`, `classes.txt`, `original_ids.txt`, `fold_K/best.weights.h5`), and
-the records it was trained from say how each photo was stored (`records.json`: `dim_pre`, `keep_original`).
+the records it was trained from say how each photo was stored (`records.json`: `dim_pre`, `layout`).
 Identification and export rebuild every fold model from the folder alone and prepare a photo file exactly as the
 records and the reader did, so a photo gets the same probabilities on its own as in the run's batch predictions.
 """
@@ -26,7 +26,8 @@ from photoid.ensemble import read_run_classes, read_run_original_ids
 from photoid.errors import PhotoidError
 from photoid.io import read_json
 from photoid.pipeline import preprocess_image_bytes
-from photoid.records import MANIFEST_NAME, prepare_image_bytes
+from photoid.records import MANIFEST_NAME, check_layout_size, prepare_image_bytes, records_layout
+from photoid.run import PREPROCESSING_FILE
 from photoid.train import BEST_WEIGHTS, fold_is_done
 
 
@@ -34,25 +35,26 @@ from photoid.train import BEST_WEIGHTS, fold_is_done
 class Preprocessing:
     """How a photo file becomes one model input: the records' preparation, then the reader's chain.
 
-    `records_dim_pre`/`keep_original`/`rotate_wide` are the records' settings (what `prepare_image_bytes`
-    stored); `dim_pre`/`dim` are the run's (what the reader resized to before and after the TTA transform).
+    `records_dim_pre`/`layout`/`rotate_wide` are the records' settings (what `prepare_image_bytes` stored);
+    `dim_pre`/`dim` are the run's (what the reader resized to before and after the TTA transform).
     """
 
     dim: int
     dim_pre: int
     records_dim_pre: int
-    keep_original: bool
+    layout: str
     rotate_wide: bool = False
+    inverted: bool = False  # the run's image_inverted
 
     @property
-    def key(self) -> tuple[int, bool, bool]:
+    def key(self) -> tuple[int, str, bool]:
         """What decides the prepared bytes: photos are prepared once per key."""
-        return self.records_dim_pre, self.keep_original, self.rotate_wide
+        return self.records_dim_pre, self.layout, self.rotate_wide
 
     def file_bytes(self, path: str | os.PathLike) -> bytes:
-        """The JPEG bytes the records would hold for this photo (PhotoidError if it cannot be decoded)."""
-        jpeg = prepare_image_bytes(path, self.records_dim_pre, self.keep_original, rotate_wide=self.rotate_wide)
-        if self.keep_original:
+        """The image bytes the records would hold for this photo (PhotoidError if it cannot be decoded)."""
+        jpeg = prepare_image_bytes(path, self.records_dim_pre, self.layout, rotate_wide=self.rotate_wide)
+        if self.layout == "original":
             # Kept files reach TensorFlow's decoder undecoded so far: a damaged one is refused here, as one
             # photo's problem, rather than failing a whole batch later.
             try:
@@ -63,7 +65,7 @@ class Preprocessing:
 
     def model_input(self, jpeg: bytes, tta: int) -> np.ndarray:
         """float32 (dim, dim, 3) in [0, 1]: what the reader gives the model for these bytes and TTA transform."""
-        return _compiled_preprocess(self.dim, self.dim_pre, tta)(tf.constant(jpeg)).numpy()
+        return _compiled_preprocess(self.dim, self.dim_pre, tta, self.inverted)(tf.constant(jpeg)).numpy()
 
 
 def prepare_photos(paths, preprocessings) -> tuple[dict, dict[str, str]]:
@@ -75,7 +77,7 @@ def prepare_photos(paths, preprocessings) -> tuple[dict, dict[str, str]]:
     from photoid.images import check_image_file
 
     settings = {p.key: p for p in preprocessings}
-    prepared: dict[tuple[int, bool, bool], dict[str, bytes]] = {}
+    prepared: dict[tuple[int, str, bool], dict[str, bytes]] = {}
     errors: dict[str, str] = {}
     for path in paths:
         reason = check_image_file(path)
@@ -91,9 +93,9 @@ def prepare_photos(paths, preprocessings) -> tuple[dict, dict[str, str]]:
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_preprocess(dim: int, dim_pre: int, tta: int):
+def _compiled_preprocess(dim: int, dim_pre: int, tta: int, inverted: bool):
     # Traced once per setting instead of running op by op: the same ops as the reader's graph, faster per photo.
-    return tf.function(lambda jpeg: preprocess_image_bytes(jpeg, dim, dim_pre, tta))
+    return tf.function(lambda jpeg: preprocess_image_bytes(jpeg, dim, dim_pre, tta, inverted))
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,8 @@ def _bases(run_dir: Path) -> list[Path]:
     return [REPO_ROOT, run_dir.resolve().parent.parent]
 
 
-def _records_settings(records_dir: str, run_dir: Path) -> tuple[int, bool, bool]:
-    """(dim_pre, keep_original, rotate_wide) of the records a run was trained from, read from their records.json."""
+def records_settings(records_dir: str, run_dir: Path) -> tuple[int, str, bool]:
+    """(dim_pre, layout, rotate_wide) of the records a run was trained from, read from their records.json."""
     if "://" in records_dir:  # gs:// and other remote folders: TensorFlow's file system reads them
         manifest = f"{records_dir.rstrip('/')}/{MANIFEST_NAME}"
         if not tf.io.gfile.exists(manifest):
@@ -172,12 +174,15 @@ def _records_settings(records_dir: str, run_dir: Path) -> tuple[int, bool, bool]
         if found is None:
             raise PhotoidError(
                 f"cannot find {MANIFEST_NAME} of the records run {run_dir} was trained from (looked for "
-                f"{records_dir}/{MANIFEST_NAME}); its dim_pre and keep_original say how photos are prepared. "
+                f"{records_dir}/{MANIFEST_NAME}); its dim_pre and layout say how photos are prepared. "
                 "Pass the records folder with --records_dir")
         manifest, settings = str(found), read_json(found).get("settings", {})
-    if not isinstance(settings.get("dim_pre"), int) or not isinstance(settings.get("keep_original"), bool):
-        raise PhotoidError(f"{manifest}: its settings lack dim_pre (an integer) and keep_original (true/false)")
-    return settings["dim_pre"], settings["keep_original"], bool(settings.get("rotate_wide", False))
+    if not isinstance(settings.get("dim_pre"), int) or not isinstance(settings.get("layout", ""), str):
+        raise PhotoidError(f"{manifest}: its settings lack dim_pre (an integer) or have a layout that is not a name")
+    try:
+        return settings["dim_pre"], records_layout(settings), bool(settings.get("rotate_wide", False))
+    except PhotoidError as err:
+        raise PhotoidError(f"{manifest}: {err}") from None
 
 
 def load_run(run_dir: str | os.PathLike, records_dir: str | None = None) -> RunInfo:
@@ -193,9 +198,17 @@ def load_run(run_dir: str | os.PathLike, records_dir: str | None = None) -> RunI
     folds = trained_folds(run_dir)
     if not folds:
         raise PhotoidError(f"{run_dir}: no fold has finished training (no fold_K/done.json with {BEST_WEIGHTS})")
-    records_dim_pre, keep_original, rotate_wide = _records_settings(records_dir or cfg.records_dir, run_dir)
-    preprocessing = Preprocessing(dim=cfg.dim, dim_pre=cfg.dim_pre, records_dim_pre=records_dim_pre,
-                                  keep_original=keep_original, rotate_wide=rotate_wide)
+    trained = run_dir / PREPROCESSING_FILE
+    if trained.is_file() and "layout" in read_json(trained):
+        # How training's records stored photos, kept in the run: records rebuilt since then do not change it.
+        settings = read_json(trained)
+        records_dim_pre, layout = int(settings["records_dim_pre"]), records_layout(settings)
+        rotate_wide = bool(settings.get("rotate_wide", False))
+    else:
+        records_dim_pre, layout, rotate_wide = records_settings(records_dir or cfg.records_dir, run_dir)
+    check_layout_size(layout, records_dim_pre, cfg.dim_pre, records_dir or cfg.records_dir)
+    preprocessing = Preprocessing(dim=cfg.dim, dim_pre=cfg.dim_pre, records_dim_pre=records_dim_pre, layout=layout,
+                                  rotate_wide=rotate_wide, inverted=cfg.image_inverted)
     data_dir = _existing(cfg.data_dir, _bases(run_dir))
     return RunInfo(run_dir=run_dir, config=cfg, classes=classes, original_ids=original_ids,
                    preprocessing=preprocessing, folds=folds, data_dir=data_dir)

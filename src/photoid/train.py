@@ -20,9 +20,9 @@ import tensorflow as tf
 import tf_keras
 
 from photoid import io as pio
+from photoid.ensemble import BEST_WEIGHTS, remove_fold_predictions
 from photoid.errors import PhotoidError
 
-BEST_WEIGHTS = "best.weights.h5"
 BACKUP_DIR = "backup"  # BackupAndRestore's state while a fold trains; resumes a killed fold
 
 
@@ -147,16 +147,32 @@ def fold_is_done(fold_dir: Path) -> bool:
     return (fold_dir / "done.json").exists() and (fold_dir / BEST_WEIGHTS).exists()
 
 
+def initial_models(cfg, n_classes: int):
+    """The models a fold starts training from: the recipe's backbone with its named pretrained set, or with every
+    weight from a `--weights` file (any of `backbones.WEIGHTS_SUFFIXES`; none is ignored)."""
+    from photoid.backbones import is_weights_file
+    from photoid.model import build_models_from_config, load_weights_file
+
+    models = build_models_from_config(cfg, n_classes)
+    if is_weights_file(cfg.weights):
+        load_weights_file(models.predict, cfg.weights, n_classes)
+    return models
+
+
 def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     """Train fold `fold` (validate on it, train on the others) and return the summary written to done.json."""
-    from photoid.model import build_models_from_config, compile_for_training, load_weights_file
+    from photoid.model import compile_for_training
     from photoid.pipeline import count_records
     from photoid.records import fold_files
 
     fold_dir = run_dir / f"fold_{fold}"
     if cfg.force and fold_dir.exists():
         shutil.rmtree(fold_dir)
+    # Whatever this fold predicted before was predicted by weights that training is about to replace.
+    remove_fold_predictions(run_dir, fold)
     fold_dir.mkdir(parents=True, exist_ok=True)
+    if not (fold_dir / "config.json").exists():  # what this fold trains with; a resumed fold keeps the first
+        pio.write_json(fold_dir / "config.json", cfg.to_dict())
     train_folds = [f for f in range(cfg.n_folds) if f != fold]
     train_files = fold_files(cfg.records_dir, train_folds)
     val_files = fold_files(cfg.records_dir, [fold])
@@ -177,9 +193,7 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
         train_ds, val_ds = _single_datasets(cfg, train_files, val_files, arcface, common)
 
     with strategy.scope():
-        models = build_models_from_config(cfg, n_classes)
-        if cfg.weights and Path(cfg.weights).suffix in {".h5", ".hdf5"}:
-            load_weights_file(models.predict, cfg.weights, n_classes)
+        models = initial_models(cfg, n_classes)
         trained = models.train
         if cfg.paired:
             from photoid.whales.pairs import paired_train_model
@@ -188,6 +202,8 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
         compile_for_training(trained, cfg.lr)
 
     nan_guard = StopOnNaN()
+    if cfg.n_examples_total:  # the original's way to set an epoch: the training share of n_examples_total
+        n_train = cfg.n_examples_total - cfg.n_examples_total // cfg.n_folds
     steps = cfg.steps_per_epoch or max(1, n_train // cfg.batch_size)
     started = time.time()
     trained.fit(
@@ -226,11 +242,13 @@ def _single_datasets(cfg, train_files, val_files, arcface: bool, common: dict):
     """One photo per example: (image, label), or ((image, label), label) for ArcFace's margin."""
     from photoid.pipeline import build_dataset
 
+    common = dict(common, image_inverted=cfg.image_inverted)
     train_ds = build_dataset(
         train_files,
         training=True,
         aug_number=cfg.aug_number,
         aug_percentage=cfg.aug_percentage,
+        aug_draw=cfg.aug_draw,
         buffer_size=cfg.buffer_size,
         cache=cfg.cache,
         augment=cfg.augment,

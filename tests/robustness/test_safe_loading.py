@@ -150,7 +150,7 @@ def test_a_model_with_fewer_weights_than_the_file_is_refused(tmp_path):
 @pytest.mark.parametrize("content, name, message", [
     (b"not an HDF5 file at all", "random.h5", "does not fit this recipe's model"),
     (None, "truncated.weights.h5", "does not fit this recipe's model"),
-    (b"\x80\x04K\x01.", "model.pkl", "expected a .h5 or .weights.h5 file"),
+    (b"\x80\x04K\x01.", "model.pkl", "expected one of .h5, .hdf5, .weights.h5, .keras"),
 ])
 def test_damaged_or_foreign_weight_files_are_refused(saved, tmp_path, content, name, message):
     from photoid.model import load_weights_file

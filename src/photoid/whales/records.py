@@ -163,9 +163,11 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
             results[name] = write_records(
                 rows, [data.image_path(i) for i in rows["image_id"]], os.path.join(out_dir, f"{name}.tfrecord"),
                 string_columns=WHALE_STRING_COLUMNS, int_columns=WHALE_INT_COLUMNS, dim_pre=dim_pre,
-                keep_original=keep_original, manifest=manifest, shards=shards, preparer=preparer, mirror=mirror,
-                rotate_wide=rotate_wide)
-    used = set(training["image_id"]) | set(evaluation["image_id"]) | (set(partners["image_id"]) if partners is not None else set())
+                layout="original" if keep_original else "compact", manifest=manifest, shards=shards,
+                preparer=preparer, mirror=mirror, rotate_wide=rotate_wide)
+    used = set(training["image_id"]) | set(evaluation["image_id"])
+    if partners is not None:
+        used |= set(partners["image_id"])
     return {
         "out_dir": out_dir,
         "n_classes": len(classes),
