@@ -398,19 +398,19 @@ def test_wide_photos_are_turned_90_degrees_clockwise_in_records_and_single_photo
     def decoded(data):
         return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
 
-    kept = decoded(prepare_image_bytes(path, 0, keep_original=True, rotate_wide=True))
+    kept = decoded(prepare_image_bytes(path, 0, layout="original", rotate_wide=True))
     assert kept.shape == (40, 20, 3)                       # now tall
     assert kept[:6, 8:12, 0].min() > 200                   # left edge → top (turned clockwise)
     assert kept[12:, -3:, 2].min() > 200                   # top edge → right
-    resized = decoded(prepare_image_bytes(path, 16, keep_original=False, rotate_wide=True))
+    resized = decoded(prepare_image_bytes(path, 16, layout="compact", rotate_wide=True))
     assert resized.shape == (16, 16, 3) and resized[:2, 4:8, 0].min() > 200 and resized[8:, -1, 2].min() > 200
     # A tall photo is left as it is; mirroring (a right view) happens in the photo's own frame, before turning.
-    assert prepare_image_bytes(tall_path, 0, True, rotate_wide=True) == tall_path.read_bytes()
-    mirrored = decoded(prepare_image_bytes(path, 0, True, mirror=True, rotate_wide=True))
+    assert prepare_image_bytes(tall_path, 0, "original", rotate_wide=True) == tall_path.read_bytes()
+    mirrored = decoded(prepare_image_bytes(path, 0, "original", mirror=True, rotate_wide=True))
     assert mirrored[-6:, 8:12, 0].min() > 200              # the red edge, now on the right, turns to the bottom
     # identify / catalog prepare a single photo exactly as whale records prepared it.
-    single = Preprocessing(dim=16, dim_pre=16, records_dim_pre=16, keep_original=False, rotate_wide=True)
-    assert single.file_bytes(path) == prepare_image_bytes(path, 16, False, rotate_wide=True)
+    single = Preprocessing(dim=16, dim_pre=16, records_dim_pre=16, layout="compact", rotate_wide=True)
+    assert single.file_bytes(path) == prepare_image_bytes(path, 16, "compact", rotate_wide=True)
 
 
 # --- the paired lateral model ---------------------------------------------------------------------------------------
