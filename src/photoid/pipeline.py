@@ -75,14 +75,16 @@ def _check_arguments(files: Sequence[str], dim: int, dim_pre: int, batch_size: i
 def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: int, training: bool,
                   aug_number: int = 9, aug_percentage: float = 0.5, tta: int = 0, buffer_size: int = 256,
                   cache: bool = False, repeat: bool | None = None, seed: int | None = None,
-                  drop_remainder: bool = False, with_ids: bool = False, label_key: str = "label") -> tf.data.Dataset:
+                  drop_remainder: bool = False, with_ids: bool = False, label_key: str = "label",
+                  skip: int = 0) -> tf.data.Dataset:
     """Batches of (image, label) or, with `with_ids`, (image, label, image_id) from TFRecord `files`.
 
     Images are float32 [batch, dim, dim, 3] in [0, 1], labels int32 (`label_key` feature; -1 for test records),
     ids strings. `training` shuffles (buffer of `buffer_size` records) and applies the original's augmentation
     (`aug_number`, `aug_percentage`); otherwise TTA transform `tta` is applied to every image. `repeat` defaults to
     `training`. `cache` keeps the decoded uint8 `dim_pre` images in memory after the first pass (augmentation
-    still varies per epoch).
+    still varies per epoch). `skip` (training) starts the stream after that many images, with the augmentation
+    they would have had there: a resumed fold continues the stream of the run that was killed.
     """
     _check_arguments(files, dim, dim_pre, batch_size, training, aug_number, aug_percentage, tta)
     repeat = training if repeat is None else repeat
@@ -117,7 +119,7 @@ def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: i
             image = random_augment(image, aug_number, aug_percentage, seed=seed_pair)
             return (finish_image(image, dim), *rest)
 
-        ds = ds.enumerate().map(transform, num_parallel_calls=AUTOTUNE)
+        ds = ds.skip(skip).enumerate(start=skip).map(transform, num_parallel_calls=AUTOTUNE)
     else:
         def transform(image, *rest):
             return (finish_image(apply_transform(image, tta), dim), *rest)
