@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from photoid.catalog import LOCK, catalog_transaction, read_catalog
+from photoid.quiet import TF_LOG_LINE
 from robustness_support import kill, reaped, start_photoid, subprocess_env, temporary_files, wait_until
 
 N_PARALLEL = 8
@@ -65,6 +66,8 @@ def test_parallel_adds_all_keep_their_photos_and_readers_never_see_a_mix(catalog
     watcher.join()
     assert codes == [0] * N_PARALLEL, [err.read_text() for _, _, err in processes]
     assert all("added 1 photo(s)" in out.read_text() for _, out, _ in processes)
+    # Nothing but photoid's own lines: no TensorFlow start-up chatter (photoid.quiet).
+    assert not any(TF_LOG_LINE.match(line) for _, _, err in processes for line in err.read_text().splitlines())
     after = read_catalog(path)
     assert len(after.table) == len(before.table) + N_PARALLEL
     assert sorted(after.table["image_id"][len(before.table):]) == sorted(p.stem for p in photos)
