@@ -254,6 +254,12 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
         **common,
     )
     val_ds = build_dataset(val_files, training=False, cache=cfg.cache, **common)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Each worker reads every file and keeps its share of the records: a fold has fewer files than there are
+        # workers as often as not, which sharding by file refuses.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
     if arcface:  # the margin needs the label as a model input
         train_ds = train_ds.map(lambda x, y: ((x, y), y))
         val_ds = val_ds.map(lambda x, y: ((x, y), y))
