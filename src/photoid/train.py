@@ -108,12 +108,12 @@ class ResumeState(tf_keras.callbacks.Callback):
 
     `fields` maps a name to (callback, attribute names). The file (`backup/callbacks.json`) keeps every epoch's
     values and is written atomically before `BackupAndRestore` saves the weights of that epoch; a fold resumed at
-    epoch e therefore always finds the values after epoch e - 1, even when killed between the two writes.
+    epoch e therefore always finds the values after epoch e - 1, even when killed between the two writes. It also
+    keeps each epoch's logs: a run killed after saving an epoch's weights but before logging it gets its history
+    row from there (`align_history`).
     """
 
     def __init__(self, path: Path, fields: dict[str, tuple[object, tuple[str, ...]]]):
-        # Also each epoch's logs: a run killed after the weights of an epoch were saved but before its history row
-        # was written gets that row from here when it resumes (`align_history`).
         super().__init__()
         self.path, self.fields = Path(path), fields
         self.states = pio.read_json(self.path) if self.path.exists() else {}
