@@ -84,7 +84,8 @@ def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: i
     (`aug_number`, `aug_percentage`); otherwise TTA transform `tta` is applied to every image. `repeat` defaults to
     `training`. `cache` keeps the decoded uint8 `dim_pre` images in memory after the first pass (augmentation
     still varies per epoch). `skip` (training) starts the stream after that many images, with the augmentation
-    they would have had there: a resumed fold continues the stream of the run that was killed.
+    they would have had there, without decoding the skipped ones (unless `cache`): a resumed fold continues the
+    stream of the run that was killed.
     """
     _check_arguments(files, dim, dim_pre, batch_size, training, aug_number, aug_percentage, tta)
     repeat = training if repeat is None else repeat
@@ -103,13 +104,20 @@ def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: i
         label = tf.cast(example[label_key], tf.int32)
         return (image, label, example["image_id"]) if with_ids else (image, label)
 
-    ds = records.map(decode, num_parallel_calls=AUTOTUNE)
+    # Skipping the first images of a resumed stream needs no decoding: the shuffles' order depends only on their
+    # seeds, so shuffling the records themselves and decoding after the skip gives the very same stream.
+    decode_late = bool(skip) and training and not cache
+    ds = records if decode_late else records.map(decode, num_parallel_calls=AUTOTUNE)
     if cache:
         ds = ds.cache()
     if repeat:
         ds = ds.repeat()
     if training and buffer_size:
         ds = ds.shuffle(buffer_size, seed=base_seed, reshuffle_each_iteration=True)
+    if training:
+        ds = ds.skip(skip)
+    if decode_late:
+        ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
 
     if training:
         # Element i of the (repeated, shuffled) stream gets its own stateless seed (base_seed, i).
@@ -119,7 +127,7 @@ def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: i
             image = random_augment(image, aug_number, aug_percentage, seed=seed_pair)
             return (finish_image(image, dim), *rest)
 
-        ds = ds.skip(skip).enumerate(start=skip).map(transform, num_parallel_calls=AUTOTUNE)
+        ds = ds.enumerate(start=skip).map(transform, num_parallel_calls=AUTOTUNE)
     else:
         def transform(image, *rest):
             return (finish_image(apply_transform(image, tta), dim), *rest)
