@@ -6,13 +6,12 @@ A catalogue folder holds plain files, no pickle:
                                sha256, and the calibration (`photoid calibrate`)
     embeddings-GGGGG.npy       float32 (photos, dim): one L2-normalised row per photo (`photoid.embedder`)
     images-GGGGG.csv           individual_id, image_id, source, path — row i describes embedding row i
+    .photoid.lock              the writers' lock (never deleted); while held it names its holder
 
 Column block m of the embeddings is fold model m's own normalised embedding (scaled); the manifest's `models`
 list gives each block's `offset` and `dim`. Identification scores individuals in each model's space and averages
 (`openset.catalogue_scores`); calibration compares photos in the space of the one fold model that never trained
 on them.
-
-    .photoid.lock              the writers' lock (never deleted); while held it names its holder
 
 Every change is a transaction (`catalog_transaction`): an exclusive lock on the folder, the current generation read
 again under it, then the new generation committed as a whole: its data files are written under the next generation
