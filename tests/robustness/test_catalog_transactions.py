@@ -23,7 +23,7 @@ from photoid.quiet import TF_LOG_LINE
 from robustness_support import kill, reaped, start_photoid, subprocess_env, temporary_files, wait_until
 
 N_PARALLEL = 8
-N_KILLS = 25
+N_KILLS = 20
 
 
 @pytest.fixture(scope="module")
@@ -111,17 +111,14 @@ def test_kill_9_at_random_moments_leaves_the_old_or_the_new_generation(catalogue
     duration = time.monotonic() - started
     shutil.rmtree(path)
     shutil.copytree(catalogue, path)
-    for attempt in range(2):
-        process, _, _ = start_photoid("catalog", "add", photo, "--id", "t_killed", "--catalog", path,
-                                      log_dir=tmp_path, name=f"kill{attempt}")
-        with reaped(process):
-            time.sleep(duration * rng.uniform(0.5, 1.0))
-            kill(process)
-        rows = len(read_catalog(path).table)
-        assert rows in (base_rows, base_rows + 1)
-        if rows == base_rows + 1:  # it committed before the kill: back to the old catalogue for the next try
-            shutil.rmtree(path)
-            shutil.copytree(catalogue, path)
+    process, _, _ = start_photoid("catalog", "add", photo, "--id", "t_killed", "--catalog", path,
+                                  log_dir=tmp_path, name="killed")
+    with reaped(process):
+        time.sleep(duration * rng.uniform(0.5, 1.0))
+        kill(process)
+    assert len(read_catalog(path).table) in (base_rows, base_rows + 1)
+    shutil.rmtree(path)
+    shutil.copytree(catalogue, path)
     # Commits killed many times over: each time the catalogue loads, whole, at its last committed generation.
     seen = set()
     for attempt in range(N_KILLS):
