@@ -240,7 +240,14 @@ def catalog_transaction(path: str | Path, waiting_message: str | None = None) ->
 
 @contextlib.contextmanager
 def _exclusive_lock(lock_path: Path, waiting_message: str | None) -> Iterator[None]:
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd, writable = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666), True
+    except PermissionError:  # a lock file another user created: flock works on a read-only descriptor too
+        try:
+            fd, writable = os.open(lock_path, os.O_RDONLY), False
+        except OSError as err:
+            raise PhotoidError(f"{lock_path}: the catalogue's lock file cannot be opened ({err.strerror}); "
+                               "changing this catalogue needs write access to its folder") from None
     try:
         started, next_note = time.monotonic(), WAIT_NOTE_S
         while True:
@@ -254,13 +261,15 @@ def _exclusive_lock(lock_path: Path, waiting_message: str | None) -> Iterator[No
                           + (f"; then {waiting_message}" if waiting_message else ""), file=sys.stderr, flush=True)
                     next_note += WAIT_REPEAT_S
                 time.sleep(0.05)
-        holder = {"pid": os.getpid(), "command": " ".join(["photoid", *sys.argv[1:]])[:300], "since": _now()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        if writable:
+            holder = {"pid": os.getpid(), "command": " ".join(["photoid", *sys.argv[1:]])[:300], "since": _now()}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
         try:
             yield
         finally:
-            os.ftruncate(fd, 0)  # the file names its holder only while the lock is held
+            if writable:
+                os.ftruncate(fd, 0)  # the file names its holder only while the lock is held
     finally:
         os.close(fd)  # releases the lock
 
