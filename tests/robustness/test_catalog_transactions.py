@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from photoid.catalog import LOCK, catalog_transaction, read_catalog
+from photoid.catalog_store import LOCK, catalog_transaction, read_catalog
 from photoid.quiet import TF_LOG_LINE
 from robustness_support import kill, reaped, start_photoid, subprocess_env, temporary_files, wait_until
 
@@ -85,7 +85,7 @@ def test_parallel_adds_all_keep_their_photos_and_readers_never_see_a_mix(catalog
 COMMIT_LOOP = textwrap.dedent("""
     import sys
     import numpy as np, pandas as pd
-    from photoid.catalog import catalog_transaction
+    from photoid.catalog_store import catalog_transaction
     print("ready", flush=True)
     while True:
         with catalog_transaction(sys.argv[1]) as tx:
@@ -145,7 +145,7 @@ def test_kill_9_at_random_moments_leaves_the_old_or_the_new_generation(catalogue
 
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
-    from photoid.catalog import catalog_transaction
+    from photoid.catalog_store import catalog_transaction
     with catalog_transaction(sys.argv[1]):
         print("holding", flush=True)
         time.sleep(600)
