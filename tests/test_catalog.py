@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from photoid import catalog as catalog_module
+from photoid import io as pio
 from photoid.catalog import (add_photos, build_catalog, identify_paths_with_catalog, identify_with_catalog,
-                             load_catalog_embedder, operating_point, read_catalog, update_manifest)
+                             load_catalog_embedder, operating_point, read_catalog)
+from photoid.catalog_store import update_manifest
 from photoid.calibrate import calibrate
 from photoid.cli import main
 from photoid.data import load_turtles
@@ -151,7 +152,7 @@ def test_a_failed_update_leaves_the_previous_catalogue(calibrated, turtle_dir, t
     def interrupted(*_, **__):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(catalog_module.pio, "write_json", interrupted)
+    monkeypatch.setattr(pio, "write_json", interrupted)
     with pytest.raises(KeyboardInterrupt):
         add_photos(catalog.path, photos, "t_somebody")
     assert sorted(p.name for p in catalog.path.iterdir()) == files

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from photoid import identify as identify_module
 from photoid.cli import main
 from photoid.gallery import HEADER_PX, IMAGE_PX, ROW_HEIGHT_PX, TILE_WIDTH_PX, TITLE_PX
 from photoid.identify import ensemble_from_runs, identify_paths, predict_paths
@@ -79,8 +78,10 @@ def test_candidates_follow_the_probabilities_and_the_new_turtle_rule(run_info, t
 def test_models_are_loaded_once_per_call_and_photos_streamed_in_batches(trained_run, test_photos, capsys,
                                                                         monkeypatch):
     loads = []
-    original = identify_module.load_fold_model
-    monkeypatch.setattr(identify_module, "load_fold_model", lambda run, fold: loads.append(fold) or original(run, fold))
+    from photoid import runs
+
+    original = runs.load_fold_model
+    monkeypatch.setattr(runs, "load_fold_model", lambda run, fold: loads.append(fold) or original(run, fold))
     assert main(["identify", *test_photos, "--run", str(trained_run), "--batch_size", "4", "--csv"]) == 0
     assert sorted(loads) == [0, 1]
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))

@@ -14,6 +14,8 @@ import sys
 import threading
 import warnings
 
+from photoid.quiet import VERBOSE_ENV, quiet_tensorflow_start
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("photoid.synth.cli", "write a synthetic data set in a competition's exact format"),
@@ -37,6 +39,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="photoid", description="Photo-identification of individual animals.")
     parser.add_argument("--version", action="version", version=f"photoid {_version()}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show TensorFlow's own start-up messages (or set PHOTOID_VERBOSE=1); "
+                             "give it before the command: photoid --verbose train ...")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -51,6 +56,11 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = argv[:1] == ["--verbose"] or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+    if argv[:1] == ["--verbose"]:
+        argv = argv[1:]
+    if not verbose:
+        quiet_tensorflow_start()
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:
         if argv and not argv[0].startswith("-"):

@@ -62,6 +62,7 @@ class Config:
     patience_stop: int = 8  # EarlyStopping patience (the original: 8)
     steps_per_epoch: int = 0  # 0: one pass over the training folds (n_train // batch_size), as the original
     n_examples_total: int = 0  # >0: an epoch is (n - n // n_folds) // batch_size steps (the original: 12803)
+    divergence_factor: float = 1000.0  # stop a fold whose loss exceeds this many times its first batch's (0 = never)
     # --- data ---------------------------------------------------------------------------------------------------
     task: str = "turtles"  # turtles | whales
     data_dir: str = "data"  # competition folder (CSV files and images/)
@@ -320,6 +321,9 @@ def validate_config(cfg: Config) -> None:
             problems.add("config", None, f"{name} must be 0 or more, got {getattr(cfg, name)}")
     if cfg.image_inverted and cfg.task != "turtles":
         problems.add("config", None, "image_inverted is the Turtle Recall original's option; whale runs do not take it")
+    if cfg.divergence_factor != 0 and cfg.divergence_factor <= 1:
+        problems.add("config", None, f"divergence_factor must be above 1 (or 0: no divergence guard), got "
+                                     f"{cfg.divergence_factor}")
     if cfg.head == "arcface" and cfg.arcface_sub_centers < 1:
         problems.add("config", None, "arcface_sub_centers must be at least 1")
     problems.raise_if_any(title="invalid configuration")

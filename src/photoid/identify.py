@@ -17,20 +17,21 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
-
-import photoid  # noqa: F401  (selects tf-keras before TensorFlow is imported)
-import tensorflow as tf
-import tf_keras
 
 from photoid.ensemble import top_labels
 from photoid.errors import PhotoidError
 from photoid.openset import FAISS_ABOVE
 from photoid.config import parse_folds
-from photoid.runs import (Preprocessing, RunInfo, check_same_labels, choose_folds, load_fold_model, load_run,
-                          prepare_photos)
+
+# TensorFlow (through photoid.runs) is imported where models are loaded, not here: `photoid identify --help`
+# and a usage error answer at once instead of after its three-second start-up.
+if TYPE_CHECKING:
+    import tf_keras
+
+    from photoid.runs import Preprocessing, RunInfo
 
 DEFAULT_BATCH = 64
 MAX_TTA = 9
@@ -47,13 +48,15 @@ class Member:
 
     def __post_init__(self) -> None:
         # Traced once for any batch size: Keras' predict_on_batch would trace again for the last, smaller batch.
+        import tensorflow as tf
+
         dim = self.preprocessing.dim
         self._predict = tf.function(lambda images: self.model(images, training=False),
                                     input_signature=[tf.TensorSpec([None, dim, dim, 3], tf.float32)])
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities of a batch of model inputs (float32, batch × dim × dim × 3)."""
-        return self._predict(tf.constant(images, tf.float32)).numpy()
+        return self._predict(np.asarray(images, np.float32)).numpy()
 
 
 @dataclass
@@ -93,6 +96,8 @@ def ensemble_from_runs(runs: Sequence[RunInfo], folds: Sequence[int] | None = No
 
     `folds` None takes each run's finished folds; `tta` None each run's own `tta_number` (as its prediction files).
     """
+    from photoid.runs import check_same_labels, choose_folds, load_fold_model
+
     if not runs:
         raise PhotoidError("no run folders given")
     check_same_labels(list(runs))
@@ -115,7 +120,7 @@ def ensemble_from_weights(weights: str | Path, recipe: str, data_dir: str | Path
     from photoid.config import resolve_config
     from photoid.data import load_turtles
     from photoid.model import load_weights_file
-    from photoid.runs import build_predict_model
+    from photoid.runs import Preprocessing, build_predict_model
 
     data = load_turtles(data_dir, check_images=False)
     cfg = resolve_config(argparse.Namespace(model=recipe, weights=str(weights), dim=dim, dim_pre=dim_pre,
@@ -137,6 +142,8 @@ def _batches(items: Sequence[str], size: int) -> Iterator[list[str]]:
 def predict_paths(ensemble: Ensemble, paths: Sequence[str], batch_size: int = DEFAULT_BATCH
                   ) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
     """(path, mean probabilities or None, error or None) per photo, in the given order, batch by batch."""
+    from photoid.runs import prepare_photos
+
     if batch_size < 1:
         raise PhotoidError(f"batch size must be at least 1, got {batch_size}")
     for batch in _batches([str(p) for p in paths], batch_size):
@@ -260,6 +267,8 @@ def _build_ensemble(args: argparse.Namespace) -> Ensemble:
     for option in ("model", "dim", "dim_pre"):
         if getattr(args, option) is not None:
             raise PhotoidError(f"--{option} applies to --weights only; a run folder holds its own settings")
+    from photoid.runs import load_run
+
     runs = [load_run(run_dir, args.records_dir) for run_dir in args.runs]
     return ensemble_from_runs(runs, args.folds, args.tta)
 

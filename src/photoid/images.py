@@ -2,8 +2,9 @@
 
 A data set of thousands of photos is checked before anything is written, so one broken file is reported with
 every other problem at once instead of killing a TFRecord writer or a training run hours later. The checks read
-the JPEG header and walk the file's markers to the end of the JPEG stream (no pixel is decoded): the whole Turtle
-Recall folder (13,000 images) is checked in seconds.
+the JPEG header and walk the file's markers (no pixel is decoded); the compressed data is scanned for the end of
+the stream only in a file that does not end with the end-of-image marker (a trailer, or a truncated file), so the
+whole Turtle Recall folder (13,000 images) is checked in seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 DEFAULT_MAX_PIXELS = 100_000_000
 # In entropy-coded data a 0xFF byte is followed by 0x00 (a stuffed byte) or a restart marker (D0-D7); any other
 # byte after 0xFF is the next marker. That is how the end of the compressed data is found without decoding it.
+TAIL_BYTES = 4096  # read at the end of a file to strip padding (zero or 0xFF bytes) after its last marker
+_PADDING = b"\x00\xff\r\n\t "
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 _EOI, _SOS = 0xD9, 0xDA
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and the restart markers carry no length
@@ -66,15 +69,21 @@ def _read_header_size(path: Path) -> tuple[int, int]:
         return image.size
 
 
-def jpeg_stream_end(data: bytes | mmap.mmap) -> int:
+def jpeg_stream_end(data: bytes | mmap.mmap, trust_final_marker: bool = False) -> int:
     """Length of the JPEG stream that starts `data`: the offset just past its end-of-image marker (FF D9).
 
     Walks the stream as a decoder would: each marker segment by its length (the EXIF block and the thumbnail it
     holds are skipped whole), the compressed data of each scan to its next marker. Whatever follows the stream
     (a phone's motion-photo video, a vendor trailer, padding, even bytes FF D9) is not part of the photo.
     Raises ValueError saying where the stream stops when the file ends first (a truncated file) or is damaged.
+
+    `trust_final_marker` stops at the first scan when `data` ends with FF D9 (padding aside): the compressed
+    data cannot hold those two bytes, so a file cut inside it never ends with them, and checking a folder of
+    ordinary photos then reads their headers only.
     """
     size, pos = len(data), 2
+    raw_tail = bytes(data[-TAIL_BYTES:])
+    tail = raw_tail.rstrip(_PADDING)
     while True:
         if pos >= size:
             raise ValueError("the file ends before the end-of-image marker (FF D9)")
@@ -97,6 +106,8 @@ def jpeg_stream_end(data: bytes | mmap.mmap) -> int:
             raise ValueError(f"the file ends inside the {_segment_name(marker)} segment at byte {pos} "
                              f"({end - size:,} of its bytes are missing)")
         pos = end
+        if marker == _SOS and trust_final_marker and tail.endswith(b"\xff\xd9"):
+            return size - (len(raw_tail) - len(tail))
         if marker == _SOS:
             found = _NEXT_MARKER.search(data, pos)
             if found is None:
@@ -131,7 +142,7 @@ def check_image_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXE
         # Mapped, not read: only the pages up to the end of the stream are touched, not a trailer of megabytes.
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
             try:
-                jpeg_stream_end(data)
+                jpeg_stream_end(data, trust_final_marker=True)
                 stream_problem = None
             except ValueError as err:
                 stream_problem = f"JPEG is truncated or damaged: {err}"

@@ -103,7 +103,7 @@ def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: i
                   image_inverted: bool = False, buffer_size: int = 256,
                   cache: bool = False, repeat: bool | None = None, seed: int | None = None,
                   drop_remainder: bool = False, with_ids: bool = False, label_key: str = "label",
-                  augment: str = "original") -> tf.data.Dataset:
+                  augment: str = "original", skip: int = 0) -> tf.data.Dataset:
     """Batches of (image, label) or, with `with_ids`, (image, label, image_id) from TFRecord `files`.
 
     Images are float32 [batch, dim, dim, 3] in [0, 1], labels int32 (`label_key` feature; -1 for test records),
@@ -112,7 +112,9 @@ def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: i
     `image_inverted` gives 1 - image (the original's option). `repeat` defaults to
     `training`. `cache` keeps the decoded uint8 `dim_pre` images in memory after the first pass (augmentation
     still varies per epoch). `augment`: original (the Turtle Recall transforms, `aug_number`) or a Where's Whale-do
-    chain of `photoid.whales.augment` (whaledo, whaledo_triangle).
+    chain of `photoid.whales.augment` (whaledo, whaledo_triangle). `skip` (training) starts the stream after that
+    many images, with the augmentation they would have had there, without decoding the skipped ones (unless
+    `cache`): a resumed fold continues the stream of the run that was killed.
     """
     _check_arguments(files, dim, dim_pre, batch_size, training, aug_number, aug_percentage, tta)
     repeat = training if repeat is None else repeat
@@ -131,13 +133,20 @@ def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: i
         label = tf.cast(example[label_key], tf.int32)
         return (image, label, example["image_id"]) if with_ids else (image, label)
 
-    ds = records.map(decode, num_parallel_calls=AUTOTUNE)
+    # Skipping the first images of a resumed stream needs no decoding: the shuffles' order depends only on their
+    # seeds, so shuffling the records themselves and decoding after the skip gives the very same stream.
+    decode_late = bool(skip) and training and not cache
+    ds = records if decode_late else records.map(decode, num_parallel_calls=AUTOTUNE)
     if cache:
         ds = ds.cache()
     if repeat:
         ds = ds.repeat()
     if training and buffer_size:
         ds = ds.shuffle(buffer_size, seed=base_seed, reshuffle_each_iteration=True)
+    if training:
+        ds = ds.skip(skip)
+    if decode_late:
+        ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
 
     if training:
         # Element i of the (repeated, shuffled) stream gets its own stateless seed (base_seed, i).
@@ -147,7 +156,7 @@ def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: i
             image = augment_image(image, augment, aug_number, aug_percentage, seed_pair, aug_draw)
             return (finish_image(image, dim, image_inverted), *rest)
 
-        ds = ds.enumerate().map(transform, num_parallel_calls=AUTOTUNE)
+        ds = ds.enumerate(start=skip).map(transform, num_parallel_calls=AUTOTUNE)
     else:
         def transform(image, *rest):
             return (finish_image(apply_transform(image, tta), dim, image_inverted), *rest)

@@ -2,15 +2,19 @@
 
 Per fold, `RUN/fold_K/` holds `best.weights.h5` (the best epoch by the monitor, written atomically),
 `best.json` (which epoch, which value), `history.csv` (one row per epoch), `curve.png` and, once finished,
-`done.json`. A killed fold resumes from its last finished epoch (`BackupAndRestore`); a finished fold is not
-trained again unless asked (`--force`).
+`done.json`. A killed fold resumes from its last finished epoch exactly: `BackupAndRestore` keeps the weights and
+the optimiser, `ResumeState` the callbacks' counters (learning-rate plateau, early stopping, best value, the loss
+guard's reference), and the training stream continues where that epoch left it. A finished fold is not trained
+again unless asked (`--force`).
 """
 
 from __future__ import annotations
 
+import io
 import math
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +28,7 @@ from photoid.ensemble import BEST_WEIGHTS, remove_fold_predictions
 from photoid.errors import PhotoidError
 
 BACKUP_DIR = "backup"  # BackupAndRestore's state while a fold trains; resumes a killed fold
+RESUME_STATE = "callbacks.json"  # in BACKUP_DIR: the callbacks' counters after each epoch (ResumeState)
 
 
 def monitor_mode(monitor: str) -> str:
@@ -37,10 +42,11 @@ class BestCheckpoint(tf_keras.callbacks.Callback):
     The best value so far is stored beside the weights, so a resumed fold keeps comparing against it.
     """
 
-    def __init__(self, fold_dir: Path, monitor: str, weights_model: tf_keras.Model | None = None):
+    def __init__(self, fold_dir: Path, monitor: str, weights_model: tf_keras.Model | None = None,
+                 loss_guard: "LossGuard | None" = None):
         super().__init__()
         self.fold_dir, self.monitor, self.mode = Path(fold_dir), monitor, monitor_mode(monitor)
-        self.weights_model = weights_model
+        self.weights_model, self.loss_guard = weights_model, loss_guard
         self.best_path, self.info_path = self.fold_dir / BEST_WEIGHTS, self.fold_dir / "best.json"
         self.best = -math.inf if self.mode == "max" or monitor == "last" else math.inf
         if self.info_path.exists() and self.best_path.exists():
@@ -55,6 +61,8 @@ class BestCheckpoint(tf_keras.callbacks.Callback):
         # be a number (argmax of NaN rows): such weights must never replace the best checkpoint.
         if not np.isfinite(value) or not np.isfinite((logs or {}).get("loss", 0.0)):
             return
+        if self.loss_guard is not None and self.loss_guard.where is not None:  # the loss diverged in this epoch
+            return
         better = value > self.best if self.mode == "max" or self.monitor == "last" else value < self.best
         if better:
             self.best = float(value)
@@ -63,12 +71,20 @@ class BestCheckpoint(tf_keras.callbacks.Callback):
             pio.write_json(self.info_path, {"epoch": epoch + 1, "monitor": self.monitor, "value": self.best})
 
 
-class StopOnNaN(tf_keras.callbacks.Callback):
-    """Stop at the first non-finite loss and remember where, so the fold ends with a clear message."""
+class LossGuard(tf_keras.callbacks.Callback):
+    """Stop at the first non-finite loss, or at a loss above `divergence_factor` times the fold's first one.
 
-    def __init__(self):
+    Keras logs the epoch's running mean loss after each batch; a fold whose mean grows that far beyond its start
+    has diverged even while it stays finite (an absurd learning rate drives a batch-normalised model to ~1e25).
+    The reference is the loss after the fold's first batch, kept across a resume (`ResumeState`).
+    """
+
+    def __init__(self, divergence_factor: float = 0.0):
         super().__init__()
+        self.divergence_factor = divergence_factor
         self.where: str | None = None
+        self.diverged: float | None = None  # the loss that crossed the limit
+        self.start_loss: float | None = None
         self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -76,9 +92,62 @@ class StopOnNaN(tf_keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(loss):
+        if loss is None:
+            return
+        if not np.isfinite(loss):
             self.where = f"epoch {self.epoch + 1}, batch {batch + 1}"
             self.model.stop_training = True
+        elif self.start_loss is None:
+            self.start_loss = float(loss)
+        elif self.divergence_factor > 0 and loss > self.divergence_factor * abs(self.start_loss):
+            self.where, self.diverged = f"epoch {self.epoch + 1}, batch {batch + 1}", float(loss)
+            self.model.stop_training = True
+
+
+class ResumeState(tf_keras.callbacks.Callback):
+    """Persists, after every epoch, the counters of the fold's callbacks, so a resumed fold continues exactly.
+
+    `fields` maps a name to (callback, attribute names). The file (`backup/callbacks.json`) keeps every epoch's
+    values and is written atomically before `BackupAndRestore` saves the weights of that epoch; a fold resumed at
+    epoch e therefore always finds the values after epoch e - 1, even when killed between the two writes. It also
+    keeps each epoch's logs: a run killed after saving an epoch's weights but before logging it gets its history
+    row from there (`align_history`).
+    """
+
+    def __init__(self, path: Path, fields: dict[str, tuple[object, tuple[str, ...]]]):
+        super().__init__()
+        self.path, self.fields = Path(path), fields
+        self.states = pio.read_json(self.path) if self.path.exists() else {}
+        self.restored_epoch: int | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Here, not in on_train_begin: the callbacks reset their counters there, and BackupAndRestore only then
+        # tells fit() at which epoch it goes on.
+        if self.restored_epoch is not None or epoch == 0:
+            return
+        self.restored_epoch = epoch
+        state = self.states.get(str(epoch - 1))
+        if state is None:  # a backup written before photoid kept this file
+            warnings.warn(f"{self.path} holds no state for epoch {epoch}, where the fold resumes: its learning-rate "
+                          "and early-stopping counters start again (--force retrains the fold from the start)")
+            return
+        for name, (callback, attributes) in self.fields.items():
+            for attribute in attributes:
+                setattr(callback, attribute, state[name][attribute])
+        tf_keras.backend.set_value(self.model.optimizer.learning_rate, state["lr"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.states[str(epoch)] = {
+            "lr": float(tf_keras.backend.get_value(self.model.optimizer.learning_rate)),
+            "logs": {key: _plain(value) for key, value in (logs or {}).items()},  # the epoch's history row
+            **{name: {a: _plain(getattr(callback, a)) for a in attributes}
+               for name, (callback, attributes) in self.fields.items()}}
+        pio.write_json(self.path, self.states)
+
+
+def _plain(value):
+    """A callback's counter as JSON keeps it (numpy scalars become Python numbers; inf stays inf)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def warmup_decay(lr: float, warmup_epochs: int, decay: float):
@@ -121,26 +190,62 @@ def learning_rate_schedule(cfg):
     return warmup_decay(cfg.lr, cfg.warmup_epochs, cfg.lr_decay)
 
 
-def make_callbacks(cfg, fold_dir: Path, weights_model, nan_guard: StopOnNaN) -> list:
-    callbacks = [
-        nan_guard,
-        BestCheckpoint(fold_dir, cfg.monitor, weights_model),
-        tf_keras.callbacks.BackupAndRestore(str(fold_dir / BACKUP_DIR)),
-    ]
+def make_callbacks(cfg, fold_dir: Path, weights_model, loss_guard: LossGuard) -> list:
+    best = BestCheckpoint(fold_dir, cfg.monitor, weights_model, loss_guard)
+    callbacks = [loss_guard, best]
+    fields = {"loss_guard": (loss_guard, ("start_loss",)), "best_checkpoint": (best, ("best",))}
     if cfg.lr_schedule == "plateau":
-        callbacks.append(
-            tf_keras.callbacks.ReduceLROnPlateau(
-                monitor=cfg.monitor, factor=0.5, patience=cfg.patience_lr, min_delta=1e-4, min_lr=1e-8, verbose=1, mode="auto"
-            )
-        )
+        plateau = tf_keras.callbacks.ReduceLROnPlateau(
+            monitor=cfg.monitor, factor=0.5, patience=cfg.patience_lr, min_delta=1e-4, min_lr=1e-8, verbose=1,
+            mode="auto")
+        callbacks.append(plateau)
+        fields["plateau"] = (plateau, ("wait", "best", "cooldown_counter"))
     else:
         callbacks.append(tf_keras.callbacks.LearningRateScheduler(learning_rate_schedule(cfg)))
-    # After the learning-rate callbacks, so the logged row includes the epoch's `lr`.
-    callbacks.append(tf_keras.callbacks.CSVLogger(str(fold_dir / "history.csv"), append=True))
     if cfg.monitor != "last":
-        callbacks.append(tf_keras.callbacks.EarlyStopping(
-            monitor=cfg.monitor, patience=cfg.patience_stop, min_delta=1e-4, mode="auto", verbose=1))
+        early = tf_keras.callbacks.EarlyStopping(monitor=cfg.monitor, patience=cfg.patience_stop, min_delta=1e-4,
+                                                 mode="auto", verbose=1)
+        callbacks.append(early)
+        fields["early_stopping"] = (early, ("wait", "best", "best_epoch"))
+    # In this order: an epoch's counters are saved once every callback has updated them, then its weights (see
+    # ResumeState), then its history row, after the learning-rate callbacks so that the row includes its `lr`.
+    callbacks += [ResumeState(fold_dir / BACKUP_DIR / RESUME_STATE, fields),
+                  tf_keras.callbacks.BackupAndRestore(str(fold_dir / BACKUP_DIR)),
+                  tf_keras.callbacks.CSVLogger(str(fold_dir / "history.csv"), append=True)]
     return callbacks
+
+
+def resumed_epoch(fold_dir: Path) -> int:
+    """The epoch a fold goes on from: one past the last one `BackupAndRestore` saved (0 for a fresh fold)."""
+    latest = tf.train.latest_checkpoint(str(fold_dir / BACKUP_DIR / "chief"))
+    if latest is None:
+        return 0
+    return int(tf.train.load_checkpoint(latest).get_tensor("ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")) + 1
+
+
+def align_history(fold_dir: Path, start_epoch: int) -> None:
+    """history.csv of a resumed fold: rows of epochs before `start_epoch` only, each of them present.
+
+    A run killed between saving an epoch's weights and logging it lacks that row (taken from ResumeState's file);
+    one killed between logging an epoch and saving its weights has a row for an epoch that runs again (dropped).
+    """
+    import csv
+
+    path = fold_dir / "history.csv"
+    rows = list(csv.DictReader(io.StringIO(path.read_text()))) if path.exists() else []
+    kept = [row for row in rows if int(row["epoch"]) < start_epoch]
+    states_path = fold_dir / BACKUP_DIR / RESUME_STATE
+    states = pio.read_json(states_path) if states_path.exists() else {}
+    missing = [{"epoch": epoch, **states[str(epoch)]["logs"]} for epoch in range(len(kept), start_epoch)
+               if str(epoch) in states]
+    if len(kept) == len(rows) and not missing:
+        return
+    out = io.StringIO()
+    columns = list(rows[0]) if rows else ["epoch", *sorted(set(missing[0]) - {"epoch"})]  # as CSVLogger writes
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(kept + missing)
+    pio.write_text(path, out.getvalue())
 
 
 def fold_is_done(fold_dir: Path) -> bool:
@@ -181,6 +286,11 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
         raise PhotoidError(f"fold {fold}: no training or validation images in {cfg.records_dir}")
 
     arcface = cfg.head == "arcface"
+    if cfg.n_examples_total:  # the original's way to set an epoch: the training share of n_examples_total
+        n_train = cfg.n_examples_total - cfg.n_examples_total // cfg.n_folds
+    steps = cfg.steps_per_epoch or max(1, n_train // cfg.batch_size)
+    start_epoch = resumed_epoch(fold_dir)
+    align_history(fold_dir, start_epoch)
     common = dict(dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=cfg.batch_size, seed=cfg.seed + fold)
     if cfg.paired:
         from photoid.whales.pairs import build_paired_dataset
@@ -190,7 +300,15 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
                                         cache=cfg.cache, augment=cfg.augment, **common)
         val_ds = build_paired_dataset(val_files, training=False, cache=cfg.cache, **common)
     else:
-        train_ds, val_ds = _single_datasets(cfg, train_files, val_files, arcface, common)
+        # A resumed fold sees the images the killed one would have seen next.
+        train_ds, val_ds = _single_datasets(cfg, train_files, val_files, arcface, common,
+                                            skip=start_epoch * steps * cfg.batch_size)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Each worker reads every file and keeps its share of the records: a fold has fewer files than there are
+        # workers as often as not, which sharding by file refuses.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
 
     with strategy.scope():
         models = initial_models(cfg, n_classes)
@@ -201,17 +319,14 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
             trained = paired_train_model(models.train)
         compile_for_training(trained, cfg.lr)
 
-    nan_guard = StopOnNaN()
-    if cfg.n_examples_total:  # the original's way to set an epoch: the training share of n_examples_total
-        n_train = cfg.n_examples_total - cfg.n_examples_total // cfg.n_folds
-    steps = cfg.steps_per_epoch or max(1, n_train // cfg.batch_size)
+    loss_guard = LossGuard(cfg.divergence_factor)
     started = time.time()
     trained.fit(
         train_ds,
         steps_per_epoch=steps,
         epochs=cfg.n_epochs,
         validation_data=val_ds,
-        callbacks=make_callbacks(cfg, fold_dir, models.predict, nan_guard),
+        callbacks=make_callbacks(cfg, fold_dir, models.predict, loss_guard),
         verbose=cfg.verbose,
     )
     # BackupAndRestore deletes its checkpoint when fit() ends but leaves the folder: an empty `backup` would read
@@ -221,9 +336,14 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     curve_metric = "val_acc" if cfg.monitor == "last" else cfg.monitor
     plot_history(history, curve_metric, fold_dir / "curve.png", title=f"{cfg.model} fold {fold}")
     best_file = fold_dir / "best.json"
-    if nan_guard.where is not None:
-        kept = f"the best checkpoint so far is kept in {fold_dir / BEST_WEIGHTS}" if best_file.exists() else "no epoch ended with a finite loss, so there is no checkpoint"
-        raise PhotoidError(f"fold {fold}: the loss became NaN at {nan_guard.where}; training stopped; {kept}. Try a lower --lr.")
+    if loss_guard.where is not None:
+        nan = loss_guard.diverged is None
+        kept = (f"the best checkpoint so far is kept in {fold_dir / BEST_WEIGHTS}" if best_file.exists() else
+                f"no epoch ended {'with a finite loss' if nan else 'before it diverged'}, so there is no checkpoint")
+        what = ("the loss became NaN" if nan else
+                f"the loss diverged to {loss_guard.diverged:.3g}, above {cfg.divergence_factor:g} times its start "
+                f"{loss_guard.start_loss:.3g} (--divergence_factor)")
+        raise PhotoidError(f"fold {fold}: {what} at {loss_guard.where}; training stopped; {kept}. Try a lower --lr.")
     if not best_file.exists():
         raise PhotoidError(f"fold {fold}: no epoch produced a finite {cfg.monitor}; nothing to keep")
     summary = {
@@ -238,7 +358,7 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     return summary
 
 
-def _single_datasets(cfg, train_files, val_files, arcface: bool, common: dict):
+def _single_datasets(cfg, train_files, val_files, arcface: bool, common: dict, skip: int = 0):
     """One photo per example: (image, label), or ((image, label), label) for ArcFace's margin."""
     from photoid.pipeline import build_dataset
 
@@ -252,6 +372,7 @@ def _single_datasets(cfg, train_files, val_files, arcface: bool, common: dict):
         buffer_size=cfg.buffer_size,
         cache=cfg.cache,
         augment=cfg.augment,
+        skip=skip,
         **common,
     )
     val_ds = build_dataset(val_files, training=False, cache=cfg.cache, **common)

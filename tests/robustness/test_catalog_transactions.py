@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from photoid.catalog import LOCK, catalog_transaction, read_catalog
+from photoid.catalog_store import LOCK, catalog_transaction, read_catalog
+from photoid.quiet import TF_LOG_LINE
 from robustness_support import kill, reaped, start_photoid, subprocess_env, temporary_files, wait_until
 
 N_PARALLEL = 8
-N_KILLS = 25
+N_KILLS = 20
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,8 @@ def test_parallel_adds_all_keep_their_photos_and_readers_never_see_a_mix(catalog
     watcher.join()
     assert codes == [0] * N_PARALLEL, [err.read_text() for _, _, err in processes]
     assert all("added 1 photo(s)" in out.read_text() for _, out, _ in processes)
+    # Nothing but photoid's own lines: no TensorFlow start-up chatter (photoid.quiet).
+    assert not any(TF_LOG_LINE.match(line) for _, _, err in processes for line in err.read_text().splitlines())
     after = read_catalog(path)
     assert len(after.table) == len(before.table) + N_PARALLEL
     assert sorted(after.table["image_id"][len(before.table):]) == sorted(p.stem for p in photos)
@@ -82,7 +85,7 @@ def test_parallel_adds_all_keep_their_photos_and_readers_never_see_a_mix(catalog
 COMMIT_LOOP = textwrap.dedent("""
     import sys
     import numpy as np, pandas as pd
-    from photoid.catalog import catalog_transaction
+    from photoid.catalog_store import catalog_transaction
     print("ready", flush=True)
     while True:
         with catalog_transaction(sys.argv[1]) as tx:
@@ -108,17 +111,14 @@ def test_kill_9_at_random_moments_leaves_the_old_or_the_new_generation(catalogue
     duration = time.monotonic() - started
     shutil.rmtree(path)
     shutil.copytree(catalogue, path)
-    for attempt in range(2):
-        process, _, _ = start_photoid("catalog", "add", photo, "--id", "t_killed", "--catalog", path,
-                                      log_dir=tmp_path, name=f"kill{attempt}")
-        with reaped(process):
-            time.sleep(duration * rng.uniform(0.5, 1.0))
-            kill(process)
-        rows = len(read_catalog(path).table)
-        assert rows in (base_rows, base_rows + 1)
-        if rows == base_rows + 1:  # it committed before the kill: back to the old catalogue for the next try
-            shutil.rmtree(path)
-            shutil.copytree(catalogue, path)
+    process, _, _ = start_photoid("catalog", "add", photo, "--id", "t_killed", "--catalog", path,
+                                  log_dir=tmp_path, name="killed")
+    with reaped(process):
+        time.sleep(duration * rng.uniform(0.5, 1.0))
+        kill(process)
+    assert len(read_catalog(path).table) in (base_rows, base_rows + 1)
+    shutil.rmtree(path)
+    shutil.copytree(catalogue, path)
     # Commits killed many times over: each time the catalogue loads, whole, at its last committed generation.
     seen = set()
     for attempt in range(N_KILLS):
@@ -145,7 +145,7 @@ def test_kill_9_at_random_moments_leaves_the_old_or_the_new_generation(catalogue
 
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
-    from photoid.catalog import catalog_transaction
+    from photoid.catalog_store import catalog_transaction
     with catalog_transaction(sys.argv[1]):
         print("holding", flush=True)
         time.sleep(600)
