@@ -58,19 +58,20 @@ def calibrated_catalog(cache_dir: Path, settings: Settings) -> tuple[Path, Path]
     """(data folder, catalogue) of a 2-fold, 1-epoch cpu-demo run at `dim`: the models' size, not their skill,
     sets the latency. Cached; the catalogue is copied afresh by each run (the load test may not change it)."""
     from photoid.calibrate import calibrate
-    from photoid.catalog import build_catalog, read_catalog, update_manifest
+    from photoid.catalog import build_catalog, read_catalog
+    from photoid.catalog_store import update_manifest
     from photoid.config import add_config_arguments, resolve_config
     from photoid.run import run_config
 
     data = synthetic_turtles(cache_dir, *settings.photos)
-    records = turtle_records(cache_dir, data, dim_pre=settings.dim, keep_original=False)
+    records = turtle_records(cache_dir, data, dim_pre=settings.dim, layout="compact")
     run_dir = Path(cache_dir) / f"serve-run-{data.name}-{settings.dim}"
     catalog = Path(cache_dir) / f"serve-catalog-{data.name}-{settings.dim}"
     if not (catalog / "manifest.json").is_file() or read_catalog(catalog).calibration is None:
         parser = argparse.ArgumentParser()
         add_config_arguments(parser)
         args = parser.parse_args(["--model", "cpu-demo", "--data_dir", str(data), "--data_tfrec_dir", str(records),
-                                  "--run_dir", str(run_dir), "--final_fold", "2", "--n_epochs", "1",
+                                  "--run_dir", str(run_dir), "--n_folds", "5", "--final_fold", "2", "--n_epochs", "1",
                                   "--dim", str(settings.dim), "--dim_pre", str(settings.dim), "--job", "train_val",
                                   "--verbose", "0", "--force", "true"])
         run_config(resolve_config(args))

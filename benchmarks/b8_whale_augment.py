@@ -43,7 +43,7 @@ def dataset(images: np.ndarray, augment: str, settings: Settings):
 
     def transform(position, image):
         seed = tf.stack([tf.constant(1, tf.int64), position])
-        return finish_image(augment_image(image, augment, 1, 0.5, seed), settings.dim_pre)
+        return finish_image(augment_image(image, augment, 1, 0.5, seed, "first"), settings.dim_pre)
 
     ds = tf.data.Dataset.from_tensor_slices(images).repeat().enumerate()
     return ds.map(transform, num_parallel_calls=AUTOTUNE).batch(settings.batch_size).prefetch(AUTOTUNE)

@@ -22,7 +22,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from photoid.calibrate import calibrate
-from photoid.catalog import build_catalog, read_catalog, update_manifest
+from photoid.catalog import build_catalog, read_catalog
+from photoid.catalog_store import update_manifest
 from photoid.cli import main
 from photoid.serve import decisions, is_loopback
 from photoid.serve.app import Limits, create_app, loopback_hosts

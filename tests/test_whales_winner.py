@@ -38,7 +38,7 @@ def test_the_learning_rate_logged_per_epoch_is_the_winners(name, tmp_path):
     """Train a one-weight model for the recipe's 20 epochs with the recipe's callbacks and read the logged lr."""
     import tf_keras
 
-    from photoid.train import StopOnNaN, make_callbacks
+    from photoid.train import LossGuard, make_callbacks
 
     cfg = recipe(name)
     assert cfg.n_epochs == 20
@@ -46,7 +46,7 @@ def test_the_learning_rate_logged_per_epoch_is_the_winners(name, tmp_path):
     model = tf_keras.Sequential([tf_keras.layers.Dense(1, input_shape=(1,))])
     model.compile(optimizer=tf_keras.optimizers.Adam(cfg.lr), loss="mse")
     cfg.monitor = "loss"   # the tiny model has no validation data
-    model.fit(x, x, epochs=cfg.n_epochs, verbose=0, callbacks=make_callbacks(cfg, tmp_path, model, StopOnNaN()))
+    model.fit(x, x, epochs=cfg.n_epochs, verbose=0, callbacks=make_callbacks(cfg, tmp_path, model, LossGuard()))
     logged = pd.read_csv(tmp_path / "history.csv")["lr"].to_numpy()
     assert len(logged) == 20
     for epoch, lr in LOGGED_LR[name].items():
@@ -346,10 +346,10 @@ def test_monitor_last_keeps_the_last_epoch_and_never_stops_early(tmp_path):
 
     from photoid.io import read_json, write_json
     from photoid.run import records_grouped
-    from photoid.train import BestCheckpoint, StopOnNaN, make_callbacks
+    from photoid.train import BestCheckpoint, LossGuard, make_callbacks
 
     cfg = recipe("whale-top", monitor="last")
-    callbacks = make_callbacks(cfg, tmp_path, None, StopOnNaN())
+    callbacks = make_callbacks(cfg, tmp_path, None, LossGuard())
     assert not any(isinstance(c, tf_keras.callbacks.EarlyStopping) for c in callbacks)
     model = tf_keras.Sequential([tf_keras.layers.Dense(1, input_shape=(1,))])
     keeper = BestCheckpoint(tmp_path, "last", model)

@@ -72,7 +72,8 @@ def describe_export(run: RunInfo, folds: list[int], model: tf_keras.Model, class
         "input": {"shape": [pre.dim, pre.dim, 3], "dtype": "float32", "range": [0.0, 1.0]},
         "output": "mean of the folds' class probabilities (softmax), one column per line of the classes file",
         "preparing_a_photo": {
-            "records": LAYOUT_CONTENTS[pre.layout].format(size=pre.records_dim_pre),
+            "records": LAYOUT_CONTENTS[pre.layout].format(size=pre.records_dim_pre)
+                       + ("; a photo wider than tall is first turned 90 degrees clockwise" if pre.rotate_wide else ""),
             "reader": (f"decode_jpeg(INTEGER_ACCURATE) -> bilinear resize to {pre.dim_pre} x {pre.dim_pre} -> "
                        f"cast to uint8 -> bilinear resize to {pre.dim} x {pre.dim} -> "
                        + ("subtract from 255 -> divide by 255" if pre.inverted else "divide by 255")),

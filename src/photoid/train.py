@@ -114,9 +114,11 @@ class ResumeState(tf_keras.callbacks.Callback):
     row from there (`align_history`).
     """
 
-    def __init__(self, path: Path, fields: dict[str, tuple[object, tuple[str, ...]]]):
+    def __init__(self, path: Path, fields: dict[str, tuple[object, tuple[str, ...]]], restore_lr: bool = True):
         super().__init__()
         self.path, self.fields = Path(path), fields
+        # A per-epoch schedule sets each epoch's rate itself; only a plateau schedule's rate is state to restore.
+        self.restore_lr = restore_lr
         self.states = pio.read_json(self.path) if self.path.exists() else {}
         self.restored_epoch: int | None = None
 
@@ -134,7 +136,8 @@ class ResumeState(tf_keras.callbacks.Callback):
         for name, (callback, attributes) in self.fields.items():
             for attribute in attributes:
                 setattr(callback, attribute, state[name][attribute])
-        tf_keras.backend.set_value(self.model.optimizer.learning_rate, state["lr"])
+        if self.restore_lr:
+            tf_keras.backend.set_value(self.model.optimizer.learning_rate, state["lr"])
 
     def on_epoch_end(self, epoch, logs=None):
         self.states[str(epoch)] = {
@@ -209,7 +212,7 @@ def make_callbacks(cfg, fold_dir: Path, weights_model, loss_guard: LossGuard) ->
         fields["early_stopping"] = (early, ("wait", "best", "best_epoch"))
     # In this order: an epoch's counters are saved once every callback has updated them, then its weights (see
     # ResumeState), then its history row, after the learning-rate callbacks so that the row includes its `lr`.
-    callbacks += [ResumeState(fold_dir / BACKUP_DIR / RESUME_STATE, fields),
+    callbacks += [ResumeState(fold_dir / BACKUP_DIR / RESUME_STATE, fields, restore_lr=cfg.lr_schedule == "plateau"),
                   tf_keras.callbacks.BackupAndRestore(str(fold_dir / BACKUP_DIR)),
                   tf_keras.callbacks.CSVLogger(str(fold_dir / "history.csv"), append=True)]
     return callbacks
@@ -292,17 +295,17 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     start_epoch = resumed_epoch(fold_dir)
     align_history(fold_dir, start_epoch)
     common = dict(dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=cfg.batch_size, seed=cfg.seed + fold)
+    skip = start_epoch * steps * cfg.batch_size  # a resumed fold sees the images the killed one would have next
     if cfg.paired:
         from photoid.whales.pairs import build_paired_dataset
 
         train_ds = build_paired_dataset(train_files, training=True, aug_number=cfg.aug_number,
-                                        aug_percentage=cfg.aug_percentage, buffer_size=cfg.buffer_size,
-                                        cache=cfg.cache, augment=cfg.augment, **common)
+                                        aug_percentage=cfg.aug_percentage, aug_draw=cfg.aug_draw,
+                                        buffer_size=cfg.buffer_size, cache=cfg.cache, augment=cfg.augment,
+                                        skip=skip, **common)
         val_ds = build_paired_dataset(val_files, training=False, cache=cfg.cache, **common)
     else:
-        # A resumed fold sees the images the killed one would have seen next.
-        train_ds, val_ds = _single_datasets(cfg, train_files, val_files, arcface, common,
-                                            skip=start_epoch * steps * cfg.batch_size)
+        train_ds, val_ds = _single_datasets(cfg, train_files, val_files, arcface, common, skip=skip)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # Each worker reads every file and keeps its share of the records: a fold has fewer files than there are
         # workers as often as not, which sharding by file refuses.

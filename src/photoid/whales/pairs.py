@@ -49,12 +49,15 @@ def pair_files(fold_files: Sequence[str]) -> list[str]:
 
 
 def build_paired_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: int, training: bool,
-                         aug_number: int = 1, aug_percentage: float = 0.5, buffer_size: int = 256,
-                         cache: bool = False, seed: int | None = None, augment: str = "original"):
+                         aug_number: int = 1, aug_percentage: float = 0.5, aug_draw: str = "original",
+                         buffer_size: int = 256, cache: bool = False, seed: int | None = None,
+                         augment: str = "original", skip: int = 0):
     """Batches of ((top, lateral, label), (label, label)) from the fold shards `files` and their partners.
 
     The two record sets are read in step (files in order, never interleaved, so row k of one is row k of the
-    other); training then shuffles the pairs and augments each photo with its own seeded draw.
+    other); training then shuffles the pairs and augments each photo with its own seeded draw. `skip` (training)
+    starts the stream after that many pairs, with the draws they would have had there: a resumed fold continues
+    the stream of the run that was killed (the skipped pairs are still read and decoded).
     """
     import tensorflow as tf
 
@@ -84,16 +87,18 @@ def build_paired_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_
         ds = ds.repeat()
         if buffer_size:
             ds = ds.shuffle(buffer_size, seed=base_seed, reshuffle_each_iteration=True)
+        ds = ds.skip(skip)
 
     def finish(position, element):
         top, lateral, label = element
         if training:
             base = tf.constant(base_seed, tf.int64)
-            top = augment_image(top, augment, aug_number, aug_percentage, tf.stack([base, 2 * position]))
-            lateral = augment_image(lateral, augment, aug_number, aug_percentage, tf.stack([base, 2 * position + 1]))
+            top = augment_image(top, augment, aug_number, aug_percentage, tf.stack([base, 2 * position]), aug_draw)
+            lateral = augment_image(lateral, augment, aug_number, aug_percentage, tf.stack([base, 2 * position + 1]),
+                                    aug_draw)
         return (finish_image(top, dim), finish_image(lateral, dim), label), (label, label)
 
-    ds = ds.enumerate().map(finish, num_parallel_calls=AUTOTUNE)
+    ds = ds.enumerate(start=skip if training else 0).map(finish, num_parallel_calls=AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True
     return ds.batch(batch_size, num_parallel_calls=AUTOTUNE).with_options(options).prefetch(AUTOTUNE)
