@@ -57,6 +57,41 @@ def test_the_learning_rate_logged_per_epoch_is_the_winners(name, tmp_path):
     assert np.allclose(logged[8:], (1e-3 - lr_min) * 0.8 ** (2 * np.arange(8, 20) - 15) + lr_min, rtol=1e-5)
 
 
+def test_a_resumed_fold_keeps_the_winners_learning_rate_trace(tmp_path):
+    """A fold stopped after epoch 5 and resumed logs, epoch by epoch, the rates of a run never stopped: the
+    per-epoch schedule, not the rate restored from the backup, sets the first resumed epoch's."""
+    import tf_keras
+
+    from photoid.train import LossGuard, align_history, make_callbacks, resumed_epoch
+
+    class StopAfter(tf_keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 5:
+                raise KeyboardInterrupt  # as a kill right after the epoch's backup and history row
+
+    cfg = recipe("whale-top")
+    cfg.monitor = "loss"
+    x = np.ones((2, 1), dtype=np.float32)
+
+    def fit(callbacks):
+        tf_keras.utils.set_random_seed(0)
+        model = tf_keras.Sequential([tf_keras.layers.Dense(1, input_shape=(1,))])
+        model.compile(optimizer=tf_keras.optimizers.Adam(cfg.lr), loss="mse")
+        model.fit(x, x, epochs=cfg.n_epochs, verbose=0, callbacks=callbacks(model))
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(lambda model: [*make_callbacks(cfg, tmp_path, model, LossGuard()), StopAfter()])
+    assert resumed_epoch(tmp_path) == 6
+    align_history(tmp_path, 6)
+    fit(lambda model: make_callbacks(cfg, tmp_path, model, LossGuard()))
+    logged = pd.read_csv(tmp_path / "history.csv")
+    assert logged["epoch"].tolist() == list(range(20))
+    lr_min = 9e-6
+    expected = [1e-5, *(1e-5 + (1e-3 - 1e-5) / 15 * 2 * np.arange(1, 8)),
+                *((1e-3 - lr_min) * 0.8 ** (2 * np.arange(8, 20) - 15) + lr_min)]
+    assert np.allclose(logged["lr"].to_numpy(), expected, rtol=1e-5)
+
+
 # --- per-scenario routing against the winner's loop ------------------------------------------------------------
 
 
