@@ -310,7 +310,7 @@ def test_score_ranking_reads_the_rank_output(ranking, beluga_dir, tmp_path, caps
 
 
 def test_joined_embeddings_give_the_mean_cosine():
-    from photoid.whales.rank import join_embeddings
+    from photoid.retrieval import join_embeddings
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(5, 8)), rng.normal(size=(5, 3))   # two models, different widths

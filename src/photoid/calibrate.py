@@ -44,7 +44,8 @@ from photoid.catalog import (Catalog, align_probabilities, catalog_transaction, 
                              read_catalog)
 from photoid.errors import PhotoidError
 from photoid.io import write_json
-from photoid.metrics import NEW_TURTLE, map_at_k_from_labels
+from photoid.labels import NEW_TURTLE, top_labels
+from photoid.metrics import map_at_k_from_labels
 from photoid.openset import (OperatingPoint, blend_scores, candidates_at, catalogue_scores, open_set_metrics,
                              rank_with_new, search_operating_point)
 
@@ -190,7 +191,7 @@ def evaluate(catalog: Catalog, run_dirs: Sequence[str] | None, data_dir: str, ou
              records_dir: str | None = None) -> dict:
     """MAP@5 over the 101 labels of a test set: the classifier's rule vs the catalogue vs the blend."""
     from photoid.data import load_test_labels, load_turtles
-    from photoid.ensemble import load_run_predictions, top_labels
+    from photoid.ensemble import load_run_predictions
     from photoid.scoring import truth_labels_101
 
     calibration = catalog.calibration

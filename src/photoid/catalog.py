@@ -27,8 +27,9 @@ import pandas as pd
 from photoid.catalog_store import MANIFEST, Catalog, _now, catalog_transaction, read_catalog
 from photoid.config import parse_folds
 from photoid.errors import PhotoidError, ProblemList
-from photoid.metrics import NEW_TURTLE
-from photoid.openset import FAISS_ABOVE, NEW_INDIVIDUAL, blend_scores, catalogue_scores, rank_with_new
+from photoid.labels import NEW_INDIVIDUAL, NEW_TURTLE
+from photoid.results import Identification
+from photoid.openset import FAISS_ABOVE, blend_scores, catalogue_scores, rank_with_new
 
 RESERVED_IDS = (NEW_INDIVIDUAL, NEW_TURTLE)
 DEFAULT_BATCH = 64
@@ -127,7 +128,7 @@ def identify_paths_with_catalog(catalog_dir: str | Path | Catalog, paths: Sequen
                                 top: int = 5, batch_size: int = DEFAULT_BATCH, blend_weight: float | None = None,
                                 threshold: float | None = None, faiss_above: int = FAISS_ABOVE,
                                 embedder=None) -> Iterator:
-    """`photoid identify --catalog`: photos → `photoid.identify.Identification`, in order, batch by batch.
+    """`photoid identify --catalog`: photos → `photoid.results.Identification`, in order, batch by batch.
 
     The catalogue's models embed each photo and give the classifier's probabilities; every catalogue individual
     can be named (only the runs' original ids if the catalogue was calibrated for them), and a photo scoring no
@@ -135,8 +136,6 @@ def identify_paths_with_catalog(catalog_dir: str | Path | Catalog, paths: Sequen
     given, must be the catalogue's runs (else a clear error). A long-lived caller (`photoid serve`) passes the
     catalogue it holds and its `load_catalog_embedder`, so the models are loaded once.
     """
-    from photoid.identify import Identification
-
     catalog = catalog_dir if isinstance(catalog_dir, Catalog) else read_catalog(catalog_dir)
     embedder = embedder or load_catalog_embedder(catalog, run_dirs, records_dir)
     first_run = embedder.members[0][0]

@@ -21,7 +21,7 @@ import pandas as pd
 from photoid.errors import PhotoidError, ProblemList
 from photoid.images import DEFAULT_MAX_PIXELS, check_image_file
 # The submission's label for a turtle outside train.csv: a known turtle under that name would be ambiguous.
-from photoid.metrics import NEW_TURTLE
+from photoid.labels import NEW_TURTLE
 
 TRAIN_CSV = "train.csv"
 EXTRA_CSV = "extra_images.csv"

@@ -25,12 +25,12 @@ import tensorflow as tf
 import tf_keras
 
 from photoid.io import file_sha256
-from photoid.ensemble import classes_sha256
+from photoid.labels import classes_sha256
 from photoid.errors import PhotoidError, ProblemList
 from photoid.model import build_models_from_config, load_weights_file
 from photoid.runs import RunInfo, check_same_labels, prepare_photos
 from photoid.train import BEST_WEIGHTS
-from photoid.whales.ranking import normalize_rows
+from photoid.retrieval import normalize_rows
 
 EMBEDDING_VIEWS = (0, 1)  # TTA transforms averaged per photo: identity and horizontal flip
 # The settings that decide what a model's embedding means; the weights' sha256 pins the trained values.

@@ -28,6 +28,7 @@ import tf_keras
 
 from photoid import io as pio
 from photoid.errors import PhotoidError
+from photoid.labels import NEW_TURTLE
 from photoid.config import parse_folds
 from photoid.records import LAYOUT_CONTENTS
 from photoid.runs import RunInfo, choose_folds, load_fold_model, load_run
@@ -81,7 +82,7 @@ def describe_export(run: RunInfo, folds: list[int], model: tf_keras.Model, class
         },
         "classes_file": classes_file,
         "original_ids": run.original_ids,
-        "new_label": "new_turtle",
+        "new_label": NEW_TURTLE,
         "import_before_loading": modules,
         # Libraries that build on `tf.keras` (efficientnet, kecam) register their layers with tf-keras only when
         # TensorFlow was imported with this set.

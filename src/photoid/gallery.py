@@ -23,7 +23,7 @@ from photoid import io as pio
 from photoid.data import EXTRA_CSV, IMAGE_SUFFIX, IMAGES_DIR, TRAIN_CSV, read_csv_strings, require_columns
 from photoid.errors import ProblemList
 from photoid.images import check_image_file
-from photoid.metrics import NEW_TURTLE
+from photoid.labels import NEW_TURTLE
 
 DPI = 100
 TILE_WIDTH_PX = 220  # one column: a 200 px image and a 10 px margin either side

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from photoid.ensemble import top_labels
+from photoid.labels import top_labels
+from photoid.results import Identification
 from photoid.errors import PhotoidError
 from photoid.openset import FAISS_ABOVE
 from photoid.config import parse_folds
@@ -70,17 +71,6 @@ class Ensemble:
     def n_predictions(self) -> int:
         """How many predictions are averaged per photo (models × their TTA transforms)."""
         return sum(len(m.ttas) for m in self.members)
-
-
-@dataclass
-class Identification:
-    """One photo's result: the mean probabilities and its top candidates, or why it could not be read."""
-
-    path: str
-    probabilities: np.ndarray | None = None
-    labels: list[str] | None = None
-    scores: list[float] | None = None
-    error: str | None = None
 
 
 def _ttas(tta: int | None, default: int) -> tuple[int, ...]:

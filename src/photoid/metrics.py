@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-NEW_TURTLE = "new_turtle"
+from photoid.labels import NEW_TURTLE, top_labels
 
 
 def apk(actual, predicted: Sequence, k: int = 5) -> float:
@@ -95,9 +95,8 @@ def classification_scores(y_true: np.ndarray, probs: np.ndarray, classes: Sequen
     """Scores of class probabilities: over all classes (acc, acc5, map5) and over the 101 leaderboard labels.
 
     `y_true` holds class indices into `classes`. For `map5_101` a true id outside `original_ids` becomes
-    `new_turtle` and the predictions are the submission's five labels (see `photoid.ensemble.top_labels`).
+    `new_turtle` and the predictions are the submission's five labels (see `photoid.labels.top_labels`).
     """
-    from photoid.ensemble import top_labels  # the new_turtle rule lives with the ensemble
 
     y_true, probs = _check_probs(y_true, probs)
     classes = np.asarray(classes, dtype=str)

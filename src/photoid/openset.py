@@ -24,10 +24,9 @@ from typing import Sequence
 
 import numpy as np
 
-from photoid.ensemble import top_labels
-from photoid.whales.ranking import _search_faiss, normalize_rows
+from photoid.labels import NEW_INDIVIDUAL, top_labels
+from photoid.retrieval import normalize_rows, search_inner_product
 
-NEW_INDIVIDUAL = "new_individual"
 TOP_K = 5
 # Blend weights tried by calibration: similarities spread over a narrow band while probabilities span [0, 1], so
 # small weights already matter and are tried densely.
@@ -115,7 +114,7 @@ def _faiss_similarities(q, g, codes, n_individuals, exclude, neighbours) -> np.n
     out[rows[alone], codes[exclude[rows[alone]]]] = -np.inf
     if len(g) == 0 or len(q) == 0:
         return out
-    columns, scores = _search_faiss(q, g, exclude, neighbours)
+    columns, scores = search_inner_product(q, g, exclude, neighbours)
     found = np.isfinite(scores)
     row_index = np.broadcast_to(np.arange(len(q))[:, None], columns.shape)
     np.maximum.at(out, (row_index[found], codes[columns[found]]), scores[found])

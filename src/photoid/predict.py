@@ -18,7 +18,8 @@ import tensorflow as tf
 import tf_keras
 
 from photoid import io as pio
-from photoid.ensemble import classes_sha256, weights_sha256
+from photoid.ensemble import weights_sha256
+from photoid.labels import classes_sha256
 from photoid.errors import PhotoidError
 
 

@@ -31,8 +31,7 @@ from photoid.catalog import (MANIFEST, Catalog, identify_paths_with_catalog, loa
 from photoid.embedder import check_same_models
 from photoid.errors import PhotoidError
 from photoid.images import check_image_file
-from photoid.metrics import NEW_TURTLE
-from photoid.openset import NEW_INDIVIDUAL
+from photoid.labels import NEW_INDIVIDUAL, NEW_TURTLE
 from photoid.serve.decisions import Photo
 
 PHOTOS_DIR = "photos"

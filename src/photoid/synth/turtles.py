@@ -30,11 +30,11 @@ from PIL import Image
 
 from photoid.errors import PhotoidError
 from photoid.io import write_csv, write_json
+from photoid.labels import NEW_TURTLE
 from photoid.synth import (MIXED_DIGITS, UPPER_DIGITS, check_seed, derive_rng, map_in_order, random_codes,
                            resolve_workers, staged_output_dir)
 from photoid.synth.markings import VIEWS, draw_individual, photograph, render_individual
 
-NEW_TURTLE = "new_turtle"
 PLAN_STREAM, INDIVIDUAL_STREAM, IMAGE_STREAM, ROW_ORDER_STREAM = 0, 1, 2, 3
 VIEW_WEIGHTS = (0.4, 0.3, 0.3)  # top, left, right
 SPELLINGS = (str.lower, str.capitalize, str.upper)  # how `image_location` is written: top, Top, TOP

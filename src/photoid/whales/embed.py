@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Sequence
@@ -29,26 +28,8 @@ import numpy as np
 from photoid.config import parse_folds
 from photoid.errors import PhotoidError
 from photoid.io import atomic_path
-from photoid.whales.ranking import normalize_rows
+from photoid.retrieval import JOINS, join_embeddings, normalize_rows
 
-JOINS = ("concat", "mean_cosine")
-
-
-def join_embeddings(parts: Sequence[np.ndarray], how: str = "mean_cosine") -> np.ndarray:
-    """Join the embeddings of several models of the same images (rows aligned; widths may differ).
-
-    mean_cosine: unit rows whose dot products are the mean of the parts' cosine similarities. concat: the raw
-    parts side by side (the winner's)."""
-    if not parts:
-        raise ValueError("no embeddings to join")
-    if len({len(p) for p in parts}) != 1:
-        raise ValueError(f"embeddings of different images cannot be joined: rows {[len(p) for p in parts]}")
-    if how == "concat":
-        return np.concatenate([np.asarray(p, dtype=np.float32) for p in parts], axis=1)
-    if how != "mean_cosine":
-        raise ValueError(f"unknown join {how!r}; choose from {', '.join(JOINS)}")
-    scale = np.float32(1.0 / math.sqrt(len(parts)))
-    return np.concatenate([normalize_rows(p) * scale for p in parts], axis=1)
 
 
 def embed_files(model, files: list[str], *, dim: int, dim_pre: int, batch_size: int, flip: bool,

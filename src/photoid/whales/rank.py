@@ -23,7 +23,8 @@ import pandas as pd
 from photoid.config import parse_folds
 from photoid.errors import PhotoidError
 from photoid.io import write_csv
-from photoid.whales.embed import JOINS, join_embeddings, load_embeddings  # noqa: F401  (join_embeddings: API)
+from photoid.retrieval import JOINS
+from photoid.whales.embed import load_embeddings
 from photoid.whales.ranking import BACKENDS, SUBMISSION_COLUMNS, rank_scenarios
 from photoid.whales.routing import LATERAL_VIEWPOINTS, Families, rank_routed, route_of_queries
 

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from photoid.errors import PhotoidError
+from photoid.retrieval import normalize_rows, search_inner_product
 
 SUBMISSION_COLUMNS = ["query_id", "database_image_id", "score"]
 # The winner's query-expansion blend: weights of the query's own similarities and of its first and second
@@ -30,13 +30,6 @@ BACKENDS = ("auto", "numpy", "faiss")
 # on the small databases of the competition's scenarios, so no fixed size switch is right everywhere.
 RACE_QUERIES = 64
 _FASTER: dict[int, str] = {}
-
-
-def normalize_rows(embeddings: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length in float32 (an all-zero row stays zero and is similar to nothing)."""
-    x = np.asarray(embeddings, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, np.float32(1e-12))
 
 
 def rank_scenario(query_ids: Sequence[str], query_image_ids: Sequence[str], query_emb: np.ndarray,
@@ -61,7 +54,7 @@ def rank_scenario(query_ids: Sequence[str], query_image_ids: Sequence[str], quer
     if backend == "auto":
         columns, scores = _search_auto(q, d, own, top_k, query_expansion, chunk_size)
     elif backend == "faiss":
-        columns, scores = _search_faiss(q, d, own, top_k)
+        columns, scores = search_inner_product(q, d, own, top_k)
     else:
         columns, scores = _search_numpy(q, d, own, top_k, query_expansion, chunk_size)
     keep = np.isfinite(scores)
@@ -178,44 +171,13 @@ def _search_auto(q, d, own, top_k, query_expansion, chunk_size):
     size_class = int(np.log(max(1, len(q) * len(d))) / np.log(4))
     if size_class in _FASTER:
         if _FASTER[size_class] == "faiss":
-            return _search_faiss(q, d, own, top_k)
+            return search_inner_product(q, d, own, top_k)
         return _search_numpy(q, d, own, top_k, False, chunk_size)
     head = slice(0, RACE_QUERIES)
     started = time.perf_counter()
     _search_numpy(q[head], d, own[head], top_k, False, chunk_size)
     numpy_cost = (time.perf_counter() - started) / min(len(q), RACE_QUERIES) * len(q)
     started = time.perf_counter()
-    found = _search_faiss(q, d, own, top_k)
+    found = search_inner_product(q, d, own, top_k)
     _FASTER[size_class] = "faiss" if time.perf_counter() - started < numpy_cost else "numpy"
     return found
-
-
-def _flat_index(d: np.ndarray):
-    """faiss' exact inner-product index over the database rows `d`."""
-    try:
-        import faiss
-    except ImportError as err:
-        raise PhotoidError("the faiss ranking backend needs the faiss package: pip install 'photoid[faiss]'") from err
-    index = faiss.IndexFlatIP(d.shape[1])
-    index.add(np.ascontiguousarray(d))
-    return index
-
-
-def _search_faiss(q, d, own, top_k, index=None):
-    """Exact search with faiss' inner-product index (`index`, built over `d` when not given); one extra neighbour
-    makes room to drop the own image."""
-    k = min(top_k, len(d))
-    columns = np.zeros((len(q), k), dtype=np.int64)
-    scores = np.full((len(q), k), -np.inf, dtype=np.float32)
-    if k == 0 or len(q) == 0:
-        return columns, scores
-    index = _flat_index(d) if index is None else index
-    found_scores, found = index.search(np.ascontiguousarray(q), min(k + 1, len(d)))
-    found_scores = np.clip(found_scores, 0.0, 1.0)
-    found_scores[found == own[:, None]] = -np.inf
-    found_scores[found < 0] = -np.inf
-    # Stable sort keeps faiss' order among equal scores and pushes the removed slots to the end.
-    order = np.argsort(-found_scores, axis=1, kind="stable")[:, :k]
-    columns[:] = np.take_along_axis(found, order, axis=1)
-    scores[:] = np.take_along_axis(found_scores, order, axis=1)
-    return columns, scores

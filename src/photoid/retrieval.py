@@ -1,0 +1,73 @@
+"""Embedding search shared by every task: unit rows, joined model embeddings and faiss' exact inner-product search.
+
+Light (numpy; faiss imported when a search needs it), so the catalogue, the open-set scores and the whale ranking
+depend on it rather than on each other.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from photoid.errors import PhotoidError
+
+JOINS = ("concat", "mean_cosine")
+
+
+def normalize_rows(embeddings: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length in float32 (an all-zero row stays zero and is similar to nothing)."""
+    x = np.asarray(embeddings, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, np.float32(1e-12))
+
+
+def join_embeddings(parts: Sequence[np.ndarray], how: str = "mean_cosine") -> np.ndarray:
+    """Join the embeddings of several models of the same images (rows aligned; widths may differ).
+
+    mean_cosine: unit rows whose dot products are the mean of the parts' cosine similarities. concat: the raw
+    parts side by side (the winner's)."""
+    if not parts:
+        raise ValueError("no embeddings to join")
+    if len({len(p) for p in parts}) != 1:
+        raise ValueError(f"embeddings of different images cannot be joined: rows {[len(p) for p in parts]}")
+    if how == "concat":
+        return np.concatenate([np.asarray(p, dtype=np.float32) for p in parts], axis=1)
+    if how != "mean_cosine":
+        raise ValueError(f"unknown join {how!r}; choose from {', '.join(JOINS)}")
+    scale = np.float32(1.0 / math.sqrt(len(parts)))
+    return np.concatenate([normalize_rows(p) * scale for p in parts], axis=1)
+
+
+def flat_index(d: np.ndarray):
+    """faiss' exact inner-product index over the database rows `d`."""
+    try:
+        import faiss
+    except ImportError as err:
+        raise PhotoidError("the faiss ranking backend needs the faiss package: pip install 'photoid[faiss]'") from err
+    index = faiss.IndexFlatIP(d.shape[1])
+    index.add(np.ascontiguousarray(d))
+    return index
+
+
+def search_inner_product(q, d, own, top_k, index=None):
+    """The `top_k` best database rows of each query by faiss' exact inner-product index (`index`, built over `d`
+    when not given), as (columns, scores) of shape (queries, k); scores are clipped into [0, 1] (cosines of unit
+    rows, the negative ones meaning "unlike"). `own[i]` is a database row query i must not get back (its own
+    image), or -1: one extra neighbour makes room to drop it. Slots left empty hold score -inf."""
+    k = min(top_k, len(d))
+    columns = np.zeros((len(q), k), dtype=np.int64)
+    scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+    if k == 0 or len(q) == 0:
+        return columns, scores
+    index = flat_index(d) if index is None else index
+    found_scores, found = index.search(np.ascontiguousarray(q), min(k + 1, len(d)))
+    found_scores = np.clip(found_scores, 0.0, 1.0)
+    found_scores[found == own[:, None]] = -np.inf
+    found_scores[found < 0] = -np.inf
+    # Stable sort keeps faiss' order among equal scores and pushes the removed slots to the end.
+    order = np.argsort(-found_scores, axis=1, kind="stable")[:, :k]
+    columns[:] = np.take_along_axis(found, order, axis=1)
+    scores[:] = np.take_along_axis(found_scores, order, axis=1)
+    return columns, scores
