@@ -1,0 +1,35 @@
+"""The package's layer order (pyproject.toml's [tool.importlinter] contracts), checked with import-linter."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def _lint(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    return subprocess.run([str(LINT_IMPORTS), "--config", str(root / "pyproject.toml"), "--no-cache"], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_layer_contracts_hold():
+    result = _lint(REPO)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "0 broken" in result.stdout
+
+
+def test_a_light_module_importing_tensorflow_breaks_the_contract(tmp_path):
+    # A copy of the package where a light module reaches TensorFlow inside a function: the contract must see it.
+    shutil.copytree(REPO / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    labels = tmp_path / "src" / "photoid" / "labels.py"
+    labels.write_text(labels.read_text(encoding="utf-8") + "\n\ndef _late():\n    import tensorflow  # noqa\n",
+                      encoding="utf-8")
+    result = _lint(tmp_path)
+    assert result.returncode != 0
+    assert "photoid.labels -> tensorflow" in result.stdout
