@@ -26,6 +26,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     wildlife.add_argument("--original_split", action="store_true",
                           help="rows the data set marks as its own test split become test rows (keeping their "
                                "identity) instead of train rows")
+    wildlife.add_argument("--crop", action="store_true",
+                          help="cut each photo to its row's box (the package's bbox loading) and write it as PNG: "
+                               "for data sets with several animals in one photo")
     turtles = sources.add_parser(
         "turtle-recall", help="a Turtle Recall folder (train.csv, extra_images.csv, test.csv, images/)",
         description="Write a Turtle Recall folder as a generic folder whose folds and labels are those of "
@@ -44,10 +47,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from photoid.importers.generic import METADATA_CSV, write_generic_folder
 
+    render = None
     if args.source == "wildlife-datasets":
-        from photoid.importers.wildlife import wildlife_rows
+        from photoid.importers.wildlife import crop_renderer, load_dataset, wildlife_rows
 
-        rows = wildlife_rows(args.root, args.dataset, original_split=args.original_split)
+        dataset = load_dataset(args.root, args.dataset)
+        rows = wildlife_rows(dataset, original_split=args.original_split)
+        render = crop_renderer(dataset) if args.crop else None
     else:
         from photoid.importers.turtle_recall import turtle_recall_rows
 
@@ -55,9 +61,10 @@ def run(args: argparse.Namespace) -> int:
     if rows.attrs.get("renamed_ids"):
         print(f"{rows.attrs['renamed_ids']} image ids held characters other than letters, digits, '_', '-', '.': "
               "those were replaced by '_'")
-    summary = write_generic_folder(rows, args.out, force=args.force, link=not args.copy)
+    summary = write_generic_folder(rows, args.out, force=args.force, link=not args.copy, render=render)
+    placed = ", ".join(f"{summary[way]} {way}" for way in ("linked", "copied", "already there", "cut to their box")
+                       if summary[way])
     print(f"imported {summary['images']} photos ({summary['train']} train, {summary['test']} test, "
           f"{summary['identities']} identities) into {args.out}: {METADATA_CSV} "
-          f"({','.join(summary['columns'])}) and images/ ({summary['linked']} linked, {summary['copied']} copied, "
-          f"{summary['already there']} already there)")
+          f"({','.join(summary['columns'])}) and images/ ({placed})")
     return 0

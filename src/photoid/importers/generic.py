@@ -18,6 +18,8 @@ import os
 import re
 import shutil
 import uuid
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -37,21 +39,22 @@ SPLITS = ("train", "test")
 # What an importer hands over: the generic columns but `path`, the photo it came from, and where the row was read
 # (named in error messages).
 ROW_COLUMNS = ["image_id", "identity", "viewpoint", "date", "encounter", "split", "source", "origin"]
-_SAFE_ID = re.compile(r"[A-Za-z0-9_.-]+")
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # no leading dot: no hidden file, no "." or ".."
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def safe_image_id(value: str) -> str:
-    """`value` with every character other than letters, digits, `_`, `-` and `.` replaced by `_`."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", value)
+    """`value` with every character other than letters, digits, `_`, `-` and `.` (and a leading `.`) made `_`."""
+    return re.sub(r"^\.|[^A-Za-z0-9_.-]", "_", value)
 
 
-def write_generic_folder(rows: pd.DataFrame, out: str | os.PathLike, force: bool = False,
-                         link: bool = True) -> dict:
+def write_generic_folder(rows: pd.DataFrame, out: str | os.PathLike, force: bool = False, link: bool = True,
+                         render: Callable[[int], Image.Image] | None = None) -> dict:
     """Check `rows` (ROW_COLUMNS, strings, "" for none), then write `out`: the photos, then `metadata.csv`.
 
     An existing non-empty `out` is refused unless `force`; then its `metadata.csv` is removed before any photo is
-    written (photos of the same name are replaced, other files are left alone). Returns counts for a summary.
+    written (photos of the same name are replaced, other files are left alone). With `render`, row i's photo is
+    `render(i)` saved as PNG (lossless) instead of the source file. Returns counts for a summary.
     """
     missing = [c for c in ROW_COLUMNS if c not in rows]
     if missing:
@@ -60,16 +63,25 @@ def write_generic_folder(rows: pd.DataFrame, out: str | os.PathLike, force: bool
     rows["split"] = rows["split"].replace("", "train")
     suffixes = [Path(source).suffix for source in rows["source"]]
     _check_rows(rows, suffixes)
+    shared = int(rows["source"].duplicated().sum())
+    if shared and render is None:
+        warnings.warn(f"{shared} row(s) take a photo that an earlier row takes too (several animals in one photo?); "
+                      "each of those rows gets the whole photo", UserWarning, stacklevel=2)
 
     out = Path(out)
     _prepare_out(out, force)
     images = out / IMAGES_DIR
     images.mkdir(parents=True, exist_ok=True)
-    paths, placed = [], {"linked": 0, "copied": 0, "already there": 0}
-    for row, suffix in zip(rows.itertuples(index=False), suffixes):
-        name = f"{row.image_id}{suffix}"
+    paths, placed = [], {"linked": 0, "copied": 0, "already there": 0, "cut to their box": 0}  # how photos got there
+    for i, (row, suffix) in enumerate(zip(rows.itertuples(index=False), suffixes)):
+        name = f"{row.image_id}{suffix if render is None else '.png'}"
         try:
-            placed[place_image(Path(row.source), images / name, link)] += 1
+            if render is None:
+                placed[place_image(Path(row.source), images / name, link)] += 1
+            else:
+                with atomic_path(images / name) as tmp:
+                    render(i).save(tmp, format="PNG")
+                placed["cut to their box"] += 1
         except OSError as err:
             raise PhotoidError(f"cannot write {images / name} (from {row.source}): {err}; nothing was imported "
                                f"({METADATA_CSV} not written)") from None
@@ -94,7 +106,8 @@ def _check_rows(rows: pd.DataFrame, suffixes: list[str]) -> None:
     for row, suffix in zip(rows.itertuples(index=False), suffixes):
         where = row.origin
         if not _SAFE_ID.fullmatch(row.image_id):
-            problems.add(where, None, f"image_id {row.image_id!r} may hold only letters, digits, '_', '-' and '.'")
+            problems.add(where, None, f"image_id {row.image_id!r} may hold only letters, digits, '_', '-' and '.' "
+                                      "(not first)")
         elif row.image_id in first:
             problems.add(where, None, f"duplicate image_id {row.image_id!r} (first: {first[row.image_id]})")
         first.setdefault(row.image_id, where)

@@ -9,7 +9,9 @@ set, `orientation`, `date`, `encounter_id`, `video`, `original_split`... Here th
 - the package's unknown-identity marker (`unknown`, or no identity) -> an empty identity and split=test: photos
   of individuals nobody has named yet are photos to identify, never a class to train;
 - every other row is a train row, unless `original_split` is asked for: then rows the data set itself marks as
-  its test split are test rows too, keeping their identity (to score on the publisher's split).
+  its test split are test rows too, keeping their identity (to score on the publisher's split);
+- with `--crop`, each photo is cut to its row's box by the package's loader and written as PNG: data sets with
+  several animals in one photo list one row per animal, and the whole photo would give each row all of them.
 
 Rows keep the package's order (its catalogue is sorted by image_id), which decides the folds. The package is an
 optional dependency (`pip install 'photoid[wildlife]'`), imported only when this command runs: it pulls in
@@ -19,9 +21,11 @@ opencv, pycocotools and the Hugging Face `datasets` stack, which `photoid --help
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
 
 from photoid.errors import PhotoidError
 from photoid.importers.generic import safe_image_id
@@ -61,14 +65,13 @@ def find_dataset(name: str) -> type:
     by_lower = {key.lower(): cls for key, cls in classes.items()}
     if name.lower() in by_lower:
         return by_lower[name.lower()]
-    package, datasets = _package()
+    _, datasets = _package()
     current = sorted(cls.__name__ for cls in datasets.names_all)
-    raise PhotoidError(f"unknown data set {name!r}; wildlife-datasets {getattr(package, '__version__', '')} "
-                       f"reads: {', '.join(current)}".replace("  ", " "))
+    raise PhotoidError(f"unknown data set {name!r}; the installed wildlife-datasets reads: {', '.join(current)}")
 
 
-def load_catalogue(root: str | os.PathLike, name: str) -> tuple[type, pd.DataFrame]:
-    """The data set's class and its catalogue, built by the package from the files under `root`."""
+def load_dataset(root: str | os.PathLike, name: str):
+    """The package's data set object, its catalogue `.df` built by the package from the files under `root`."""
     cls = find_dataset(name)
     root = Path(root)
     if not root.is_dir():
@@ -83,17 +86,16 @@ def load_catalogue(root: str | os.PathLike, name: str) -> tuple[type, pd.DataFra
     except Exception as err:  # the package raises bare Exceptions and KeyErrors for files it cannot parse
         raise PhotoidError(f"wildlife-datasets cannot read {cls.__name__} from {root}: "
                            f"{type(err).__name__}: {err}") from None
-    return cls, dataset.df
+    return dataset
 
 
-def wildlife_rows(root: str | os.PathLike, name: str, original_split: bool = False) -> pd.DataFrame:
-    """The rows of a generic folder (photoid.importers.generic.ROW_COLUMNS) for a wildlife-datasets data set."""
-    cls, df = load_catalogue(root, name)
+def wildlife_rows(dataset, original_split: bool = False) -> pd.DataFrame:
+    """The rows of a generic folder (photoid.importers.generic.ROW_COLUMNS) for a loaded data set."""
+    cls, df, root = type(dataset), dataset.df, Path(dataset.root)
     for column in ("image_id", "identity", "path"):
         if column not in df:
             raise PhotoidError(f"wildlife-datasets' {cls.__name__} catalogue has no {column!r} column "
                                f"(columns: {', '.join(map(str, df.columns))})")
-    root = Path(root)
     paths = df["path"].map(_text)
     origin = [f"{cls.__name__} catalogue row {i} ({path})" for i, path in enumerate(paths)]
     ids = df["image_id"].map(_text)
@@ -116,6 +118,27 @@ def wildlife_rows(root: str | os.PathLike, name: str, original_split: bool = Fal
     # Ids such as file names with spaces cannot name a file safely; the command says how many were rewritten.
     rows.attrs["renamed_ids"] = int((rows["image_id"] != ids).sum())
     return rows
+
+
+def crop_renderer(dataset) -> Callable[[int], Image.Image]:
+    """Row i's photo cut to its box by the package's own loader (`img_load="bbox"`), as the package's users see it.
+
+    For data sets with several animals in one photo: each row then gets its animal alone. The package decodes with
+    OpenCV, which applies the EXIF orientation its boxes are drawn on.
+    """
+    name = type(dataset).__name__
+    if "bbox" not in dataset.df:
+        raise PhotoidError(f"--crop: {name} has no boxes (no bbox column in its catalogue); import it without --crop")
+    dataset.img_load, dataset.transform, dataset.load_label = "bbox", None, False
+
+    def render(i: int) -> Image.Image:
+        try:
+            return dataset[i]
+        except Exception as err:  # OpenCV and the package raise plain ValueErrors and Exceptions
+            raise PhotoidError(f"{name} catalogue row {i} ({dataset.df['path'].iloc[i]}): wildlife-datasets cannot "
+                               f"cut the photo to its box: {type(err).__name__}: {err}") from None
+
+    return render
 
 
 def _text(value) -> str:
