@@ -297,6 +297,16 @@ def test_crop_cuts_a_photo_of_two_whales_into_one_photo_each(wildlife, beluga_ro
             assert np.abs(pixels - whole[:, left:right]).mean() < 2
 
 
+def test_catalogue_dates_become_days_and_a_date_without_a_day_is_refused():
+    from photoid.importers.wildlife import _date_text
+
+    assert _date_text("2017-08-07 20:38:36") == "2017-08-07" and _date_text(pd.Timestamp("2020-01-31")) == "2020-01-31"
+    assert _date_text(float("nan")) == "" and _date_text(None) == ""
+    # Kept as they are, so that the writer names the row: pandas would make "2019" the 1st of January.
+    assert _date_text("2019") == "2019" and _date_text("last spring") == "last spring"
+    assert not generic._is_iso_date("2019") and generic._is_iso_date("2017-08-07")
+
+
 def test_wildlife_datasets_errors_name_the_data_set_file_and_row(wildlife, beluga_root, tmp_path, capsys):
     root, _ = beluga_root
     base = ["import", "wildlife-datasets", "--out", str(tmp_path / "out")]

@@ -93,7 +93,11 @@ def write_generic_folder(rows: pd.DataFrame, out: str | os.PathLike, force: bool
     optional = [c for c in OPTIONAL_COLUMNS if (table[c] != "").any()]
     if (table["split"] == "train").all():
         optional.remove("split")
-    write_csv(out / METADATA_CSV, table[REQUIRED_COLUMNS + optional])
+    try:
+        write_csv(out / METADATA_CSV, table[REQUIRED_COLUMNS + optional])
+    except OSError as err:
+        raise PhotoidError(f"cannot write {out / METADATA_CSV}: {err}; the photos are in {images}, but without "
+                           f"{METADATA_CSV} the folder is not an import: run the command again") from None
     return {"images": len(table), "train": int((table["split"] == "train").sum()),
             "test": int((table["split"] == "test").sum()),
             "identities": int(table.loc[table["identity"] != "", "identity"].nunique()),

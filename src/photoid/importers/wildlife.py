@@ -21,6 +21,7 @@ opencv, pycocotools and the Hugging Face `datasets` stack, which `photoid --help
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -151,11 +152,13 @@ def _text(value) -> str:
 
 
 def _date_text(value) -> str:
-    """YYYY-MM-DD of a catalogue date (a string or timestamp in any form pandas reads); kept as is if unreadable,
-    so the folder writer names the row."""
+    """YYYY-MM-DD of a catalogue date (a timestamp, or a string in a form pandas reads); a string without a year,
+    month and day ("2019") or that pandas cannot read is kept as it is, so that the folder writer names its row."""
     text = _text(value)
     if not text:
         return ""
+    if isinstance(value, str) and len(re.findall(r"\d+", text)) < 3:
+        return text  # pandas would read "2019" as 2019-01-01: a day the data never gave
     try:
         stamp = pd.Timestamp(text if isinstance(value, str) else value)
     except (ValueError, TypeError, OverflowError):
