@@ -218,7 +218,7 @@ def add_photos(catalog_dir: str | Path, paths: Sequence[str], individual_id: str
     embedded first, then added to the catalogue's generation current at that moment (`catalog_transaction`),
     so adds running at the same time all keep their photos.
     """
-    from photoid.data import text_problem
+    from photoid.tables import text_problem
 
     reason = text_problem(individual_id)
     if reason or individual_id in RESERVED_IDS:

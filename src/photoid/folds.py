@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from photoid.data import read_csv_strings, require_columns
+from photoid.tables import read_table, require_columns
 from photoid.errors import PhotoidError, ProblemList
 from photoid.io import write_csv
 
@@ -91,7 +91,7 @@ def read_folds(path: str | os.PathLike) -> pd.DataFrame:
     """
     name = str(path)
     problems = ProblemList()
-    frame = read_csv_strings(Path(path), name, problems)
+    frame = read_table(Path(path), name, problems)
     if frame is not None and require_columns(frame, name, FOLD_COLUMNS, problems):
         _check_fold_rows(frame, name, problems)
     problems.raise_if_any(title="invalid fold file")

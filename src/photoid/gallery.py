@@ -20,7 +20,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from photoid import io as pio
-from photoid.data import EXTRA_CSV, IMAGE_SUFFIX, IMAGES_DIR, TRAIN_CSV, read_csv_strings, require_columns
+from photoid.data import EXTRA_CSV, IMAGE_SUFFIX, IMAGES_DIR, TRAIN_CSV
+from photoid.tables import read_table, require_columns
 from photoid.errors import ProblemList
 from photoid.images import check_image_file
 from photoid.labels import NEW_TURTLE
@@ -55,7 +56,7 @@ def reference_photos(data_dir: str | os.PathLike) -> dict[str, Path]:
     problems = ProblemList()
     references: dict[str, Path] = {}
     for name in (TRAIN_CSV, EXTRA_CSV):
-        frame = read_csv_strings(data_dir / name, name, problems)
+        frame = read_table(data_dir / name, name, problems)
         if frame is None or not require_columns(frame, name, ["image_id", "turtle_id"], problems):
             continue
         for image_id, turtle_id in zip(frame["image_id"], frame["turtle_id"]):
