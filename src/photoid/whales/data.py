@@ -109,32 +109,33 @@ def load_truth(path: str | Path) -> pd.DataFrame:
     return frame[list(TRUTH_COLUMNS)].reset_index(drop=True)
 
 
-def make_whale_folds(metadata: pd.DataFrame, n_folds: int, seed: int = 42, grouped: bool = True) -> np.ndarray:
+def make_whale_folds(metadata: pd.DataFrame, n_folds: int, seed: int = 42, grouped: bool = True,
+                     identity: str = "whale_id", group: str = "encounter_id") -> np.ndarray:
     """The validation fold (0..n_folds-1) of every metadata row, stratified on the whale.
 
     grouped: StratifiedGroupKFold with the encounter as group, so no encounter (same whale, same day, same light)
     is on both sides of a split: an honest estimate for new encounters. Otherwise the winner's
     StratifiedKFold(n_folds, shuffle=True, random_state=seed), where one encounter's near-duplicate photos may
-    sit in training and validation at once.
+    sit in training and validation at once. `identity` and `group` name those columns (another task's table).
     """
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    if "whale_id" not in metadata.columns:
-        raise PhotoidError("folds need whale labels, and the metadata has no whale_id column")
-    if grouped and "encounter_id" not in metadata.columns:
-        raise PhotoidError("encounter-grouped folds need the metadata's encounter_id column")
-    n_groups = metadata["encounter_id"].nunique() if grouped else len(metadata)
+    if identity not in metadata.columns:
+        raise PhotoidError(f"folds need labels, and the metadata has no {identity} column")
+    if grouped and group not in metadata.columns:
+        raise PhotoidError(f"encounter-grouped folds need the metadata's {group} column")
+    n_groups = metadata[group].nunique() if grouped else len(metadata)
     if not 2 <= n_folds <= n_groups:
         unit = "encounters" if grouped else "images"
         raise PhotoidError(f"n_folds must be between 2 and the number of {unit} ({n_groups}), got {n_folds}")
-    y = pd.Index(sorted(metadata["whale_id"].unique())).get_indexer(metadata["whale_id"])
+    y = pd.Index(sorted(metadata[identity].unique())).get_indexer(metadata[identity])
     folds = np.full(len(metadata), -1, dtype=np.int64)
     with warnings.catch_warnings():
         # Whales with fewer images than folds are expected (median 3 images per whale); sklearn warns about them.
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         if grouped:
             splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-            splits = splitter.split(np.zeros(len(y)), y, groups=metadata["encounter_id"].to_numpy())
+            splits = splitter.split(np.zeros(len(y)), y, groups=metadata[group].to_numpy())
         else:
             splits = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
         try:
