@@ -186,6 +186,12 @@ def run_config(cfg: Config) -> int:
     jobs = cfg.jobs
     if jobs & {"train", "skip", "val", "test"}:
         _train_and_predict(cfg, run_dir, folds, classes)
+    if "test" in jobs:
+        test_scores = task.score_test(cfg, run_dir)
+        if test_scores is not None:
+            pio.write_json(run_dir / "test_scores.json", test_scores)
+            print(f"test: MAP@5 {test_scores['map5']:.4f}, acc@1 {test_scores['acc1']:.4f} over {test_scores['n']} "
+                  f"photos, {test_scores['n_new']} of individuals outside train ({run_dir / 'test_scores.json'})")
     if jobs & {"val", "score"}:
         scores = score_run(run_dir, folds, classes, original_ids, cfg.tta_number)
         print(format_scores(scores, leaderboard_labels=task.leaderboard_labels))

@@ -43,6 +43,9 @@ class Task(Protocol):
     def check_training(self, cfg: Config, folds: pd.DataFrame) -> Config:
         """Refuse records that cannot train this recipe; the configuration to train with."""
 
+    def score_test(self, cfg: Config, run_dir: Path) -> dict | None:
+        """Scores of the run's test predictions where the folder holds their truth (None: scored elsewhere)."""
+
     def labelled_photos(self, data_dir: str | os.PathLike, check_images: bool = True) -> pd.DataFrame:
         """Every labelled photo: `individual_id, image_id, source, path` (absolute), in the folder's order
         (catalogues hold them; the first of each individual is its reference photo in galleries)."""

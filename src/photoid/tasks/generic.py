@@ -102,6 +102,7 @@ def load_generic(data_dir: str | os.PathLike, check_images: bool = True) -> Gene
     is_test = frame["split"] == "test"
 
     check_ids(frame, file, "image_id", problems, unique=True)
+    usable_paths = []  # (line, path) of the well-formed paths: only their files are checked
     for line, value in frame["path"].items():
         reason = relative_path_problem(value)
         if reason is None and "\\" in value:
@@ -110,6 +111,8 @@ def load_generic(data_dir: str | os.PathLike, check_images: bool = True) -> Gene
             reason = f"does not end in a photo extension ({' '.join(PHOTO_SUFFIXES)}, any letter case)"
         if reason:
             problems.add(file, line, f"path {value!r} {reason}")
+        else:
+            usable_paths.append((line, value))
     check_unique(frame["path"], file, "path", problems)
     for line, value in frame["identity"].items():
         if value == "" and is_test[line]:
@@ -133,11 +136,10 @@ def load_generic(data_dir: str | os.PathLike, check_images: bool = True) -> Gene
     if not (~is_test).any():
         problems.add(file, None, "has no train rows (split train or empty): there is nothing to learn from")
     if check_images:
-        for line, value in frame["path"].items():
-            if relative_path_problem(value) is None:
-                reason = check_photo_file(root / value)
-                if reason:
-                    problems.add(file, line, f"image {value}: {reason}")
+        for line, value in usable_paths:
+            reason = check_photo_file(root / value)
+            if reason:
+                problems.add(file, line, f"image {value}: {reason}")
     problems.items.sort(key=lambda p: p.line or 0)  # line by line, the way a user goes through them
     problems.raise_if_any(title=f"invalid generic folder {root}")
     table = frame[[*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS]].reset_index(drop=True)
@@ -250,6 +252,30 @@ class GenericTask:
 
     def check_training(self, cfg, folds):
         return cfg
+
+    def score_test(self, cfg, run_dir: Path) -> dict | None:
+        """The test rows that name their individual, scored open-set from the run's test predictions: an identity
+        outside the train rows is truly `new_individual`, which the classifier's labels (every class nameable)
+        never say, so those rows score 0 here; `photoid calibrate` + `identify --catalog` can name them new."""
+        import numpy as np
+
+        from photoid.ensemble import load_run_predictions
+        from photoid.labels import top_labels
+        from photoid.metrics import map_at_k_from_labels
+
+        if not (Path(cfg.data_dir) / METADATA_FILE).is_file():
+            return None
+        test = load_generic(cfg.data_dir, check_images=False).test
+        truth_of = {i: identity for i, identity in zip(test["image_id"], test["identity"]) if identity}
+        if not truth_of:
+            return None
+        probs, row_ids, classes, original_ids, _ = load_run_predictions([run_dir], "test",
+                                                                        ttas=range(cfg.tta_number + 1))
+        rows = [i for i, image_id in enumerate(row_ids) if image_id in truth_of]
+        truth = np.array([truth_of[row_ids[i]] if truth_of[row_ids[i]] in classes else NEW_INDIVIDUAL for i in rows])
+        labels, _ = top_labels(probs[rows], classes, original_ids, k=5, new_label=NEW_INDIVIDUAL)
+        return {"n": len(rows), "n_new": int((truth == NEW_INDIVIDUAL).sum()),
+                "map5": map_at_k_from_labels(truth, labels), "acc1": float(np.mean(labels[:, 0] == truth))}
 
     def labelled_photos(self, data_dir: str | os.PathLike, check_images: bool = True):
         import pandas as pd

@@ -53,6 +53,9 @@ class TurtlesTask:
     def check_training(self, cfg, folds):
         return cfg
 
+    def score_test(self, cfg, run_dir: Path) -> dict | None:
+        return None  # the submission is scored with photoid score and test_labels.csv
+
     def labelled_photos(self, data_dir: str | os.PathLike, check_images: bool = True):
         import pandas as pd
 

@@ -69,6 +69,9 @@ class WhalesTask:
             cfg = dataclasses.replace(cfg, monitor=cfg.monitor_grouped)
         return cfg
 
+    def score_test(self, cfg, run_dir: Path) -> dict | None:
+        return None  # the scenarios are scored with photoid rank and score-ranking
+
     def labelled_photos(self, data_dir: str | os.PathLike, check_images: bool = True):
         import pandas as pd
 
