@@ -75,13 +75,16 @@ def test_the_same_pipeline_runs_on_every_task(name, request, tmp_path, capsys):
     assert served == [c["label"] for c in results[0]["candidates"]]
 
 
-def test_photoid_records_writes_what_the_task_command_writes(turtle_dir, turtle_records, tmp_path, capsys):
+@pytest.mark.parametrize("name, folder, records", [("turtles", "turtle_dir", "turtle_records"),
+                                                   ("whales", "beluga_dir", "whale_records")])
+def test_photoid_records_writes_what_the_task_command_writes(name, folder, records, request, tmp_path, capsys):
+    data_dir, built = request.getfixturevalue(folder), request.getfixturevalue(records)
     out = tmp_path / "records"
-    assert main(["records", "--data_dir", str(turtle_dir), "--out", str(out), "--n_folds", "2", "--dim_pre", "32",
+    assert main(["records", "--data_dir", str(data_dir), "--out", str(out), "--n_folds", "2", "--dim_pre", "32",
                  "--workers", "1"]) == 0
-    assert "task: turtles (found from the folder)" in capsys.readouterr().out
-    assert (out / "folds.csv").read_bytes() == (turtle_records / "folds.csv").read_bytes()
-    ours, theirs = (json.loads((d / "records.json").read_text()) for d in (out, turtle_records))
+    assert f"task: {name} (found from the folder)" in capsys.readouterr().out
+    assert (out / "folds.csv").read_bytes() == (built / "folds.csv").read_bytes()
+    ours, theirs = (json.loads((d / "records.json").read_text()) for d in (out, built))
     assert ours["settings"] == theirs["settings"]
     assert {k: v["sha256"] for k, v in ours["shards"].items()} == {k: v["sha256"] for k, v in theirs["shards"].items()}
 
@@ -132,6 +135,17 @@ def test_generic_test_predictions_are_scored_open_set(generic_dir, generic_run):
     scores = json.loads((generic_run / "test_scores.json").read_text())
     assert scores["n"] == len(named) and scores["n_new"] == int((~named["identity"].isin(train_ids)).sum()) > 0
     assert 0.0 <= scores["map5"] <= 1.0
+
+
+def test_generic_reference_photos_of_any_format_are_drawn(generic_dir):
+    from photoid.gallery import _thumbnail, reference_photos
+
+    train = load_generic(generic_dir, check_images=False).train
+    references = reference_photos(generic_dir)
+    assert references == {i: (generic_dir / p).resolve() for i, p in
+                          train.drop_duplicates("identity")[["identity", "path"]].itertuples(index=False)}
+    png = next(p for p in references.values() if p.suffix == ".png")
+    assert _thumbnail(png) is not None
 
 
 def test_generic_export_names_the_new_individual_label(generic_run, tmp_path):

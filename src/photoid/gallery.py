@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from photoid import io as pio
-from photoid.images import check_image_file
+from photoid.images import check_photo_file
 from photoid.labels import NEW_INDIVIDUAL, NEW_TURTLE
 
 DPI = 100
@@ -59,7 +59,7 @@ def reference_photos(data_dir: str | os.PathLike) -> dict[str, Path]:
 
 def _thumbnail(path: str | os.PathLike) -> np.ndarray | None:
     """The photo as an RGB array of at most 2 × IMAGE_PX a side, or None if it cannot be read."""
-    if check_image_file(path) is not None:
+    if check_photo_file(path) is not None:
         return None
     try:
         with Image.open(path) as image:
