@@ -92,6 +92,9 @@ def test_photoid_records_writes_what_the_task_command_writes(name, folder, recor
 def test_photoid_records_refuses_options_the_task_does_not_take(generic_dir, tmp_path, capsys):
     assert main(["records", "--data_dir", str(generic_dir), "--out", str(tmp_path / "r"), "--views", "top"]) == 2
     assert "is a generic folder, whose records take no --views" in capsys.readouterr().err
+    # The exact layout is the Turtle Recall reader's, JPEGs only: refused before anything is written.
+    assert main(["records", "--data_dir", str(generic_dir), "--out", str(tmp_path / "r"), "--layout", "exact"]) == 2
+    assert "is not a JPEG: the exact layout reads JPEGs only" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
     with pytest.raises(PhotoidError, match="not a folder photoid knows"):
         detect_task(tmp_path)
