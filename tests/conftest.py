@@ -65,6 +65,17 @@ def trained_run(turtle_dir, turtle_records, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def serve_catalog(trained_run, turtle_dir, tmp_path_factory):
+    """A calibrated catalogue of the tiny run (tests that change it work on their own copy)."""
+    from photoid.calibrate import calibrate
+    from photoid.catalog import build_catalog
+    from photoid.catalog_store import update_manifest
+
+    catalog = build_catalog([str(trained_run)], turtle_dir, tmp_path_factory.mktemp("serve") / "catalog")
+    return update_manifest(catalog, calibration=calibrate(catalog, repeats=1))
+
+
+@pytest.fixture(scope="session")
 def cli_env() -> dict:
     """Environment for running the project's scripts in a subprocess with this interpreter."""
     env = dict(os.environ)
