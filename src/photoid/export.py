@@ -6,9 +6,9 @@ chosen folds' class probabilities, computed inside one graph: one input, each fo
 
 - `NAME.classes.txt` — class i of the output is line i (in a SavedModel folder: `classes.txt`);
 - `NAME.export.json` — the input, how photos are prepared for it, the ids named in submissions (others are
-  the task's new label: `new_turtle` or `new_individual`), and the Python modules to import before loading (`import_before_loading`): none for plain Keras
-  layers, `photoid.layers` for GeM/ArcFace heads, the backbone's library for its own layers (with
-  `TF_USE_LEGACY_KERAS=1` set before TensorFlow is imported, under `environment`).
+  the task's new label: `new_turtle` or `new_individual`), and the Python modules to import before loading
+  (`import_before_loading`): none for plain Keras layers, `photoid.layers` for GeM/ArcFace heads, the backbone's
+  library for its own layers (with `TF_USE_LEGACY_KERAS=1` set before TensorFlow is imported, under `environment`).
 
 Loading needs nothing else: `tf_keras.models.load_model("model.keras")`; the SavedModel folder also loads with
 `tf.saved_model.load(DIR)` (its `serving_default` signature) without any Python code of the model's libraries.

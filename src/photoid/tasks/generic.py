@@ -251,6 +251,11 @@ class GenericTask:
         return classes, classes
 
     def check_training(self, cfg, folds):
+        if cfg.paired or cfg.views:
+            wanted = "(top, lateral) pairs" if cfg.paired else f"views {cfg.views!r}"
+            raise PhotoidError(f"recipe {cfg.model} trains on {wanted}, which only Where's Whale-do records select "
+                               "(photoid whale-records); generic records hold every train photo: use another recipe, "
+                               "or --paired false --views ''")
         return cfg
 
     def score_test(self, cfg, run_dir: Path) -> dict | None:
