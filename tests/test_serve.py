@@ -21,20 +21,11 @@ import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
-from photoid.calibrate import calibrate
-from photoid.catalog import build_catalog, read_catalog
-from photoid.catalog_store import update_manifest
+from photoid.catalog import read_catalog
 from photoid.cli import main
 from photoid.serve import decisions, is_loopback
 from photoid.serve.app import Limits, create_app, loopback_hosts
 from photoid.serve.identifier import Identifier
-
-
-@pytest.fixture(scope="session")
-def serve_catalog(trained_run, turtle_dir, tmp_path_factory):
-    """A calibrated catalogue (shared with the browser test, which works on its own copy)."""
-    catalog = build_catalog([str(trained_run)], turtle_dir, tmp_path_factory.mktemp("serve") / "catalog")
-    return update_manifest(catalog, calibration=calibrate(catalog, repeats=1))
 
 
 @pytest.fixture(scope="module")

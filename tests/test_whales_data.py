@@ -82,7 +82,7 @@ def test_every_problem_is_listed_with_file_and_line(folder, tmp_path):
     meta_file, q_file = root / "metadata.csv", root / "queries" / "scenario01.csv"
     db_file = root / "databases" / "scenario01.csv"
     expected = [
-        (f"{meta_file} line 3", "already appears on line 2"),
+        (f"{meta_file} line 3", "(first on line 2)"),
         (f"{meta_file} line 4", "path separator"),
         (f"{meta_file} line 5", "absolute path"),
         (f"{meta_file} line 6", "'..'"),
@@ -93,7 +93,7 @@ def test_every_problem_is_listed_with_file_and_line(folder, tmp_path):
         (f"{meta_file} line 13", "not a JPEG"),
         (f"{q_file} line 2", "query_image_id 'ghost' is not in metadata.csv"),
         (f"{root / 'queries' / 'scenario02.csv'} line 2", "query ids must be unique across scenarios"),
-        (f"{db_file} line {len(database)}", "already appears on line 2"),
+        (f"{db_file} line {len(database)}", "(first on line 2)"),
         (f"{db_file} line {len(database) + 1}", "'phantom' is not in metadata.csv"),
         ("encounter", "holds several whales"),
     ]
@@ -109,7 +109,7 @@ def test_missing_files_and_columns(tmp_path):
         load_belugas(tmp_path / "empty")
     (tmp_path / "nocol").mkdir()
     (tmp_path / "nocol" / "metadata.csv").write_text("image_id,viewpoint\nx,top\n")
-    with pytest.raises(ValidationError, match=r"line 1: missing column\(s\) path"):
+    with pytest.raises(ValidationError, match=r"line 1: missing column 'path'"):
         load_belugas(tmp_path / "nocol")
     (tmp_path / "truth.csv").write_text("query_id,image\nq,x\n")
     with pytest.raises(ValidationError, match="database_image_id"):

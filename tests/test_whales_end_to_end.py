@@ -18,53 +18,6 @@ from PIL import Image
 from conftest import TINY_DIM
 from photoid.errors import PhotoidError, ValidationError
 
-SYNTH = dict(seed=5, n_whales=12, images_per_whale=6, size=48, workers=1)
-
-
-@pytest.fixture(scope="session")
-def beluga_dir(tmp_path_factory):
-    """12 whales x ~6 photos at 48 px; scenarios drawn for about 20 of the photos (whole whales)."""
-    from photoid.synth.belugas import generate_belugas
-
-    root = tmp_path_factory.mktemp("belugas")
-    generate_belugas(root / "data", **SYNTH)
-    generate_belugas(root / "subset", max_images=20, **SYNTH)
-    for name in ("queries", "databases"):
-        shutil.rmtree(root / "data" / name)
-        shutil.copytree(root / "subset" / name, root / "data" / name)
-    for name in ("query_scenarios.csv", "example_labels.csv"):
-        shutil.copy(root / "subset" / name, root / "data" / name)
-    metadata = pd.read_csv(root / "data" / "metadata.csv", dtype=str)
-    assert (metadata["viewpoint"] == "right").any(), "the tiny set needs a right view to test mirroring"
-    return root / "data"
-
-
-@pytest.fixture(scope="session")
-def whale_records(beluga_dir):
-    from photoid.whales.records import build_whale_records
-
-    build_whale_records(beluga_dir, n_folds=2, dim_pre=TINY_DIM, workers=1)
-    return beluga_dir / "tfrec"
-
-
-@pytest.fixture(scope="session")
-def whale_run(beluga_dir, whale_records, tmp_path_factory):
-    """The whale-cpu-demo recipe, 2 folds x 1 epoch at 32 px, through run.py."""
-    import argparse
-
-    from photoid.config import add_config_arguments, resolve_config
-    from photoid.run import run_config
-
-    parser = argparse.ArgumentParser()
-    add_config_arguments(parser)
-    run_dir = tmp_path_factory.mktemp("whale-runs") / "tiny"
-    args = parser.parse_args(["--model", "whale-cpu-demo", "--data_dir", str(beluga_dir), "--run_dir", str(run_dir),
-                              "--n_folds", "2", "--n_epochs", "1", "--dim", str(TINY_DIM), "--dim_pre",
-                              str(TINY_DIM), "--batch_size", "16", "--verbose", "0"])
-    assert run_config(resolve_config(args)) == 0
-    return run_dir
-
-
 @pytest.fixture(scope="session")
 def ranking(beluga_dir, whale_run, tmp_path_factory):
     """`photoid rank` on the tiny run: the submission and what the command printed."""

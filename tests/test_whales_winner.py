@@ -344,7 +344,7 @@ def test_no_grouped_folds_of_the_top_rows_are_the_winners_split():
 
 def test_a_recipe_with_views_refuses_records_holding_other_views(tmp_path):
     from photoid.errors import PhotoidError
-    from photoid.run import check_record_views
+    from photoid.tasks.whales import check_record_views
 
     folds = pd.DataFrame({"image_id": ["a", "b"], "viewpoint": ["top", "left"]})
     with pytest.raises(PhotoidError, match=r"also hold left photos.*--views top"):
@@ -380,7 +380,7 @@ def test_monitor_last_keeps_the_last_epoch_and_never_stops_early(tmp_path):
     import tf_keras
 
     from photoid.io import read_json, write_json
-    from photoid.run import records_grouped
+    from photoid.tasks.whales import records_grouped
     from photoid.train import BestCheckpoint, LossGuard, make_callbacks
 
     cfg = recipe("whale-top", monitor="last")

@@ -36,6 +36,7 @@ import argparse
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -192,12 +193,18 @@ def evaluate(catalog: Catalog, run_dirs: Sequence[str] | None, data_dir: str, ou
     """MAP@5 over the 101 labels of a test set: the classifier's rule vs the catalogue vs the blend."""
     from photoid.data import load_test_labels, load_turtles
     from photoid.ensemble import load_run_predictions
+    from photoid.runs import read_run_config
     from photoid.scoring import truth_labels_101
+    from photoid.tasks import get_task
 
     calibration = catalog.calibration
     if not calibration:
         raise PhotoidError(f"catalogue {catalog.path} is not calibrated; evaluation uses its calibrated values")
     run_dirs = catalog.run_dirs(run_dirs)
+    task = get_task(read_run_config(Path(run_dirs[0]) / "config.json").task)
+    if not task.leaderboard_labels:
+        raise PhotoidError(f"--evaluate scores a Turtle Recall test set (test_labels.csv, 101 labels); the catalogue's "
+                           f"runs are {task.name} runs (a generic run scores its test split in test_scores.json)")
     data = load_turtles(data_dir, check_images=False)
     truth_frame = load_test_labels(data_dir)
     truth = (truth_frame["label_101"] if "label_101" in truth_frame.columns

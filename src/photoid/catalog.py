@@ -29,6 +29,7 @@ from photoid.config import parse_folds
 from photoid.errors import PhotoidError, ProblemList
 from photoid.labels import NEW_INDIVIDUAL, NEW_TURTLE
 from photoid.results import Identification
+from photoid.tasks import get_task
 from photoid.openset import FAISS_ABOVE, blend_scores, catalogue_scores, rank_with_new
 
 RESERVED_IDS = (NEW_INDIVIDUAL, NEW_TURTLE)
@@ -139,7 +140,7 @@ def identify_paths_with_catalog(catalog_dir: str | Path | Catalog, paths: Sequen
     catalog = catalog_dir if isinstance(catalog_dir, Catalog) else read_catalog(catalog_dir)
     embedder = embedder or load_catalog_embedder(catalog, run_dirs, records_dir)
     first_run = embedder.members[0][0]
-    new_label = NEW_TURTLE if first_run.config.task == "turtles" else NEW_INDIVIDUAL
+    new_label = get_task(first_run.config.task).new_label
     label_space = (catalog.calibration or {}).get("label_space", "catalog")
     nameable = first_run.original_ids if label_space == "original" else None
     operating_point(catalog, True, blend_weight, threshold)  # fail before any photo is read
@@ -173,22 +174,19 @@ def _runs_summary(signatures: list[dict], runs_by_dir: dict) -> list[dict]:
 
 def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path, *, folds: list[int] | None = None,
                   records_dir: str | None = None, batch_size: int = DEFAULT_BATCH, force: bool = False) -> Catalog:
-    """A catalogue of every labelled photo of a Turtle Recall folder (train.csv, then extra_images.csv)."""
-    from photoid.data import load_turtles
+    """A catalogue of every labelled photo of a data folder of the runs' task (`Task.labelled_photos`: Turtle
+    Recall's train.csv then extra_images.csv; a whale folder's labelled metadata rows; a generic folder's train
+    rows)."""
     from photoid.embedder import EMBEDDING_VIEWS, Embedder
     from photoid.runs import choose_folds, load_run
 
     out = Path(out)
     _check_build_target(out, force)  # before the slow work, and again under the lock
     runs = [load_run(d, records_dir) for d in run_dirs]
-    data = load_turtles(data_dir)
+    table = get_task(runs[0].config.task).labelled_photos(data_dir)
     embedder = Embedder([(run, fold) for run in runs for fold in choose_folds(run, folds)])
-    labeled = data.labeled
-    paths = [str(Path(data.image_path(i)).resolve()) for i in labeled["image_id"]]
     started = time.time()
-    embeddings = embedder.embed_all(paths, batch_size)
-    table = pd.DataFrame({"individual_id": labeled["turtle_id"], "image_id": labeled["image_id"],
-                          "source": labeled["source"], "path": paths})
+    embeddings = embedder.embed_all(table["path"].tolist(), batch_size)
     signatures = embedder.signatures()
     manifest = {
         "created": _now(),
@@ -218,7 +216,7 @@ def add_photos(catalog_dir: str | Path, paths: Sequence[str], individual_id: str
     embedded first, then added to the catalogue's generation current at that moment (`catalog_transaction`),
     so adds running at the same time all keep their photos.
     """
-    from photoid.data import text_problem
+    from photoid.tables import text_problem
 
     reason = text_problem(individual_id)
     if reason or individual_id in RESERVED_IDS:
@@ -285,7 +283,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     build = actions.add_parser("build", help="embed every labelled photo of a data folder with trained runs")
     build.add_argument("--run", dest="runs", nargs="+", action="extend", required=True, metavar="RUN_DIR",
                        help="trained run folder(s); their fold models make the embeddings")
-    build.add_argument("--data_dir", required=True, help="Turtle Recall folder: train.csv, extra_images.csv, images/")
+    build.add_argument("--data_dir", required=True,
+                       help="the runs' data folder (Turtle Recall, Where's Whale-do or generic): its labelled photos")
     build.add_argument("--out", required=True, help="catalogue folder to write")
     build.add_argument("--folds", type=parse_folds, help="folds to use, e.g. 0,1 (default: every trained fold)")
     build.add_argument("--force", action="store_true", help="replace an existing catalogue")

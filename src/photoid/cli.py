@@ -20,6 +20,7 @@ from photoid.quiet import VERBOSE_ENV, quiet_tensorflow_start
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("photoid.synth.cli", "write a synthetic data set in a competition's exact format"),
     "tfrecords": ("photoid.records", "validate a Turtle Recall folder, write folds.csv and TFRecords"),
+    "records": ("photoid.tasks.cli", "validate any task's folder (the task found from its files), write its records"),
     "recipes": ("photoid.config", "list the built-in recipes (models/*.toml)"),
     "train": ("photoid.run", "train, predict and score a recipe k-fold (same as run.py)"),
     "ensemble": ("photoid.ensemble", "average runs' test predictions into a submission"),

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from photoid.errors import PhotoidError, ProblemList
+from photoid.tasks import TASKS, task_of_data
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Recipes are the repository's models/*.toml; an installed photoid carries them as package data (photoid/recipes).
@@ -64,7 +65,7 @@ class Config:
     n_examples_total: int = 0  # >0: an epoch is (n - n // n_folds) // batch_size steps (the original: 12803)
     divergence_factor: float = 1000.0  # stop a fold whose loss exceeds this many times its first batch's (0 = never)
     # --- data ---------------------------------------------------------------------------------------------------
-    task: str = "turtles"  # turtles | whales
+    task: str = "turtles"  # turtles | whales | generic (photoid.tasks); not set: the data's (its records, else its files)
     data_dir: str = "data"  # competition folder (CSV files and images/)
     data_tfrec_dir: str = ""  # TFRecords folder; empty = <data_dir>/tfrec
     n_folds: int = 5  # must match the records' folds.csv
@@ -130,7 +131,7 @@ CHOICES = {
     "augment": {"original", "whaledo", "whaledo_triangle"},
     "head": {"softmax", "arcface"},
     "lr_schedule": {"plateau", "warmup_decay", "whaledo"},
-    "task": {"turtles", "whales"},
+    "task": set(TASKS),
     "mixed_precision": {"", "mixed_float16", "mixed_bfloat16"},
     "strategy": {"auto", "default", "mirrored", "multi_worker", "tpu"},
     "aug_draw": {"original", "first"},
@@ -263,6 +264,12 @@ def resolve_config(args: argparse.Namespace) -> Config:
         given = getattr(args, f.name, None)
         if given is not None and f.name != "model":
             values[f.name] = given
+    if getattr(args, "task", None) is None:
+        # The task is the data's: a recipe written for one species (e.g. whale-cpu-demo's ArcFace) trains any.
+        data_dir = values.get("data_dir", Config.data_dir)
+        found = task_of_data(values.get("data_tfrec_dir") or os.path.join(data_dir, "tfrec"), data_dir)
+        if found:
+            values["task"] = found
     problems = ProblemList()
     for name, (value, why) in FIXED_OPTIONS.items():
         given = getattr(args, name, None)
@@ -319,8 +326,9 @@ def validate_config(cfg: Config) -> None:
     for name in ("n_classes", "n_examples_total", "steps_per_epoch", "predict_folds_at_once"):
         if getattr(cfg, name) < 0:
             problems.add("config", None, f"{name} must be 0 or more, got {getattr(cfg, name)}")
-    if cfg.image_inverted and cfg.task != "turtles":
-        problems.add("config", None, "image_inverted is the Turtle Recall original's option; whale runs do not take it")
+    if cfg.image_inverted and cfg.task in TASKS and not TASKS[cfg.task].takes_image_inverted:
+        problems.add("config", None, f"image_inverted is the Turtle Recall original's option; {cfg.task} runs do not "
+                                     "take it")
     if cfg.divergence_factor != 0 and cfg.divergence_factor <= 1:
         problems.add("config", None, f"divergence_factor must be above 1 (or 0: no divergence guard), got "
                                      f"{cfg.divergence_factor}")

@@ -8,13 +8,9 @@ original code and its published weights. Loading never writes anything.
 
 from __future__ import annotations
 
-import io
 import os
-import re
-import unicodedata
-import warnings
 from dataclasses import dataclass
-from pathlib import Path, PureWindowsPath
+from pathlib import Path
 
 import pandas as pd
 
@@ -22,6 +18,7 @@ from photoid.errors import PhotoidError, ProblemList
 from photoid.images import DEFAULT_MAX_PIXELS, check_image_file
 # The submission's label for a turtle outside train.csv: a known turtle under that name would be ambiguous.
 from photoid.labels import NEW_TURTLE
+from photoid.tables import check_ids, check_unique, image_id_problem, read_table
 
 TRAIN_CSV = "train.csv"
 EXTRA_CSV = "extra_images.csv"
@@ -58,101 +55,6 @@ class TurtleData:
         return str(self.data_dir / IMAGES_DIR / f"{image_id}{IMAGE_SUFFIX}")
 
 
-def read_csv_strings(path: Path, name: str, problems: ProblemList) -> pd.DataFrame | None:
-    """Read a CSV as strings with its CSV line numbers (header = 1) as index; None after adding a problem.
-
-    Values are kept verbatim (`dtype=str`, no NA guessing: an id "NA" stays "NA"), a UTF-8 byte-order mark is
-    accepted, and lines whose every field is empty are dropped. Line numbers assume one line per row, which
-    holds for ids (they may not contain line breaks).
-    """
-    if not path.is_file():
-        problems.add(name, None, "file is missing" if not path.exists() else "is not a file")
-        return None
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        problems.add(name, line, f"the file's encoding is not UTF-8 (byte 0x{raw[err.start]:02x} cannot be "
-                                 "decoded); save it as UTF-8")
-        return None
-    try:
-        # index_col=False: a first row with one field too many would otherwise silently become the index
-        # (pandas then drops that column's values); instead pandas warns, and the warning is made an error here.
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skip_blank_lines=False,
-                                index_col=False)
-    except pd.errors.EmptyDataError:
-        problems.add(name, None, "file is empty")
-        return None
-    except pd.errors.ParserError as err:
-        line = re.search(r"line (\d+)", str(err))
-        problems.add(name, int(line.group(1)) if line else None, f"malformed CSV: {str(err).strip()}")
-        return None
-    except pd.errors.ParserWarning:
-        problems.add(name, 2, "malformed CSV: the row has more fields than the header")
-        return None
-    frame.index = frame.index + 2
-    frame = frame[(frame != "").any(axis=1)]
-    if frame.empty:
-        problems.add(name, None, "has a header but no rows")
-        return None
-    return frame
-
-
-def require_columns(frame: pd.DataFrame, name: str, columns: list[str], problems: ProblemList) -> bool:
-    """Add a problem for each required column missing from `frame`; columns beyond those are allowed."""
-    found = ", ".join(repr(c) for c in frame.columns)
-    missing = [c for c in columns if c not in frame.columns]
-    for column in missing:
-        problems.add(name, 1, f"missing column {column!r} (columns found: {found})")
-    return not missing
-
-
-def text_problem(value: str) -> str | None:
-    """Why `value` cannot be an id (image or individual), or None."""
-    if value == "":
-        return "is empty"
-    if value != value.strip():
-        return "has leading or trailing whitespace"
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        return "contains a control character"
-    return None
-
-
-def image_id_problem(value: str) -> str | None:
-    """Why `value` cannot name a file in `images/`, or None: ids must be plain file names, never paths."""
-    reason = text_problem(value)
-    if reason:
-        return reason
-    if "/" in value or "\\" in value:
-        return "contains a path separator ('/' or '\\'); it must be a plain file name"
-    if ".." in value:
-        return "contains '..'; it must be a plain file name"
-    if PureWindowsPath(value).drive:
-        return "is an absolute path; it must be a plain file name"
-    return None
-
-
-def _valid_ids(frame: pd.DataFrame, name: str, column: str, problems: ProblemList, is_image: bool = True) -> None:
-    check = image_id_problem if is_image else text_problem
-    for line, value in frame[column].items():
-        reason = check(value)
-        if reason:
-            problems.add(name, line, f"{column} {value!r} {reason}")
-
-
-def _unique_ids(frame: pd.DataFrame, name: str, problems: ProblemList) -> None:
-    """Every repeat of an image_id is a problem naming both lines."""
-    first: dict[str, int] = {}
-    for line, value in frame["image_id"].items():
-        if value in first:
-            problems.add(name, line, f"duplicate image_id {value!r} (first on line {first[value]})")
-        else:
-            first[value] = line
-
-
 def _valid_locations(frame: pd.DataFrame, name: str, problems: ProblemList) -> None:
     for line, value in frame["image_location"].items():
         if value.lower() not in IMAGE_LOCATIONS:
@@ -162,18 +64,18 @@ def _valid_locations(frame: pd.DataFrame, name: str, problems: ProblemList) -> N
 
 def _read_checked(data_dir: Path, name: str, columns: list[str], problems: ProblemList) -> pd.DataFrame | None:
     """Read one CSV and check what concerns it alone: columns, ids, locations, repeats."""
-    frame = read_csv_strings(data_dir / name, name, problems)
-    if frame is None or not require_columns(frame, name, columns, problems):
+    frame = read_table(data_dir / name, name, problems, columns)
+    if frame is None:
         return None
-    _valid_ids(frame, name, "image_id", problems)
+    check_ids(frame, name, "image_id", problems)
     if "turtle_id" in columns:
-        _valid_ids(frame, name, "turtle_id", problems, is_image=False)
+        check_ids(frame, name, "turtle_id", problems, file_safe=False)
         if name != TEST_LABELS_CSV:
             for line in frame.index[frame["turtle_id"] == NEW_TURTLE]:
                 problems.add(name, line, f"turtle_id {NEW_TURTLE!r} is reserved for unknown turtles in submissions")
     if "image_location" in columns:
         _valid_locations(frame, name, problems)
-    _unique_ids(frame, name, problems)
+    check_unique(frame["image_id"], name, "image_id", problems)
     return frame
 
 

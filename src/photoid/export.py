@@ -6,9 +6,9 @@ chosen folds' class probabilities, computed inside one graph: one input, each fo
 
 - `NAME.classes.txt` — class i of the output is line i (in a SavedModel folder: `classes.txt`);
 - `NAME.export.json` — the input, how photos are prepared for it, the ids named in submissions (others are
-  `new_turtle`), and the Python modules to import before loading (`import_before_loading`): none for plain Keras
-  layers, `photoid.layers` for GeM/ArcFace heads, the backbone's library for its own layers (with
-  `TF_USE_LEGACY_KERAS=1` set before TensorFlow is imported, under `environment`).
+  the task's new label: `new_turtle` or `new_individual`), and the Python modules to import before loading
+  (`import_before_loading`): none for plain Keras layers, `photoid.layers` for GeM/ArcFace heads, the backbone's
+  library for its own layers (with `TF_USE_LEGACY_KERAS=1` set before TensorFlow is imported, under `environment`).
 
 Loading needs nothing else: `tf_keras.models.load_model("model.keras")`; the SavedModel folder also loads with
 `tf.saved_model.load(DIR)` (its `serving_default` signature) without any Python code of the model's libraries.
@@ -28,7 +28,7 @@ import tf_keras
 
 from photoid import io as pio
 from photoid.errors import PhotoidError
-from photoid.labels import NEW_TURTLE
+from photoid.tasks import get_task
 from photoid.config import parse_folds
 from photoid.records import LAYOUT_CONTENTS
 from photoid.runs import RunInfo, choose_folds, load_fold_model, load_run
@@ -82,7 +82,7 @@ def describe_export(run: RunInfo, folds: list[int], model: tf_keras.Model, class
         },
         "classes_file": classes_file,
         "original_ids": run.original_ids,
-        "new_label": NEW_TURTLE,
+        "new_label": get_task(run.config.task).new_label,
         "import_before_loading": modules,
         # Libraries that build on `tf.keras` (efficientnet, kecam) register their layers with tf-keras only when
         # TensorFlow was imported with this set.

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from photoid.data import read_csv_strings, require_columns
+from photoid.tables import read_table, require_columns
 from photoid.errors import PhotoidError, ProblemList
 from photoid.io import write_csv
 
@@ -25,7 +25,8 @@ DEFAULT_FOLD_SEED = 33
 RECORD_ORDER_SEED = 34
 
 
-def make_folds(labeled: pd.DataFrame, n_folds: int = 5, seed: int = DEFAULT_FOLD_SEED) -> pd.DataFrame:
+def make_folds(labeled: pd.DataFrame, n_folds: int = 5, seed: int = DEFAULT_FOLD_SEED,
+               columns: list[str] = FOLD_COLUMNS) -> pd.DataFrame:
     """Assign every labelled image a validation fold, as the original's `create_cv_split` did.
 
     `labeled` is `TurtleData.labeled`: train rows then extra rows with a fresh index, which is the order the
@@ -39,8 +40,10 @@ def make_folds(labeled: pd.DataFrame, n_folds: int = 5, seed: int = DEFAULT_FOLD
 
     Turtles with fewer images than folds are allowed (the real data has many): they are simply absent from
     some validation folds. sklearn warns once per split about them; that warning is replaced by one summary.
+
+    `columns` are the fold table's (another task's labelled rows keep their own, e.g. `identity`).
     """
-    missing = [c for c in ("image_id", "turtle_id", "label", "image_location", "source") if c not in labeled]
+    missing = [c for c in columns if c != "fold" and c not in labeled]
     if missing:
         raise PhotoidError(f"labelled table lacks column(s) {', '.join(missing)}")
     if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
@@ -71,37 +74,38 @@ def make_folds(labeled: pd.DataFrame, n_folds: int = 5, seed: int = DEFAULT_FOLD
         raise PhotoidError(f"fold(s) {', '.join(map(str, np.flatnonzero(sizes == 0)))} would be empty; "
                            "use fewer folds or more images")
 
-    rows = rows.assign(fold=fold)[FOLD_COLUMNS]
+    rows = rows.assign(fold=fold)[columns]
     return rows.sample(frac=1.0, random_state=RECORD_ORDER_SEED).reset_index(drop=True)
 
 
-def write_folds(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+def write_folds(frame: pd.DataFrame, path: str | os.PathLike, columns: list[str] = FOLD_COLUMNS) -> None:
     """Write the fold table as CSV, atomically, in its row order (the order records follow)."""
-    missing = [c for c in FOLD_COLUMNS if c not in frame]
+    missing = [c for c in columns if c not in frame]
     if missing:
         raise PhotoidError(f"fold table lacks column(s) {', '.join(missing)}")
-    write_csv(path, frame[FOLD_COLUMNS])
+    write_csv(path, frame[columns])
 
 
-def read_folds(path: str | os.PathLike) -> pd.DataFrame:
+def read_folds(path: str | os.PathLike, columns: list[str] = FOLD_COLUMNS, identity: str = "turtle_id"
+               ) -> pd.DataFrame:
     """Read a fold table written by `write_folds`, in file order; ValidationError lists every problem.
 
     Checked: the columns, integer labels and folds, folds numbered 0..k-1 with none empty, unique image ids,
-    and one label per turtle id and one turtle id per label.
+    and one label per turtle id and one turtle id per label (`identity`: another task's identity column).
     """
     name = str(path)
     problems = ProblemList()
-    frame = read_csv_strings(Path(path), name, problems)
-    if frame is not None and require_columns(frame, name, FOLD_COLUMNS, problems):
-        _check_fold_rows(frame, name, problems)
+    frame = read_table(Path(path), name, problems)
+    if frame is not None and require_columns(frame, name, columns, problems):
+        _check_fold_rows(frame, name, problems, identity)
     problems.raise_if_any(title="invalid fold file")
     frame = frame.reset_index(drop=True)
     frame["label"] = frame["label"].astype("int64")
     frame["fold"] = frame["fold"].astype("int64")
-    return frame[FOLD_COLUMNS]
+    return frame[columns]
 
 
-def _check_fold_rows(frame: pd.DataFrame, name: str, problems: ProblemList) -> None:
+def _check_fold_rows(frame: pd.DataFrame, name: str, problems: ProblemList, identity: str) -> None:
     for column in ("label", "fold"):
         for line, value in frame[column].items():
             if not (value.isascii() and value.isdigit()):
@@ -118,7 +122,7 @@ def _check_fold_rows(frame: pd.DataFrame, name: str, problems: ProblemList) -> N
         if value in first_line:
             problems.add(name, line, f"duplicate image_id {value!r} (first on line {first_line[value]})")
         first_line.setdefault(value, line)
-    for key, other in (("turtle_id", "label"), ("label", "turtle_id")):
+    for key, other in ((identity, "label"), ("label", identity)):
         counts = frame.groupby(key)[other].nunique()
         for value in counts.index[counts > 1]:
             problems.add(name, None, f"{key} {value!r} has several {other}s: "

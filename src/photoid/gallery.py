@@ -2,8 +2,9 @@
 
 A researcher checks a suggestion by eye: does the turtle in my photo look like the one the model names? Each row
 holds the query photo (framed in blue) and its candidates in rank order, each candidate as one reference photo
-from the training data (train.csv, then extra_images.csv) titled with its id and probability. `new_turtle` and
-ids without a readable reference photo get a grey tile saying so.
+from the training data (its first labelled photo: Turtle Recall's train.csv, then extra_images.csv) titled with its
+id and probability. `new_turtle`, `new_individual` and ids without a readable reference photo get a grey tile
+saying so.
 
 The figure has a fixed layout (see the *_PX constants), so its pixel size follows from the number of rows and
 candidates. It is drawn without pyplot (no global state, no display needed) and written atomically.
@@ -20,10 +21,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from photoid import io as pio
-from photoid.data import EXTRA_CSV, IMAGE_SUFFIX, IMAGES_DIR, TRAIN_CSV, read_csv_strings, require_columns
-from photoid.errors import ProblemList
-from photoid.images import check_image_file
-from photoid.labels import NEW_TURTLE
+from photoid.images import check_photo_file
+from photoid.labels import NEW_INDIVIDUAL, NEW_TURTLE
 
 DPI = 100
 TILE_WIDTH_PX = 220  # one column: a 200 px image and a 10 px margin either side
@@ -47,26 +46,20 @@ def gallery_size_px(n_rows: int, n_candidates: int) -> tuple[int, int]:
 
 
 def reference_photos(data_dir: str | os.PathLike) -> dict[str, Path]:
-    """The first listed photo of every individual: train.csv's rows first, then extra_images.csv's.
+    """The first listed photo of every individual of a data folder of any task (`Task.labelled_photos`; Turtle
+    Recall: train.csv's rows first, then extra_images.csv's).
 
     Files are not checked here (thousands of them); the gallery checks the few it draws.
     """
-    data_dir = Path(data_dir)
-    problems = ProblemList()
-    references: dict[str, Path] = {}
-    for name in (TRAIN_CSV, EXTRA_CSV):
-        frame = read_csv_strings(data_dir / name, name, problems)
-        if frame is None or not require_columns(frame, name, ["image_id", "turtle_id"], problems):
-            continue
-        for image_id, turtle_id in zip(frame["image_id"], frame["turtle_id"]):
-            references.setdefault(turtle_id, data_dir / IMAGES_DIR / f"{image_id}{IMAGE_SUFFIX}")
-    problems.raise_if_any(title=f"cannot read the individuals' photos in {data_dir}")
-    return references
+    from photoid.tasks import detect_task
+    from photoid.tasks.base import first_photo_of_each
+
+    return first_photo_of_each(detect_task(data_dir).labelled_photos(data_dir, check_images=False))
 
 
 def _thumbnail(path: str | os.PathLike) -> np.ndarray | None:
     """The photo as an RGB array of at most 2 × IMAGE_PX a side, or None if it cannot be read."""
-    if check_image_file(path) is not None:
+    if check_photo_file(path) is not None:
         return None
     try:
         with Image.open(path) as image:
@@ -133,6 +126,8 @@ def draw_gallery(rows: Sequence[Row], references: dict[str, Path], out_path: str
             ax = _tile(fig, r, c)
             if label == NEW_TURTLE:
                 _show(ax, None, "new turtle\n(not in train.csv)")
+            elif label == NEW_INDIVIDUAL:
+                _show(ax, None, "new individual\n(not among the known)")
             else:
                 reference = references.get(label)
                 if reference is not None and reference not in thumbnails:

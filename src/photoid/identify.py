@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from photoid.labels import top_labels
+from photoid.labels import NEW_TURTLE, top_labels
 from photoid.results import Identification
 from photoid.errors import PhotoidError
 from photoid.openset import FAISS_ABOVE
 from photoid.config import parse_folds
+from photoid.tasks import get_task
 
 # TensorFlow (through photoid.runs) is imported where models are loaded, not here: `photoid identify --help`
 # and a usage error answer at once instead of after its three-second start-up.
@@ -65,7 +66,8 @@ class Ensemble:
     members: list[Member]
     classes: list[str]
     original_ids: list[str]
-    data_dir: Path | None  # where reference photos of the individuals are (train.csv, extra_images.csv)
+    data_dir: Path | None  # where reference photos of the individuals are (the task's labelled photos)
+    new_label: str = NEW_TURTLE  # what an id outside original_ids reads (the runs' task's new label)
 
     @property
     def n_predictions(self) -> int:
@@ -96,7 +98,8 @@ def ensemble_from_runs(runs: Sequence[RunInfo], folds: Sequence[int] | None = No
         ttas = _ttas(tta, run.config.tta_number)
         for fold in choose_folds(run, None if folds is None else list(folds)):
             members.append(Member(f"{run.run_dir} fold {fold}", load_fold_model(run, fold), run.preprocessing, ttas))
-    return Ensemble(members, runs[0].classes, runs[0].original_ids, runs[0].data_dir)
+    return Ensemble(members, runs[0].classes, runs[0].original_ids, runs[0].data_dir,
+                    get_task(runs[0].config.task).new_label)
 
 
 def ensemble_from_weights(weights: str | Path, recipe: str, data_dir: str | Path, *, dim: int | None = None,
@@ -161,7 +164,8 @@ def identify_paths(ensemble: Ensemble, paths: Sequence[str], top: int = 5,
         if probs is None:
             yield Identification(path, error=error)
             continue
-        labels, scores = top_labels(probs[None, :], ensemble.classes, ensemble.original_ids, k=top)
+        labels, scores = top_labels(probs[None, :], ensemble.classes, ensemble.original_ids, k=top,
+                                    new_label=ensemble.new_label)
         # Fewer possible labels than `top` leaves padding ("" and NaN) at the end: not a candidate.
         kept = [(str(label), float(score)) for label, score in zip(labels[0], scores[0]) if label != ""]
         yield Identification(path, probs, [label for label, _ in kept], [score for _, score in kept])

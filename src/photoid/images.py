@@ -166,3 +166,36 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         return _read_header_size(Path(path))
     except (SyntaxError, OSError, ValueError) as err:
         raise PhotoidError(f"{path}: JPEG header cannot be read ({err})") from err
+
+
+# Photo formats a generic folder may hold; JPEGs get the full check above, the others Pillow's header check.
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def check_photo_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
+    """Return why `path` is not a usable photo of any `PHOTO_SUFFIXES` format, or None when it is.
+
+    A JPEG (by its bytes, whatever its name) is checked by `check_image_file`. Other files are opened by Pillow,
+    which reads the header and `verify()`s what it can without decoding the pixels; the pixel limit is the same.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return check_image_file(path, max_pixels)
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(JPEG_MAGIC):
+        return check_image_file(path, max_pixels)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            image.verify()
+    except UnidentifiedImageError:
+        return f"is not a photo: it is {describe_bytes(head)}"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        return f"cannot be read as a photo ({err})"
+    if width * height > max_pixels:
+        return (f"image is {width} x {height} = {width * height:,} pixels, above the limit of {max_pixels:,} "
+                "(a header this large is a decompression bomb or a damaged file)")
+    return None

@@ -446,6 +446,12 @@ def build_turtle_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike
     }
 
 
+def records_setting(records_dir: str, name: str, default):
+    """One setting of the records' records.json (`default` when the file or the setting is absent)."""
+    path = os.path.join(records_dir, MANIFEST_NAME)
+    return read_json(path).get("settings", {}).get(name, default) if os.path.isfile(path) else default
+
+
 def _glob_records(records_dir: str | os.PathLike, prefix: str) -> list[str]:
     import tensorflow as tf
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import re
 import sys
@@ -23,7 +22,6 @@ from photoid import io as pio
 from photoid.config import Config, add_config_arguments, resolve_config
 from photoid.errors import PhotoidError
 
-IDENTITY_COLUMNS = ("turtle_id", "whale_id")
 _SHARD_NAME = re.compile(r"^(.+)-(\d{5})-of-(\d{5})$")
 
 
@@ -34,22 +32,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     return run_config(cfg)
-
-
-def load_label_space(folds: pd.DataFrame) -> tuple[list[str], list[str], str]:
-    """Classes in label order and the ids a submission may name (Turtle Recall: train.csv's ids)."""
-    column = next((c for c in IDENTITY_COLUMNS if c in folds.columns), None)
-    if column is None:
-        raise PhotoidError(f"folds.csv has no identity column (one of {IDENTITY_COLUMNS})")
-    pairs = folds[[column, "label"]].drop_duplicates().sort_values("label")
-    classes = pairs[column].astype(str).tolist()
-    if pairs["label"].tolist() != list(range(len(classes))) or classes != sorted(classes):
-        raise PhotoidError("folds.csv: labels are not the sorted order of the ids; rebuild the records")
-    if "source" in folds.columns:
-        original = sorted(folds.loc[folds["source"] == "train", column].astype(str).unique())
-    else:
-        original = classes
-    return classes, original, column
 
 
 # What a model's input depends on besides the photo: the run's settings, and how its records stored photos.
@@ -167,32 +149,6 @@ def check_records_complete(cfg: Config) -> None:
                            "build resumes where it stopped when its command runs again")
 
 
-def records_setting(records_dir: str, name: str, default):
-    """One setting of the records' records.json (`default` when the file or the setting is absent)."""
-    from photoid.records import MANIFEST_NAME
-
-    path = Path(records_dir) / MANIFEST_NAME
-    return pio.read_json(path).get("settings", {}).get(name, default) if path.is_file() else default
-
-
-def records_grouped(records_dir: str) -> bool:
-    """Whether whale records' folds are grouped by encounter (their records.json says; older records were)."""
-    return bool(records_setting(records_dir, "grouped", True))
-
-
-def check_record_views(cfg: Config, folds: pd.DataFrame) -> None:
-    """A recipe that names its views (the winner's top models: top photos only) trains only on records built for
-    them, whose folds were split over those rows alone: filtering rows out of other records would keep another
-    split."""
-    from photoid.config import view_list
-
-    extra = sorted(set(folds["viewpoint"]) - set(view_list(cfg.views)))
-    if extra:
-        raise PhotoidError(f"recipe {cfg.model} trains on views {cfg.views!r}, but the records in {cfg.records_dir} "
-                           f"also hold {', '.join(extra)} photos: build records for it with photoid whale-records "
-                           f"--views {cfg.views} --out_dir DIR, and pass --data_tfrec_dir DIR")
-
-
 def set_determinism(cfg: Config, fold: int = 0) -> None:
     """Seed Python, NumPy and TensorFlow with seed + fold: each fold of a run starts from its own random head (the
     original, unseeded, drew one per fold), and a rerun of a fold starts from the same one."""
@@ -205,28 +161,19 @@ def set_determinism(cfg: Config, fold: int = 0) -> None:
 
 
 def run_config(cfg: Config) -> int:
-    from photoid.folds import read_folds
-    from photoid.whales.records import read_whale_folds
+    from photoid.tasks import get_task
 
     started = time.time()
+    task = get_task(cfg.task)
     folds_path = Path(cfg.records_dir) / "folds.csv"
-    records_command = "whale-records" if cfg.task == "whales" else "tfrecords"
     if not folds_path.exists():
-        raise PhotoidError(f"no {folds_path}: build the records first (photoid {records_command} --data_dir {cfg.data_dir})")
-    folds = read_whale_folds(folds_path) if cfg.task == "whales" else read_folds(folds_path)
+        raise PhotoidError(f"no {folds_path}: build the records first (photoid {task.records_command} --data_dir {cfg.data_dir})")
+    folds = task.read_folds(folds_path)
     n_folds_in_records = int(folds["fold"].max()) + 1
     if n_folds_in_records != cfg.n_folds:
         raise PhotoidError(f"--n_folds {cfg.n_folds} but the records in {cfg.records_dir} have {n_folds_in_records} folds")
-    if cfg.task == "whales" and cfg.views:
-        check_record_views(cfg, folds)
-    if cfg.task == "whales" and cfg.paired and not records_setting(cfg.records_dir, "pair_lateral", False):
-        raise PhotoidError(f"recipe {cfg.model} trains on (top, lateral) pairs, but the records in {cfg.records_dir} "
-                           "hold none: build them with photoid whale-records --pair_lateral --out_dir DIR, and pass "
-                           "--data_tfrec_dir DIR")
-    if cfg.task == "whales" and cfg.monitor_grouped and records_grouped(cfg.records_dir):
-        print(f"folds grouped by encounter: checkpoint by {cfg.monitor_grouped!r} instead of {cfg.monitor!r}")
-        cfg = dataclasses.replace(cfg, monitor=cfg.monitor_grouped)
-    classes, original_ids, _ = load_label_space(folds)
+    cfg = task.check_training(cfg, folds)
+    classes, original_ids = task.label_space(folds)
     if cfg.n_classes and cfg.n_classes != len(classes):
         raise PhotoidError(f"--n_classes {cfg.n_classes}, but {folds_path} has {len(classes)} classes: the class count "
                            "comes from the records (leave --n_classes out)")
@@ -238,10 +185,16 @@ def run_config(cfg: Config) -> int:
     jobs = cfg.jobs
     if jobs & {"train", "skip", "val", "test"}:
         _train_and_predict(cfg, run_dir, folds, classes)
+    if "test" in jobs:
+        test_scores = task.score_test(cfg, run_dir)
+        if test_scores is not None:
+            pio.write_json(run_dir / "test_scores.json", test_scores)
+            print(f"test: MAP@5 {test_scores['map5']:.4f}, acc@1 {test_scores['acc1']:.4f} over {test_scores['n']} "
+                  f"photos, {test_scores['n_new']} of individuals outside train ({run_dir / 'test_scores.json'})")
     if jobs & {"val", "score"}:
         scores = score_run(run_dir, folds, classes, original_ids, cfg.tta_number)
-        print(format_scores(scores, leaderboard_labels=cfg.task == "turtles"))
-    if jobs & {"subm"} and cfg.task == "turtles":
+        print(format_scores(scores, leaderboard_labels=task.leaderboard_labels))
+    if jobs & {"subm"} and task.submits:
         path = write_run_submission(cfg, run_dir)
         print(f"submission written to {path}")
     print(f"done in {time.time() - started:.0f}s; outputs in {run_dir}")

@@ -74,13 +74,15 @@ def prepare_photos(paths, preprocessings) -> tuple[dict, dict[str, str]]:
     Photos are prepared once per distinct `Preprocessing.key` among `preprocessings`, however many models share
     that setting. Returns ({key: {path: bytes}}, {path: reason}).
     """
-    from photoid.images import check_image_file
+    from photoid.images import check_image_file, check_photo_file
 
     settings = {p.key: p for p in preprocessings}
+    # Compact records were prepared by Pillow, from any photo format; the other layouts read JPEGs only.
+    check = check_photo_file if all(p.layout == "compact" for p in settings.values()) else check_image_file
     prepared: dict[tuple[int, str, bool], dict[str, bytes]] = {}
     errors: dict[str, str] = {}
     for path in paths:
-        reason = check_image_file(path)
+        reason = check(path)
         if reason is None:
             try:
                 for key, preprocessing in settings.items():

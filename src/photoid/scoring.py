@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from photoid.data import (NEW_TURTLE, PREDICTION_COLUMNS, TEST_LABELS_CSV, TRAIN_CSV, load_test_labels,
-                          read_csv_strings, require_columns)
+from photoid.data import NEW_TURTLE, PREDICTION_COLUMNS, TEST_LABELS_CSV, TRAIN_CSV, load_test_labels
 from photoid.ensemble import SUBMISSION_COLUMNS
 from photoid.errors import PhotoidError, ProblemList
 from photoid.metrics import map_at_k_from_labels
+from photoid.tables import read_table, require_columns
 
 
 def truth_labels_101(test_labels: pd.DataFrame, original_ids) -> pd.Series:
@@ -80,7 +80,7 @@ def _load_truth(data_dir: Path) -> pd.DataFrame:
     if "label_101" in truth.columns:
         return truth
     problems = ProblemList()
-    train = read_csv_strings(data_dir / TRAIN_CSV, TRAIN_CSV, problems)
+    train = read_table(data_dir / TRAIN_CSV, TRAIN_CSV, problems)
     if train is not None:
         require_columns(train, TRAIN_CSV, ["turtle_id"], problems)
     problems.raise_if_any(title=f"{TEST_LABELS_CSV} has no label_101 column, and train.csv, which says which "
@@ -97,7 +97,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     truth = _load_truth(Path(args.data_dir))
     problems = ProblemList()
-    submission = read_csv_strings(Path(args.submission), args.submission, problems)
+    submission = read_table(Path(args.submission), args.submission, problems)
     problems.raise_if_any(title="cannot read the submission")
     scores = _score(submission, truth, args.submission)
     if args.json:

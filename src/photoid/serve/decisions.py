@@ -25,7 +25,7 @@ import pandas as pd
 
 from photoid import io as pio
 from photoid.catalog import RESERVED_IDS, Catalog, catalog_transaction
-from photoid.data import text_problem
+from photoid.tables import text_problem
 from photoid.embedder import check_same_models
 from photoid.errors import PhotoidError
 

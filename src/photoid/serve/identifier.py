@@ -31,8 +31,8 @@ from photoid.catalog import (MANIFEST, Catalog, identify_paths_with_catalog, loa
 from photoid.embedder import check_same_models
 from photoid.errors import PhotoidError
 from photoid.images import check_image_file
-from photoid.labels import NEW_INDIVIDUAL, NEW_TURTLE
 from photoid.serve.decisions import Photo
+from photoid.tasks import get_task
 
 PHOTOS_DIR = "photos"
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -75,7 +75,7 @@ class Identifier:
         self.models = self.embedder.signatures()
         first_run = self.embedder.members[0][0]
         self.task = first_run.config.task
-        self.new_label = NEW_TURTLE if self.task == "turtles" else NEW_INDIVIDUAL
+        self.new_label = get_task(self.task).new_label
         self.photos_dir = self.path / PHOTOS_DIR
         self.results: OrderedDict[str, Result] = OrderedDict()
         self._results_lock = threading.Lock()

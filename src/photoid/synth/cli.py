@@ -1,4 +1,5 @@
-"""`photoid synth turtles|belugas`: write a synthetic data set in a competition's exact format.
+"""`photoid synth turtles|belugas|generic`: write a synthetic data set in a competition's exact format, or a
+generic folder (`photoid.tasks.generic`).
 
 Each data set's module is imported only when its sub-command runs: its parser is configured on first use.
 """
@@ -34,6 +35,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     datasets.add_parser("belugas", configure=_configure_belugas, prog=f"{parser.prog} belugas",
                         help="Where's Whale-do (DrivenData 2022): metadata, query scenarios, images, truth",
                         description="Write a synthetic Where's Whale-do data set.")
+    datasets.add_parser("generic", configure=_configure_generic, prog=f"{parser.prog} generic",
+                        help="photoid's generic folder: metadata.csv (identity, viewpoint, date, encounter, split), "
+                             "photos in sub-folders",
+                        description="Write a synthetic generic folder; the same seed gives identical files.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +49,32 @@ def _configure_belugas(parser: argparse.ArgumentParser) -> None:
     module = importlib.import_module("photoid.synth.belugas")
     module.configure_parser(parser)
     parser.set_defaults(run_dataset=module.run)
+
+
+def _configure_generic(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="folder to create (must be empty or absent unless --force)")
+    parser.add_argument("--seed", type=int, default=0, help="master seed; the same seed gives byte-identical files")
+    parser.add_argument("--n-individuals", type=int, default=8, help="individuals with train photos (default 8)")
+    parser.add_argument("--encounters", type=int, default=3,
+                        help="encounters per individual, 2-3 photos each; the last is the test split (default 3)")
+    parser.add_argument("--n-unknown", type=int, default=2,
+                        help="individuals seen only in the test split (default 2)")
+    parser.add_argument("--size", type=int, default=64, help="long side of every photo in px (default 64)")
+    parser.add_argument("--workers", type=int, default=None, help="processes drawing photos (default every core)")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    parser.set_defaults(run_dataset=_run_generic)
+
+
+def _run_generic(args: argparse.Namespace) -> int:
+    from photoid.synth.generic import generate_generic
+
+    summary = generate_generic(args.out, seed=args.seed, n_individuals=args.n_individuals,
+                               encounters_per_individual=args.encounters, n_unknown=args.n_unknown, size=args.size,
+                               workers=args.workers, force=args.force, progress=True)
+    print(f"wrote {summary['n_images']} photos ({summary['n_png']} PNG) to {args.out}: train "
+          f"{summary['n_train_images']} of {summary['n_individuals']} individuals, test {summary['n_test_images']} "
+          f"({summary['n_test_unknown_images']} of individuals not in train)")
+    return 0
 
 
 def _configure_turtles(parser: argparse.ArgumentParser) -> None:

@@ -11,11 +11,10 @@ shows everything to fix.
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -23,6 +22,7 @@ import pandas as pd
 
 from photoid.errors import PhotoidError, ProblemList
 from photoid.images import check_image_file
+from photoid.tables import check_ids, check_known, check_unique, read_table, relative_path_problem
 
 METADATA_FILE = "metadata.csv"
 SCENARIOS_FILE = "query_scenarios.csv"
@@ -36,7 +36,6 @@ SCENARIO_COLUMNS = ("scenario_id", "queries_path", "database_path")
 QUERY_COLUMNS = ("query_id", "query_image_id")
 DATABASE_COLUMNS = ("database_image_id",)
 TRUTH_COLUMNS = ("query_id", "database_image_id")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class Scenario(NamedTuple):
@@ -92,6 +91,7 @@ def load_belugas(data_dir: str | Path, check_images: bool = True) -> BelugaData:
         if (root / SCENARIOS_FILE).exists():
             scenarios = _read_scenarios(root, set(metadata["image_id"]), problems)
     problems.raise_if_any(title=f"invalid Where's Whale-do folder {root}")
+    metadata = metadata.reset_index(drop=True)
     classes = sorted(metadata["whale_id"].unique()) if "whale_id" in metadata.columns else []
     return BelugaData(root=root, metadata=metadata, scenarios=scenarios, classes=classes)
 
@@ -103,38 +103,39 @@ def load_truth(path: str | Path) -> pd.DataFrame:
     if frame is not None:
         # Only emptiness is refused: these ids are compared, never used as file names.
         for column in TRUTH_COLUMNS:
-            for line, value in _lines(frame[column][frame[column] == ""]):
+            for line, value in frame[column][frame[column] == ""].items():
                 problems.add(str(path), line, f"{column} is empty")
     problems.raise_if_any(title="invalid ground truth")
-    return frame[list(TRUTH_COLUMNS)]
+    return frame[list(TRUTH_COLUMNS)].reset_index(drop=True)
 
 
-def make_whale_folds(metadata: pd.DataFrame, n_folds: int, seed: int = 42, grouped: bool = True) -> np.ndarray:
+def make_whale_folds(metadata: pd.DataFrame, n_folds: int, seed: int = 42, grouped: bool = True,
+                     identity: str = "whale_id", group: str = "encounter_id") -> np.ndarray:
     """The validation fold (0..n_folds-1) of every metadata row, stratified on the whale.
 
     grouped: StratifiedGroupKFold with the encounter as group, so no encounter (same whale, same day, same light)
     is on both sides of a split: an honest estimate for new encounters. Otherwise the winner's
     StratifiedKFold(n_folds, shuffle=True, random_state=seed), where one encounter's near-duplicate photos may
-    sit in training and validation at once.
+    sit in training and validation at once. `identity` and `group` name those columns (another task's table).
     """
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    if "whale_id" not in metadata.columns:
-        raise PhotoidError("folds need whale labels, and the metadata has no whale_id column")
-    if grouped and "encounter_id" not in metadata.columns:
-        raise PhotoidError("encounter-grouped folds need the metadata's encounter_id column")
-    n_groups = metadata["encounter_id"].nunique() if grouped else len(metadata)
+    if identity not in metadata.columns:
+        raise PhotoidError(f"folds need labels, and the metadata has no {identity} column")
+    if grouped and group not in metadata.columns:
+        raise PhotoidError(f"encounter-grouped folds need the metadata's {group} column")
+    n_groups = metadata[group].nunique() if grouped else len(metadata)
     if not 2 <= n_folds <= n_groups:
         unit = "encounters" if grouped else "images"
         raise PhotoidError(f"n_folds must be between 2 and the number of {unit} ({n_groups}), got {n_folds}")
-    y = pd.Index(sorted(metadata["whale_id"].unique())).get_indexer(metadata["whale_id"])
+    y = pd.Index(sorted(metadata[identity].unique())).get_indexer(metadata[identity])
     folds = np.full(len(metadata), -1, dtype=np.int64)
     with warnings.catch_warnings():
         # Whales with fewer images than folds are expected (median 3 images per whale); sklearn warns about them.
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         if grouped:
             splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-            splits = splitter.split(np.zeros(len(y)), y, groups=metadata["encounter_id"].to_numpy())
+            splits = splitter.split(np.zeros(len(y)), y, groups=metadata[group].to_numpy())
         else:
             splits = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
         try:
@@ -145,62 +146,10 @@ def make_whale_folds(metadata: pd.DataFrame, n_folds: int, seed: int = 42, group
     return folds
 
 
-def read_csv_strict(path: Path, **kwargs) -> pd.DataFrame:
-    """`pandas.read_csv` that refuses rows with more fields than the header: by default pandas would quietly
-    turn the first column into the index and shift every value one column to the left."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", pd.errors.ParserWarning)
-        try:
-            return pd.read_csv(path, index_col=False, **kwargs)
-        except pd.errors.ParserWarning:
-            raise pd.errors.ParserError("some rows have more fields than the header has columns") from None
-
-
 def read_csv_checked(path: Path, columns: tuple[str, ...], problems: ProblemList) -> pd.DataFrame | None:
-    """A CSV read as text (no value turned into NaN), or None with the reason recorded; missing columns are
-    recorded on line 1."""
-    try:
-        frame = read_csv_strict(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        problems.add(str(path), None, "file is missing")
-        return None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        problems.add(str(path), None, f"cannot be read as CSV ({err})")
-        return None
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        problems.add(str(path), 1, f"missing column(s) {', '.join(missing)}; the header is {', '.join(frame.columns)}")
-        return None
-    return frame
-
-
-def unsafe_id_reason(value: str) -> str | None:
-    """Why `value` cannot serve as an id that may end up in a file name, or None."""
-    if value == "":
-        return "is empty"
-    if value != value.strip():
-        return "has leading or trailing spaces"
-    if "/" in value or "\\" in value:
-        return "contains a path separator"
-    if value in (".", ".."):
-        return "is a relative folder name"
-    if _CONTROL.search(value):
-        return "contains control characters"
-    return None
-
-
-def unsafe_path_reason(value: str) -> str | None:
-    """Why `value` is not a relative path inside the data folder, or None."""
-    if value.strip() == "":
-        return "is empty"
-    posix = value.replace("\\", "/")
-    if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix):
-        return "is an absolute path; paths must be relative to the data folder"
-    if ".." in PurePosixPath(posix).parts:
-        return "contains '..'; paths must stay inside the data folder"
-    if _CONTROL.search(value):
-        return "contains control characters"
-    return None
+    """A table of the folder read as text and indexed by CSV line (`photoid.tables.read_table`), or None with the
+    reason recorded; a header without rows is allowed (e.g. an empty database)."""
+    return read_table(path, str(path), problems, columns, allow_no_rows=True)
 
 
 def read_metadata(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> pd.DataFrame:
@@ -208,7 +157,7 @@ def read_metadata(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS
     problems = ProblemList()
     frame = _read_metadata(Path(path), problems, required)
     problems.raise_if_any(title=f"invalid metadata {path}")
-    return frame
+    return frame.reset_index(drop=True)
 
 
 def _read_metadata(path: Path, problems: ProblemList,
@@ -217,36 +166,36 @@ def _read_metadata(path: Path, problems: ProblemList,
     if frame is None:
         return None
     file = str(path)
-    _check_ids(frame, "image_id", file, problems, unique=True)
-    for line, value in _lines(frame["path"]):
-        reason = unsafe_path_reason(value)
+    check_ids(frame, file, "image_id", problems, unique=True)
+    for line, value in frame["path"].items():
+        reason = relative_path_problem(value)
         if reason:
             problems.add(file, line, f"path {value!r} {reason}")
-    _report_duplicates(frame["path"], "path", file, problems)
+    check_unique(frame["path"], file, "path", problems)
     viewpoints = frame["viewpoint"].str.strip().str.lower()   # "Top" and " top" are read as "top"
-    for line, value in _lines(frame["viewpoint"][~viewpoints.isin(VIEWPOINTS)]):
+    for line, value in frame["viewpoint"][~viewpoints.isin(VIEWPOINTS)].items():
         problems.add(file, line, f"unknown viewpoint {value!r}; expected one of {', '.join(VIEWPOINTS)}")
     frame["viewpoint"] = viewpoints
     for column in ("height", "width"):
         if column in frame.columns:
             numbers = pd.to_numeric(frame[column], errors="coerce")
             valid = numbers.notna() & (numbers > 0) & (numbers == numbers.round())
-            for line, value in _lines(frame[column][~valid]):
+            for line, value in frame[column][~valid].items():
                 problems.add(file, line, f"{column} {value!r} is not a positive integer")
             if valid.all():
                 frame[column] = numbers.astype(np.int64)
     for column, fmt in (("date", "%Y-%m-%d"), ("timestamp", "%Y-%m-%d %H:%M:%S")):
         if column in frame.columns:
             parsed = pd.to_datetime(frame[column], format=fmt, errors="coerce")
-            for line, value in _lines(frame[column][parsed.isna()]):
+            for line, value in frame[column][parsed.isna()].items():
                 problems.add(file, line, f"{column} {value!r} is not a {fmt.replace('%', '')} value")
     for column in LABEL_COLUMNS:
         if column in frame.columns:
-            _check_ids(frame, column, file, problems, unique=False)
+            check_ids(frame, file, column, problems, unique=False)
     if set(LABEL_COLUMNS) <= set(frame.columns):
         whales_per_encounter = frame.groupby("encounter_id")["whale_id"].nunique()
         for encounter in whales_per_encounter.index[whales_per_encounter > 1]:
-            lines = [line for line, value in _lines(frame["encounter_id"]) if value == encounter]
+            lines = [line for line, value in frame["encounter_id"].items() if value == encounter]
             problems.add(file, lines[0], f"encounter {encounter!r} holds several whales (lines "
                                          f"{', '.join(map(str, lines[:10]))}); an encounter is one whale")
     return frame
@@ -254,8 +203,8 @@ def _read_metadata(path: Path, problems: ProblemList,
 
 def _check_images(root: Path, metadata: pd.DataFrame, problems: ProblemList) -> None:
     file = str(root / METADATA_FILE)
-    for line, value in _lines(metadata["path"]):
-        if unsafe_path_reason(value) is None:
+    for line, value in metadata["path"].items():
+        if relative_path_problem(value) is None:
             reason = check_image_file(root / value)
             if reason:
                 problems.add(file, line, f"image {value}: {reason}")
@@ -266,14 +215,14 @@ def _read_scenarios(root: Path, image_ids: set[str], problems: ProblemList) -> l
     index = read_csv_checked(index_file, SCENARIO_COLUMNS, problems)
     if index is None:
         return []
-    _check_ids(index, "scenario_id", str(index_file), problems, unique=True)
+    check_ids(index, str(index_file), "scenario_id", problems, unique=True)
     scenarios: list[Scenario] = []
     query_lines: dict[str, str] = {}
-    for line, row in zip(range(2, len(index) + 2), index.itertuples(index=False)):
+    for line, row in zip(index.index, index.itertuples(index=False)):
         frames = []
         for column, columns in (("queries_path", QUERY_COLUMNS), ("database_path", DATABASE_COLUMNS)):
             relative = getattr(row, column)
-            reason = unsafe_path_reason(relative)
+            reason = relative_path_problem(relative)
             if reason:
                 problems.add(str(index_file), line, f"{column} {relative!r} {reason}")
                 frames.append(None)
@@ -282,47 +231,18 @@ def _read_scenarios(root: Path, image_ids: set[str], problems: ProblemList) -> l
         queries, database = frames
         if queries is not None:
             file = str(root / row.queries_path)
-            _check_ids(queries, "query_id", file, problems, unique=True)
-            for line_q, value in _lines(queries["query_id"]):
+            check_ids(queries, file, "query_id", problems, unique=True)
+            for line_q, value in queries["query_id"].items():
                 if value in query_lines:
                     problems.add(file, line_q, f"query_id {value!r} is also used in {query_lines[value]}: "
                                                "query ids must be unique across scenarios")
                 query_lines[value] = f"{file} line {line_q}"
-            _check_known(queries["query_image_id"], image_ids, "query_image_id", file, problems)
+            check_known(queries["query_image_id"], image_ids, file, "query_image_id", METADATA_FILE, problems)
         if database is not None:
             file = str(root / row.database_path)
-            _report_duplicates(database["database_image_id"], "database_image_id", file, problems)
-            _check_known(database["database_image_id"], image_ids, "database_image_id", file, problems)
+            check_unique(database["database_image_id"], file, "database_image_id", problems)
+            check_known(database["database_image_id"], image_ids, file, "database_image_id", METADATA_FILE, problems)
         if queries is not None and database is not None:
             scenarios.append(Scenario(row.scenario_id, queries[list(QUERY_COLUMNS)].reset_index(drop=True),
                                       database[list(DATABASE_COLUMNS)].reset_index(drop=True)))
     return scenarios
-
-
-def _lines(values: pd.Series):
-    """(CSV line, value) pairs; the header is line 1, so row i of the frame is line i + 2."""
-    return zip((int(i) + 2 for i in values.index), values.tolist())
-
-
-def _check_ids(frame: pd.DataFrame, column: str, file: str, problems: ProblemList, unique: bool) -> None:
-    for line, value in _lines(frame[column]):
-        reason = unsafe_id_reason(value)
-        if reason:
-            problems.add(file, line, f"{column} {value!r} {reason}")
-    if unique:
-        _report_duplicates(frame[column], column, file, problems)
-
-
-def _report_duplicates(values: pd.Series, column: str, file: str, problems: ProblemList) -> None:
-    first_line: dict[str, int] = {}
-    for line, value in _lines(values):
-        if value in first_line:
-            problems.add(file, line, f"{column} {value!r} already appears on line {first_line[value]}")
-        else:
-            first_line[value] = line
-
-
-def _check_known(values: pd.Series, image_ids: set[str], column: str, file: str, problems: ProblemList) -> None:
-    for line, value in _lines(values):
-        if value not in image_ids:
-            problems.add(file, line, f"{column} {value!r} is not in {METADATA_FILE}")

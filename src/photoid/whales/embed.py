@@ -29,6 +29,7 @@ from photoid.config import parse_folds
 from photoid.errors import PhotoidError
 from photoid.io import atomic_path
 from photoid.retrieval import JOINS, join_embeddings, normalize_rows
+from photoid.tasks import get_task
 
 
 
@@ -65,7 +66,7 @@ def run_embeddings(run_dir: str | Path, files: list[str], records_dir: str, *, f
     # The reader resizes whatever the records store, so the run's own records need not be on this machine.
     run = load_run(run_dir, records_dir=records_dir)
     cfg = run.config
-    if cfg.task != "whales":
+    if not get_task(cfg.task).ranks_scenarios:
         raise PhotoidError(f"{run.run_dir} was trained for task {cfg.task!r}; rank and embed need a whales run")
     _check_same_mirroring(Path(cfg.records_dir), Path(records_dir), run.run_dir)
     chosen = choose_folds(run, folds)

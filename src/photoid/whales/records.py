@@ -30,6 +30,7 @@ import pandas as pd
 from photoid.errors import PhotoidError, ProblemList
 from photoid.io import write_csv
 from photoid.records import FOLDS_CSV, RecordsManifest, check_record_options, image_preparer, write_records
+from photoid.tables import check_unique
 from photoid.whales.data import BelugaData, load_belugas, make_whale_folds, read_csv_checked
 
 WHALE_STRING_COLUMNS = ("image_id", "whale_id", "viewpoint", "encounter_id")
@@ -194,14 +195,12 @@ def read_whale_folds(path: str | os.PathLike) -> pd.DataFrame:
     frame = read_csv_checked(Path(path), tuple(WHALE_FOLD_COLUMNS), problems)
     if frame is not None:
         for column in ("label", "fold"):
-            for line, value in zip(range(2, len(frame) + 2), frame[column]):
+            for line, value in frame[column].items():
                 if not (value.isascii() and value.isdigit()):
                     problems.add(name, line, f"{column} {value!r} is not a non-negative integer")
-        duplicated = frame["image_id"].duplicated()
-        for line in np.flatnonzero(duplicated.to_numpy()) + 2:
-            problems.add(name, int(line), f"duplicate image_id {frame['image_id'].iat[line - 2]!r}")
+        check_unique(frame["image_id"], name, "image_id", problems)
     problems.raise_if_any(title="invalid fold file")
-    frame = frame[WHALE_FOLD_COLUMNS].astype({"label": np.int64, "fold": np.int64})
+    frame = frame[WHALE_FOLD_COLUMNS].reset_index(drop=True).astype({"label": np.int64, "fold": np.int64})
     empty = sorted(set(range(int(frame["fold"].max()) + 1)) - set(frame["fold"]))
     if empty:
         problems.add(name, None, f"fold(s) {', '.join(map(str, empty))} have no rows")

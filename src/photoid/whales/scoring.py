@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from photoid.errors import PhotoidError, ProblemList
-from photoid.whales.data import (SCENARIOS_FILE, load_truth, read_csv_checked, read_csv_strict,
-                                 unsafe_path_reason)
+from photoid.tables import read_csv_strict, relative_path_problem
+from photoid.whales.data import SCENARIOS_FILE, load_truth, read_csv_checked
 
 PREDICTION_LIMIT = 20
 QUERY, DATABASE, SCORE = "query_id", "database_image_id", "score"
@@ -159,8 +159,8 @@ def _query_images(folder: Path) -> dict[str, str]:
     problems = ProblemList()
     index = read_csv_checked(folder / SCENARIOS_FILE, ("queries_path",), problems)
     image_of: dict[str, str] = {}
-    for line, relative in enumerate([] if index is None else index["queries_path"], start=2):
-        reason = unsafe_path_reason(relative)
+    for line, relative in ([] if index is None else index["queries_path"].items()):
+        reason = relative_path_problem(relative)
         if reason:
             problems.add(str(folder / SCENARIOS_FILE), line, f"queries_path {relative!r} {reason}")
             continue
