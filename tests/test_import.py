@@ -81,6 +81,12 @@ def test_a_turtle_recall_folder_imports_with_the_folds_and_labels_of_photoid_tfr
     generic_folds = make_folds(labeled, n_folds=n_folds)
     columns = ["image_id", "turtle_id", "label", "fold"]
     pd.testing.assert_frame_equal(generic_folds[columns], tfrecords_folds[columns], check_dtype=False)
+    # The generic task's own reader and folds give the same.
+    from photoid.tasks.generic import generic_folds as task_folds, load_generic
+
+    by_task = task_folds(load_generic(imported_turtles), n_folds).rename(columns={"identity": "turtle_id"})
+    pd.testing.assert_frame_equal(by_task[columns].reset_index(drop=True),
+                                  tfrecords_folds[columns].reset_index(drop=True), check_dtype=False)
 
     data = load_turtles(turtle_dir)
     test = table[table["split"] == "test"]

@@ -23,18 +23,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from photoid.data import text_problem
+from photoid.tables import text_problem
+from photoid.tasks.generic import METADATA_FILE as METADATA_CSV, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 from photoid.errors import PhotoidError, ProblemList
-from photoid.images import check_image_file
+from photoid.images import PHOTO_SUFFIXES as IMAGE_EXTENSIONS, check_photo_file
 from photoid.io import atomic_path, write_csv
 
-METADATA_CSV = "metadata.csv"
 IMAGES_DIR = "images"
-REQUIRED_COLUMNS = ["image_id", "path", "identity"]
-OPTIONAL_COLUMNS = ["viewpoint", "date", "encounter", "split"]
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "test")
 # What an importer hands over: the generic columns but `path`, the photo it came from, and where the row was read
 # (named in error messages).
@@ -94,14 +91,14 @@ def write_generic_folder(rows: pd.DataFrame, out: str | os.PathLike, force: bool
     if (table["split"] == "train").all():
         optional.remove("split")
     try:
-        write_csv(out / METADATA_CSV, table[REQUIRED_COLUMNS + optional])
+        write_csv(out / METADATA_CSV, table[[*REQUIRED_COLUMNS, *optional]])
     except OSError as err:
         raise PhotoidError(f"cannot write {out / METADATA_CSV}: {err}; the photos are in {images}, but without "
                            f"{METADATA_CSV} the folder is not an import: run the command again") from None
     return {"images": len(table), "train": int((table["split"] == "train").sum()),
             "test": int((table["split"] == "test").sum()),
             "identities": int(table.loc[table["identity"] != "", "identity"].nunique()),
-            "columns": REQUIRED_COLUMNS + optional, **placed}
+            "columns": [*REQUIRED_COLUMNS, *optional], **placed}
 
 
 def _check_rows(rows: pd.DataFrame, suffixes: list[str]) -> None:
@@ -131,7 +128,7 @@ def _check_rows(rows: pd.DataFrame, suffixes: list[str]) -> None:
             problems.add(where, None, f"photo {row.source}: extension {suffix or '(none)'!r} is not one of "
                                       f"{' '.join(IMAGE_EXTENSIONS)} (any letter case)")
         else:
-            reason = image_problem(Path(row.source))
+            reason = check_photo_file(row.source)
             if reason:
                 problems.add(where, None, f"photo {row.source}: {reason}")
     problems.raise_if_any(title="cannot import")
@@ -145,20 +142,6 @@ def _is_iso_date(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def image_problem(path: Path) -> str | None:
-    """Why `path` is not a photo that can be read, or None; headers only (JPEGs by photoid.images)."""
-    if path.suffix.lower() in (".jpg", ".jpeg"):
-        return check_image_file(path)
-    if not path.is_file():
-        return "file is missing" if not path.exists() else "is not a file"
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        return f"cannot be read as an image ({err})"
-    return None
 
 
 def _prepare_out(out: Path, force: bool) -> None:
