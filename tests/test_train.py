@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, TINY_DIM, tiny_args
 from photoid import io as pio
 from photoid.config import resolve_config
-from photoid.ensemble import classes_sha256
+from photoid.labels import classes_sha256
 from photoid.run import run_config
 
 
@@ -234,9 +234,10 @@ def test_test_set_predicted_once_for_all_folds_equals_fold_by_fold(trained_run, 
     that fold's model alone predicts."""
     from photoid.predict import FoldStack, load_fold_weights, predict_files
     from photoid.records import test_files
-    from photoid.runs import build_predict_model, read_run_config
+    from photoid.rundir import RunDir
+    from photoid.runs import build_predict_model
 
-    cfg = read_run_config(trained_run / "config.json")
+    cfg = RunDir(trained_run).config()
     classes = (trained_run / "classes.txt").read_text().split()
     models = []
     for fold in (0, 1):

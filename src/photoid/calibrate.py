@@ -71,7 +71,7 @@ def fold_queries(catalog: Catalog, run_dirs: list[str], use_probabilities: bool 
     A fold's queries are the photos of the runs' out-of-fold prediction files for that fold, which name exactly
     the photos fold f's model never trained on.
     """
-    from photoid.ensemble import load_run_predictions
+    from photoid.rundir import load_run_predictions
 
     names, _ = catalog.individuals()
     row_of = {image_id: i for i, image_id in enumerate(catalog.table["image_id"])}
@@ -191,7 +191,7 @@ def evaluate(catalog: Catalog, run_dirs: Sequence[str] | None, data_dir: str, ou
              records_dir: str | None = None) -> dict:
     """MAP@5 over the 101 labels of a test set: the classifier's rule vs the catalogue vs the blend."""
     from photoid.data import load_test_labels, load_turtles
-    from photoid.ensemble import load_run_predictions
+    from photoid.rundir import load_run_predictions
     from photoid.scoring import truth_labels_101
 
     calibration = catalog.calibration

@@ -29,7 +29,6 @@ from photoid.labels import classes_sha256
 from photoid.errors import PhotoidError, ProblemList
 from photoid.model import build_models_from_config, load_weights_file
 from photoid.runs import RunInfo, check_same_labels, prepare_photos
-from photoid.train import BEST_WEIGHTS
 from photoid.retrieval import normalize_rows
 
 EMBEDDING_VIEWS = (0, 1)  # TTA transforms averaged per photo: identity and horizontal flip
@@ -49,7 +48,7 @@ def signature(run: RunInfo, fold: int) -> dict:
     """What identifies one fold model: its run's settings, labels and trained weights."""
     return {"run": run.name, "run_dir": str(run.run_dir.resolve()), "fold": int(fold),
             "config_sha256": config_sha256(run.config), "classes_sha256": classes_sha256(run.classes),
-            "weights_sha256": file_sha256(run.run_dir / f"fold_{fold}" / BEST_WEIGHTS)}
+            "weights_sha256": file_sha256(run.folder.best_weights(fold))}
 
 
 def check_same_models(expected: list[dict], given: list[dict], what: str) -> None:
@@ -92,7 +91,7 @@ class Embedder:
                 raise PhotoidError(f"{run.run_dir}: fold {fold} has not finished training; trained: {run.folds}")
             # Every weight comes from the fold's file: a named pretrained set is never needed (nor downloadable).
             models = build_models_from_config(dataclasses.replace(run.config, weights="none"), len(run.classes))
-            load_weights_file(models.predict, run.run_dir / f"fold_{fold}" / BEST_WEIGHTS, len(run.classes))
+            load_weights_file(models.predict, run.folder.best_weights(fold), len(run.classes))
             if len(models.embed.output_shape) != 2:
                 raise PhotoidError(f"{run.run_dir}: the model's embedding is not a vector "
                                    f"({models.embed.output_shape})")

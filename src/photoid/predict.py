@@ -17,14 +17,8 @@ import photoid  # noqa: F401
 import tensorflow as tf
 import tf_keras
 
-from photoid import io as pio
-from photoid.ensemble import weights_sha256
-from photoid.labels import classes_sha256
 from photoid.errors import PhotoidError
-
-
-def pred_path(run_dir: Path, split: str, fold: int, tta: int) -> Path:
-    return Path(run_dir) / "preds" / f"y_pred_{split}_fold_{fold}_tta_{tta}.npy"
+from photoid.rundir import RunDir, weights_sha256
 
 
 def read_record_ids(files: list[str]) -> list[str]:
@@ -44,34 +38,11 @@ def predict_files(model, files: list[str], cfg, tta: int) -> tuple[np.ndarray, l
     return np.asarray(probs, dtype=np.float32), read_record_ids(files)
 
 
-def save_prediction(run_dir: Path, split: str, fold: int, tta: int, probs: np.ndarray, row_ids: list[str], cfg,
-                    classes: list[str], weights_sha256: str) -> Path:
-    path = pred_path(run_dir, split, fold, tta)
-    manifest = {
-        "recipe": cfg.model,
-        "split": split,
-        "fold": fold,
-        "tta": tta,
-        "n_classes": len(classes),
-        "classes_sha256": classes_sha256(classes),
-        "row_ids": list(row_ids),
-        "data_dir": str(Path(cfg.data_dir).resolve()),
-        "records_dir": cfg.records_dir,
-        "config": cfg.to_dict(),
-        # Which weights predicted it: scoring and ensembling refuse it once the fold has other weights.
-        "weights_sha256": weights_sha256,
-    }
-    pio.save_npy(path, probs)
-    pio.write_json(path.with_suffix(".json"), manifest)
-    return path
-
-
 def load_fold_weights(model, cfg, fold: int, run_dir: Path, n_classes: int, weights: str | Path | None = None) -> str:
     """Load fold `fold`'s best weights (or the given `weights` file) into `model`; returns the file's sha256."""
     from photoid.model import load_weights_file
-    from photoid.train import BEST_WEIGHTS
 
-    weights = Path(weights) if weights else Path(run_dir) / f"fold_{fold}" / BEST_WEIGHTS
+    weights = Path(weights) if weights else RunDir(run_dir).best_weights(fold)
     if not weights.exists():
         raise PhotoidError(f"fold {fold} has no trained weights ({weights}); run the job with 'train' first")
     load_weights_file(model, weights, n_classes)
@@ -87,7 +58,7 @@ def predict_validation(cfg, fold: int, run_dir: Path, model, weights_sha256: str
         probs, ids = predict_files(model, fold_files(cfg.records_dir, [fold]), cfg, tta)
         if ids != expected_val_ids:
             raise PhotoidError(f"fold {fold}: the records' rows differ from folds.csv; rebuild the records")
-        save_prediction(run_dir, "val", fold, tta, probs, ids, cfg, classes, weights_sha256)
+        RunDir(run_dir).save_prediction("val", fold, tta, probs, ids, cfg, classes, weights_sha256)
     print(f"fold {fold}: out-of-fold predictions for {cfg.tta_number + 1} TTA transform(s) written")
 
 
@@ -149,7 +120,7 @@ def predict_test(cfg, folds: list[int], run_dir: Path, models: list, classes: li
     for tta in range(cfg.tta_number + 1):
         probs, ids = predict_files(stack, files, cfg, tta)  # [photos, folds, classes]
         for i, fold in enumerate(folds):
-            save_prediction(run_dir, "test", fold, tta, np.ascontiguousarray(probs[:, i]), ids, cfg, classes,
-                            weights_sha256s[i])
+            RunDir(run_dir).save_prediction("test", fold, tta, np.ascontiguousarray(probs[:, i]), ids, cfg, classes,
+                                            weights_sha256s[i])
     print(f"test predictions of fold(s) {folds} for {cfg.tta_number + 1} TTA transform(s) written to "
-          f"{Path(run_dir) / 'preds'}")
+          f"{RunDir(run_dir).preds_dir}")

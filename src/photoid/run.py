@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -22,6 +20,7 @@ import pandas as pd
 from photoid import io as pio
 from photoid.config import Config, add_config_arguments, resolve_config
 from photoid.errors import PhotoidError
+from photoid.rundir import IMAGE_JOBS, RunDir
 
 IDENTITY_COLUMNS = ("turtle_id", "whale_id")
 _SHARD_NAME = re.compile(r"^(.+)-(\d{5})-of-(\d{5})$")
@@ -50,77 +49,6 @@ def load_label_space(folds: pd.DataFrame) -> tuple[list[str], list[str], str]:
     else:
         original = classes
     return classes, original, column
-
-
-# What a model's input depends on besides the photo: the run's settings, and how its records stored photos.
-INPUT_SETTINGS = ("dim", "dim_pre", "image_inverted")
-PREPROCESSING_FILE = "preprocessing.json"  # those settings as training used them (photoid.runs reads them)
-LOG_NAME = "log.jsonl"
-IMAGE_JOBS = {"train", "skip", "val", "test"}  # the jobs that read images (score and subm read predictions)
-
-
-def prepare_run_dir(cfg: Config, classes: list[str], original_ids: list[str],
-                    records: tuple[int, str, bool] | None) -> Path:
-    """Create or reopen the run folder: labels, the training configuration, and one log line for this call.
-
-    `config.json` and `preprocessing.json` say what the folds were trained with: written by the call that creates
-    the run (or retrains it with --force), never by later calls. A later call preparing images otherwise than
-    training did is refused: its predictions would not be what the models learnt from. `records` is the records'
-    (dim_pre, layout, rotate_wide), None where they do not say.
-    """
-    run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    classes_file = run_dir / "classes.txt"
-    text = "\n".join(classes) + "\n"
-    if classes_file.exists() and classes_file.read_text(encoding="utf-8") != text and not cfg.force:
-        raise PhotoidError(f"{run_dir} was trained on other classes; choose another --run_dir or pass --force")
-    inputs = {name: getattr(cfg, name) for name in INPUT_SETTINGS}
-    if records is not None:
-        inputs.update(records_dim_pre=records[0], layout=records[1])
-        if records[2]:  # only when set, so runs of records without it keep their preprocessing.json
-            inputs.update(rotate_wide=True)
-    preprocessing_file = run_dir / PREPROCESSING_FILE
-    rewrite = not (run_dir / "config.json").exists() or (cfg.force and bool(cfg.jobs & {"train", "skip"}))
-    if not rewrite and preprocessing_file.exists() and cfg.jobs & IMAGE_JOBS:
-        _check_same_inputs(pio.read_json(preprocessing_file), inputs, preprocessing_file)
-    pio.write_text(classes_file, text)
-    pio.write_text(run_dir / "original_ids.txt", "\n".join(original_ids) + "\n")
-    if rewrite:
-        pio.write_json(run_dir / "config.json", cfg.to_dict())
-        pio.write_json(preprocessing_file, inputs)
-    _append_log(run_dir, cfg)
-    return run_dir
-
-
-def _check_same_inputs(trained: dict, now: dict, path: Path) -> None:
-    def kind(settings: dict) -> tuple:
-        # The exact and original layouts give the model the same pixels; compact ones depend on their size.
-        # Wide whale photos turned upright or not change every input of them.
-        layout = settings.get("layout")
-        pixels = ("photo",) if layout in ("exact", "original") else (layout, settings.get("records_dim_pre"))
-        return (*pixels, bool(settings.get("rotate_wide", False)))
-
-    differ = [f"{name} {trained[name]!r} in training, {now[name]!r} now" for name in INPUT_SETTINGS
-              if name in trained and trained[name] != now[name]]
-    if "layout" in trained and "layout" in now and kind(trained) != kind(now):
-        differ.append(f"records {trained['layout']} at {trained['records_dim_pre']} px (rotate_wide "
-                      f"{trained.get('rotate_wide', False)}) in training, {now['layout']} at {now['records_dim_pre']} "
-                      f"px (rotate_wide {now.get('rotate_wide', False)}) now")
-    if differ:
-        raise PhotoidError(f"this call would prepare images otherwise than training did ({'; '.join(differ)}; see "
-                           f"{path}): its predictions would not be the trained models'. Use the training values "
-                           "(or retrain with --force)")
-
-
-def _append_log(run_dir: Path, cfg: Config) -> None:
-    """One JSON line per call: when, the command line, the job and folds, and settings unlike the trained ones."""
-    trained = pio.read_json(run_dir / "config.json")
-    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv, "job": cfg.job,
-             "folds": cfg.folds_to_run,
-             "differs_from_config_json": {k: v for k, v in cfg.to_dict().items() if trained.get(k) != v}}
-    # One write of one line in append mode: calls running at the same time cannot interleave their lines.
-    with open(run_dir / LOG_NAME, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry) + "\n")
 
 
 def check_records_layout(cfg: Config) -> tuple[int, str, bool] | None:
@@ -232,7 +160,8 @@ def run_config(cfg: Config) -> int:
                            "comes from the records (leave --n_classes out)")
     check_records_complete(cfg)
     records = check_records_layout(cfg) if cfg.jobs & IMAGE_JOBS else None
-    run_dir = prepare_run_dir(cfg, classes, original_ids, records)
+    run_dir = Path(cfg.output_dir)
+    RunDir(run_dir).prepare(cfg, classes, original_ids, records)
     print(f"run {run_dir}: recipe {cfg.model}, backbone {cfg.backbone} at {cfg.dim}px, {len(classes)} classes, folds {cfg.folds_to_run}")
 
     jobs = cfg.jobs
@@ -269,7 +198,7 @@ def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes:
     from photoid.predict import folds_at_once, load_fold_weights, predict_test, predict_validation
     from photoid.runs import build_predict_model
     from photoid.strategy import choose_strategy
-    from photoid.train import fold_is_done, train_fold
+    from photoid.train import train_fold
 
     strategy = choose_strategy(cfg.strategy, cfg.tpu_ip_or_name, cfg.cpu_devices)
     print(f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
@@ -283,10 +212,10 @@ def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes:
 
     for fold in cfg.folds_to_run:
         with model_session(cfg, fold):
-            fold_dir = run_dir / f"fold_{fold}"
             if cfg.trains(fold):
-                if fold_is_done(fold_dir) and not cfg.force:
-                    print(f"fold {fold}: already trained ({fold_dir / 'done.json'}); skipping (--force retrains)")
+                if RunDir(run_dir).fold_is_done(fold) and not cfg.force:
+                    print(f"fold {fold}: already trained ({RunDir(run_dir).fold_file(fold, 'done.json')}); "
+                          "skipping (--force retrains)")
                 else:
                     summary = train_fold(cfg, fold, run_dir, strategy, len(classes))
                     print(f"fold {fold}: best {summary['monitor']} {summary['value']:.4f} at epoch {summary['epoch']}")
@@ -317,15 +246,13 @@ def score_run(run_dir: Path, folds: pd.DataFrame, classes: list[str], original_i
 
     As the original: TTA 0..tta_number (this call's; None: the run's) of every fold that finished training,
     averaged per fold. A missing file, or
-    one predicted by weights the fold no longer has, is an error naming it (`ensemble.expected_prediction_files`).
+    one predicted by weights the fold no longer has, is an error naming it (`RunDir.predictions`).
     """
-    from photoid.ensemble import expected_prediction_files, load_prediction
     from photoid.metrics import classification_scores
 
     by_fold: dict[int, list[np.ndarray]] = {}
     ttas = None if tta_number is None else range(tta_number + 1)
-    for fold, tta, path in expected_prediction_files(run_dir, "val", ttas=ttas):
-        probs, row_ids = load_prediction(path, "val", fold, tta, classes)
+    for fold, tta, path, probs, row_ids in RunDir(run_dir).predictions("val", classes, ttas=ttas):
         expected = folds.loc[folds["fold"] == fold, "image_id"].astype(str).tolist()
         if row_ids != expected:
             raise PhotoidError(f"{path}: its rows are not fold {fold}'s images in folds.csv; predict it again")
@@ -340,7 +267,7 @@ def score_run(run_dir: Path, folds: pd.DataFrame, classes: list[str], original_i
         all_probs.append(probs)
     overall = classification_scores(np.concatenate(all_true), np.concatenate(all_probs), classes, original_ids)
     scores = {"folds": per_fold, "all": {**overall, "n": int(sum(len(t) for t in all_true))}, "folds_scored": sorted(per_fold)}
-    pio.write_json(run_dir / "cv_scores.json", scores)
+    pio.write_json(RunDir(run_dir).cv_scores_file, scores)
     return scores
 
 
@@ -356,7 +283,8 @@ def format_scores(scores: dict, leaderboard_labels: bool = True) -> str:
 
 def write_run_submission(cfg: Config, run_dir: Path) -> Path:
     """The run's own submission: the ensemble rule over its test predictions (trained folds, TTA 0..tta_number)."""
-    from photoid.ensemble import load_run_predictions, make_submission, write_submission
+    from photoid.ensemble import make_submission, write_submission
+    from photoid.rundir import load_run_predictions
 
     sample = Path(cfg.data_dir) / "sample_submission.csv"
     if not sample.exists():
@@ -365,6 +293,6 @@ def write_run_submission(cfg: Config, run_dir: Path) -> Path:
                                                                     ttas=range(cfg.tta_number + 1))
     sample_ids = pd.read_csv(sample, dtype=str, keep_default_na=False, encoding="utf-8-sig")["image_id"].tolist()
     frame = make_submission(probs, row_ids, classes, original_ids, sample_ids)
-    path = run_dir / "submission.csv"
+    path = RunDir(run_dir).submission_file
     write_submission(frame, path)
     return path

@@ -60,8 +60,7 @@ def run_embeddings(run_dir: str | Path, files: list[str], records_dir: str, *, f
 
     from photoid.model import build_models_from_config, load_weights_file
     from photoid.runs import choose_folds, load_run
-    from photoid.train import BEST_WEIGHTS
-
+    
     # The reader resizes whatever the records store, so the run's own records need not be on this machine.
     run = load_run(run_dir, records_dir=records_dir)
     cfg = run.config
@@ -74,7 +73,7 @@ def run_embeddings(run_dir: str | Path, files: list[str], records_dir: str, *, f
         tf_keras.backend.clear_session()
         # Every weight comes from the fold's file, so no pretrained set is fetched.
         models = build_models_from_config(dataclasses.replace(cfg, weights="none"), len(run.classes))
-        load_weights_file(models.predict, run.run_dir / f"fold_{fold}" / BEST_WEIGHTS, len(run.classes))
+        load_weights_file(models.predict, run.folder.best_weights(fold), len(run.classes))
         parts.append(embed_files(models.embed, files, dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=batch_size,
                                  flip=flip, normalize=join != "concat"))
     info = {"run": str(run.run_dir), "recipe": cfg.model, "folds": chosen, "size": int(parts[0].shape[1])}
