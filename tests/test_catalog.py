@@ -18,7 +18,7 @@ from photoid.catalog_store import update_manifest
 from photoid.calibrate import calibrate
 from photoid.cli import main
 from photoid.data import load_turtles
-from photoid.embedder import file_sha256
+from photoid.io import file_sha256
 from photoid.labels import classes_sha256
 from photoid.rundir import RunDir
 from photoid.errors import PhotoidError

@@ -135,7 +135,8 @@ def calibrate(catalog: Catalog, run_dirs: Sequence[str] | None = None, *, new_fr
     "original": only the runs' original ids, every other individual is new (Turtle Recall's 101 labels).
     `run_dirs` stand in for the catalogue's recorded runs (moved elsewhere); they must hold the same models.
     """
-    from photoid.embedder import check_same_models, signature
+    from photoid.embedder import check_same_models
+    from photoid.inference import signature
     from photoid.runs import load_run
 
     if label_space not in LABEL_SPACES:

@@ -175,7 +175,8 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
                   records_dir: str | None = None, batch_size: int = DEFAULT_BATCH, force: bool = False) -> Catalog:
     """A catalogue of every labelled photo of a Turtle Recall folder (train.csv, then extra_images.csv)."""
     from photoid.data import load_turtles
-    from photoid.embedder import EMBEDDING_VIEWS, Embedder
+    from photoid.embedder import Embedder
+    from photoid.inference import EMBEDDING_VIEWS
     from photoid.runs import choose_folds, load_run
 
     out = Path(out)

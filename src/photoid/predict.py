@@ -15,44 +15,23 @@ import numpy as np
 
 import photoid  # noqa: F401
 import tensorflow as tf
-import tf_keras
 
 from photoid.errors import PhotoidError
-from photoid.rundir import RunDir, weights_sha256
-
-
-def read_record_ids(files: list[str]) -> list[str]:
-    """Image ids of records in reading order, without decoding images (cheap: one small feature)."""
-    spec = {"image_id": tf.io.FixedLenFeature([], tf.string)}
-    ds = tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, spec)["image_id"])
-    return [x.decode("utf-8") for x in ds.as_numpy_iterator()]
+from photoid.inference import FoldStack, predict_records, read_record_ids
+from photoid.rundir import RunDir
 
 
 def predict_files(model, files: list[str], cfg, tta: int) -> tuple[np.ndarray, list[str]]:
     """Predict every record in `files` with TTA transform `tta`; returns (probabilities, row ids)."""
-    from photoid.pipeline import build_dataset
-
-    ds = build_dataset(files, dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=cfg.batch_size, training=False, tta=tta,
-                       image_inverted=cfg.image_inverted)
-    probs = model.predict(ds.map(lambda image, label: image), verbose=0)
-    return np.asarray(probs, dtype=np.float32), read_record_ids(files)
-
-
-def load_fold_weights(model, cfg, fold: int, run_dir: Path, n_classes: int, weights: str | Path | None = None) -> str:
-    """Load fold `fold`'s best weights (or the given `weights` file) into `model`; returns the file's sha256."""
-    from photoid.model import load_weights_file
-
-    weights = Path(weights) if weights else RunDir(run_dir).best_weights(fold)
-    if not weights.exists():
-        raise PhotoidError(f"fold {fold} has no trained weights ({weights}); run the job with 'train' first")
-    load_weights_file(model, weights, n_classes)
-    return weights_sha256(weights)
+    probs = predict_records(model, files, dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=cfg.batch_size, tta=tta,
+                            image_inverted=cfg.image_inverted)
+    return probs, read_record_ids(files)
 
 
 def predict_validation(cfg, fold: int, run_dir: Path, model, weights_sha256: str, classes: list[str],
                        expected_val_ids: list[str]) -> None:
     """Out-of-fold predictions of fold `fold`'s model (weights loaded) for every TTA transform."""
-    from photoid.records import fold_files
+    from photoid.pipeline import fold_files
 
     for tta in range(cfg.tta_number + 1):
         probs, ids = predict_files(model, fold_files(cfg.records_dir, [fold]), cfg, tta)
@@ -90,21 +69,6 @@ def folds_at_once(n_params: int, n_folds: int, memory: int | None = None) -> int
     return max(1, min(n_folds, int(budget // (4 * n_params))))
 
 
-class FoldStack(tf_keras.Model):
-    """Every fold model's output for a batch, as one Keras model: [batch, folds, classes].
-
-    `predict` on it reads and decodes each batch once for all folds (fold-by-fold prediction decodes the test set
-    again per fold), and, being a Keras model, it runs under the run's distribution strategy as the fold models do.
-    """
-
-    def __init__(self, fold_models: list):
-        super().__init__(name="fold_stack")
-        self.fold_models = list(fold_models)
-
-    def call(self, images, training=False):
-        return tf.stack([model(images, training=False) for model in self.fold_models], axis=1)
-
-
 def predict_test(cfg, folds: list[int], run_dir: Path, models: list, classes: list[str],
                  weights_sha256s: list[str]) -> None:
     """Test predictions of every fold model (weights loaded; `models[i]` is fold `folds[i]`, loaded from the file
@@ -113,7 +77,7 @@ def predict_test(cfg, folds: list[int], run_dir: Path, models: list, classes: li
     Each TTA pass reads and decodes the test records once and feeds every batch to all the folds' models; the files
     written are the same per-fold files as fold-by-fold prediction writes.
     """
-    from photoid.records import test_files
+    from photoid.pipeline import test_files
 
     files = test_files(cfg.records_dir)
     stack = FoldStack(models)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import re
 import time
 from pathlib import Path
 from typing import Iterator
@@ -20,10 +19,10 @@ import pandas as pd
 from photoid import io as pio
 from photoid.config import Config, add_config_arguments, resolve_config
 from photoid.errors import PhotoidError
+from photoid.recordsdir import FOLDS_CSV
 from photoid.rundir import IMAGE_JOBS, RunDir
 
 IDENTITY_COLUMNS = ("turtle_id", "whale_id")
-_SHARD_NAME = re.compile(r"^(.+)-(\d{5})-of-(\d{5})$")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -53,10 +52,13 @@ def load_label_space(folds: pd.DataFrame) -> tuple[list[str], list[str], str]:
 
 def check_records_layout(cfg: Config) -> tuple[int, str, bool] | None:
     """The records' (dim_pre, layout, rotate_wide), refusing a dim_pre the layout cannot give exactly (None: no records.json)."""
-    from photoid.records import MANIFEST_NAME, check_layout_size
+    from photoid.records import check_layout_size
     from photoid.runs import records_settings
 
-    if "://" in cfg.records_dir or (Path(cfg.records_dir) / MANIFEST_NAME).exists():
+    from photoid.pipeline import open_records
+
+    # A remote folder must have its records.json (records_settings says so); a local one may predate it.
+    if "://" in cfg.records_dir or open_records(cfg.records_dir).has_manifest():
         records_dim_pre, layout, rotate_wide = records_settings(cfg.records_dir, Path(cfg.output_dir))
         check_layout_size(layout, records_dim_pre, cfg.dim_pre, cfg.records_dir)
         return records_dim_pre, layout, rotate_wide
@@ -64,48 +66,18 @@ def check_records_layout(cfg: Config) -> tuple[int, str, bool] | None:
 
 
 def check_records_complete(cfg: Config) -> None:
-    """Refuse, before the run folder is touched, record sets the jobs need that are missing or lack shards.
+    """Refuse, before the run folder is touched, record sets the jobs need that are missing or lack shards."""
+    from photoid.pipeline import open_records
 
-    A `photoid tfrecords` run that was stopped leaves only finished shards under their final names, so a fold can
-    be present with some of its shards: reading it as it is would train or predict on part of the fold.
-    """
-    from photoid.records import fold_files, test_files
-
+    records = open_records(cfg.records_dir)
     files: list[str] = []
     if cfg.jobs & {"train", "skip"}:  # a fold trains on every other fold
-        files += fold_files(cfg.records_dir, range(cfg.n_folds))
+        files += records.fold_files(range(cfg.n_folds))
     elif "val" in cfg.jobs:
-        files += fold_files(cfg.records_dir, cfg.folds_to_run)
+        files += records.fold_files(cfg.folds_to_run)
     if "test" in cfg.jobs:
-        files += test_files(cfg.records_dir)
-    shards: dict[str, set[tuple[int, int]]] = {}  # record set -> (shard, of) pairs found
-    for path in files:
-        match = _SHARD_NAME.match(Path(path).name)
-        if match:
-            shards.setdefault(match.group(1), set()).add((int(match.group(2)), int(match.group(3))))
-    incomplete = []
-    for prefix, found in shards.items():
-        totals = {total for _, total in found}
-        expected = {(shard, total) for total in totals for shard in range(total)}
-        if len(totals) > 1 or found != expected:
-            names = ", ".join(f"{shard + 1} of {total}" for shard, total in sorted(found))
-            incomplete.append(f"{prefix} has shards {names}")
-    if incomplete:
-        raise PhotoidError(f"incomplete records in {cfg.records_dir}: {'; '.join(incomplete)}. An interrupted "
-                           "build resumes where it stopped when its command runs again")
-
-
-def records_setting(records_dir: str, name: str, default):
-    """One setting of the records' records.json (`default` when the file or the setting is absent)."""
-    from photoid.records import MANIFEST_NAME
-
-    path = Path(records_dir) / MANIFEST_NAME
-    return pio.read_json(path).get("settings", {}).get(name, default) if path.is_file() else default
-
-
-def records_grouped(records_dir: str) -> bool:
-    """Whether whale records' folds are grouped by encounter (their records.json says; older records were)."""
-    return bool(records_setting(records_dir, "grouped", True))
+        files += records.test_files()
+    records.check_complete(files)
 
 
 def check_record_views(cfg: Config, folds: pd.DataFrame) -> None:
@@ -134,10 +106,12 @@ def set_determinism(cfg: Config, fold: int = 0) -> None:
 
 def run_config(cfg: Config) -> int:
     from photoid.folds import read_folds
+    from photoid.pipeline import open_records
     from photoid.whales.records import read_whale_folds
 
     started = time.time()
-    folds_path = Path(cfg.records_dir) / "folds.csv"
+    records = open_records(cfg.records_dir)
+    folds_path = Path(cfg.records_dir) / FOLDS_CSV
     records_command = "whale-records" if cfg.task == "whales" else "tfrecords"
     if not folds_path.exists():
         raise PhotoidError(f"no {folds_path}: build the records first (photoid {records_command} --data_dir {cfg.data_dir})")
@@ -147,11 +121,11 @@ def run_config(cfg: Config) -> int:
         raise PhotoidError(f"--n_folds {cfg.n_folds} but the records in {cfg.records_dir} have {n_folds_in_records} folds")
     if cfg.task == "whales" and cfg.views:
         check_record_views(cfg, folds)
-    if cfg.task == "whales" and cfg.paired and not records_setting(cfg.records_dir, "pair_lateral", False):
+    if cfg.task == "whales" and cfg.paired and not records.pair_lateral():
         raise PhotoidError(f"recipe {cfg.model} trains on (top, lateral) pairs, but the records in {cfg.records_dir} "
                            "hold none: build them with photoid whale-records --pair_lateral --out_dir DIR, and pass "
                            "--data_tfrec_dir DIR")
-    if cfg.task == "whales" and cfg.monitor_grouped and records_grouped(cfg.records_dir):
+    if cfg.task == "whales" and cfg.monitor_grouped and records.grouped():
         print(f"folds grouped by encounter: checkpoint by {cfg.monitor_grouped!r} instead of {cfg.monitor!r}")
         cfg = dataclasses.replace(cfg, monitor=cfg.monitor_grouped)
     classes, original_ids, _ = load_label_space(folds)
@@ -159,9 +133,9 @@ def run_config(cfg: Config) -> int:
         raise PhotoidError(f"--n_classes {cfg.n_classes}, but {folds_path} has {len(classes)} classes: the class count "
                            "comes from the records (leave --n_classes out)")
     check_records_complete(cfg)
-    records = check_records_layout(cfg) if cfg.jobs & IMAGE_JOBS else None
+    stored = check_records_layout(cfg) if cfg.jobs & IMAGE_JOBS else None
     run_dir = Path(cfg.output_dir)
-    RunDir(run_dir).prepare(cfg, classes, original_ids, records)
+    RunDir(run_dir).prepare(cfg, classes, original_ids, stored)
     print(f"run {run_dir}: recipe {cfg.model}, backbone {cfg.backbone} at {cfg.dim}px, {len(classes)} classes, folds {cfg.folds_to_run}")
 
     jobs = cfg.jobs
@@ -195,8 +169,8 @@ def model_session(cfg: Config, fold: int = 0) -> Iterator[None]:
 def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes: list[str]) -> None:
     """Train each chosen fold and predict its out-of-fold rows; then predict the test set with all of them at once."""
     from photoid.backbones import is_weights_file
-    from photoid.predict import folds_at_once, load_fold_weights, predict_test, predict_validation
-    from photoid.runs import build_predict_model
+    from photoid.inference import build_fold_model, fold_weights
+    from photoid.predict import folds_at_once, predict_test, predict_validation
     from photoid.strategy import choose_strategy
     from photoid.train import train_fold
 
@@ -206,9 +180,9 @@ def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes:
     given = cfg.weights if not cfg.jobs & {"train", "skip"} and is_weights_file(cfg.weights) else None
 
     def fold_model(fold: int):
-        with strategy.scope():  # every weight comes from the fold's file: no pretrained set is loaded first
-            model = build_predict_model(cfg, len(classes))
-        return model, load_fold_weights(model, cfg, fold, run_dir, len(classes), weights=given)
+        # Built under the run's strategy; every weight comes from the fold's file.
+        model = build_fold_model(cfg, len(classes), fold_weights(run_dir, fold, given), strategy=strategy)
+        return model.predict, model.weights_sha256
 
     for fold in cfg.folds_to_run:
         with model_session(cfg, fold):

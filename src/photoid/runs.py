@@ -8,9 +8,7 @@ records and the reader did, so a photo gets the same probabilities on its own as
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +17,12 @@ import numpy as np
 
 import photoid  # noqa: F401  (selects tf-keras before TensorFlow is imported)
 import tensorflow as tf
-import tf_keras
 
 from photoid.config import REPO_ROOT, Config
 from photoid.errors import PhotoidError
-from photoid.io import read_json
 from photoid.pipeline import preprocess_image_bytes
-from photoid.records import MANIFEST_NAME, check_layout_size, prepare_image_bytes, records_layout
+from photoid.records import check_layout_size, prepare_image_bytes
+from photoid.recordsdir import MANIFEST_NAME, records_layout
 from photoid.rundir import BEST_WEIGHTS, RunDir
 
 
@@ -131,27 +128,20 @@ def _bases(run_dir: Path) -> list[Path]:
 
 
 def records_settings(records_dir: str, run_dir: Path) -> tuple[int, str, bool]:
-    """(dim_pre, layout, rotate_wide) of the records a run was trained from, read from their records.json."""
-    if "://" in records_dir:  # gs:// and other remote folders: TensorFlow's file system reads them
-        manifest = f"{records_dir.rstrip('/')}/{MANIFEST_NAME}"
-        if not tf.io.gfile.exists(manifest):
-            raise PhotoidError(f"{manifest} not found; pass the records folder the run was trained from")
-        with tf.io.gfile.GFile(manifest) as f:
-            settings = json.load(f).get("settings", {})
-    else:
+    """(dim_pre, layout, rotate_wide) of the records a run was trained from, read from their records.json.
+
+    A relative local folder not found from here is looked for where training ran (`_bases`)."""
+    from photoid.pipeline import open_records
+
+    if "://" not in records_dir:
         found = _existing(os.path.join(records_dir, MANIFEST_NAME), _bases(run_dir))
         if found is None:
             raise PhotoidError(
                 f"cannot find {MANIFEST_NAME} of the records run {run_dir} was trained from (looked for "
                 f"{records_dir}/{MANIFEST_NAME}); its dim_pre and layout say how photos are prepared. "
                 "Pass the records folder with --records_dir")
-        manifest, settings = str(found), read_json(found).get("settings", {})
-    if not isinstance(settings.get("dim_pre"), int) or not isinstance(settings.get("layout", ""), str):
-        raise PhotoidError(f"{manifest}: its settings lack dim_pre (an integer) or have a layout that is not a name")
-    try:
-        return settings["dim_pre"], records_layout(settings), bool(settings.get("rotate_wide", False))
-    except PhotoidError as err:
-        raise PhotoidError(f"{manifest}: {err}") from None
+        records_dir = str(found.parent)
+    return open_records(records_dir).photo_settings()
 
 
 def load_run(run_dir: str | os.PathLike, records_dir: str | None = None) -> RunInfo:
@@ -188,25 +178,6 @@ def check_same_labels(runs: list[RunInfo]) -> None:
     from photoid.rundir import check_same_labels as check_folders
 
     check_folders([run.folder for run in runs])
-
-
-def build_predict_model(cfg: Config, n_classes: int) -> tf_keras.Model:
-    """The recipe's image → probabilities model with untrained weights (a weight file replaces them all)."""
-    from photoid.model import build_models_from_config
-
-    # Pretrained sets are never needed here (and may not be downloadable): every weight comes from a file.
-    return build_models_from_config(dataclasses.replace(cfg, weights="none"), n_classes).predict
-
-
-def load_fold_model(run: RunInfo, fold: int) -> tf_keras.Model:
-    """Fold `fold`'s model with its best weights."""
-    from photoid.model import load_weights_file
-
-    if fold not in run.folds:
-        raise PhotoidError(f"{run.run_dir}: fold {fold} has not finished training; trained folds: {run.folds}")
-    model = build_predict_model(run.config, len(run.classes))
-    load_weights_file(model, run.folder.best_weights(fold), len(run.classes))
-    return model
 
 
 def choose_folds(run: RunInfo, folds: list[int] | None) -> list[int]:

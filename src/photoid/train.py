@@ -254,19 +254,19 @@ def initial_models(cfg, n_classes: int):
     """The models a fold starts training from: the recipe's backbone with its named pretrained set, or with every
     weight from a `--weights` file (any of `backbones.WEIGHTS_SUFFIXES`; none is ignored)."""
     from photoid.backbones import is_weights_file
-    from photoid.model import build_models_from_config, load_weights_file
+    from photoid.inference import build_models_with_weights
+    from photoid.model import build_models_from_config
 
-    models = build_models_from_config(cfg, n_classes)
     if is_weights_file(cfg.weights):
-        load_weights_file(models.predict, cfg.weights, n_classes)
-    return models
+        return build_models_with_weights(cfg, n_classes, cfg.weights)
+    return build_models_from_config(cfg, n_classes)
 
 
 def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     """Train fold `fold` (validate on it, train on the others) and return the summary written to done.json."""
     from photoid.model import compile_for_training
     from photoid.pipeline import count_records
-    from photoid.records import fold_files
+    from photoid.pipeline import fold_files
 
     run = RunDir(run_dir)
     fold_dir = run.fold_dir(fold)

@@ -29,7 +29,8 @@ import pandas as pd
 
 from photoid.errors import PhotoidError, ProblemList
 from photoid.io import write_csv
-from photoid.records import FOLDS_CSV, RecordsManifest, check_record_options, image_preparer, write_records
+from photoid.recordsdir import FOLDS_CSV
+from photoid.records import RecordsManifest, check_record_options, image_preparer, write_records
 from photoid.whales.data import BelugaData, load_belugas, make_whale_folds, read_csv_checked
 
 WHALE_STRING_COLUMNS = ("image_id", "whale_id", "viewpoint", "encounter_id")
