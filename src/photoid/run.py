@@ -52,10 +52,9 @@ def load_label_space(folds: pd.DataFrame) -> tuple[list[str], list[str], str]:
 
 def check_records_layout(cfg: Config) -> tuple[int, str, bool] | None:
     """The records' (dim_pre, layout, rotate_wide), refusing a dim_pre the layout cannot give exactly (None: no records.json)."""
+    from photoid.pipeline import open_records
     from photoid.records import check_layout_size
     from photoid.runs import records_settings
-
-    from photoid.pipeline import open_records
 
     # A remote folder must have its records.json (records_settings says so); a local one may predate it.
     if "://" in cfg.records_dir or open_records(cfg.records_dir).has_manifest():

@@ -1,4 +1,4 @@
-"""A trained run folder, loaded back: its configuration, labels, preprocessing and fold models.
+"""A trained run folder, loaded back: its configuration, labels, finished folds and preprocessing.
 
 A run folder describes itself (`config.json`, `classes.txt`, `original_ids.txt`, `fold_K/best.weights.h5`), and
 the records it was trained from say how each photo was stored (`records.json`: `dim_pre`, `layout`).
