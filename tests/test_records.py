@@ -18,9 +18,9 @@ from photoid import cli, pipeline
 from photoid.errors import PhotoidError, ValidationError
 from photoid.folds import read_folds
 from photoid.io import read_json
-from photoid.pipeline import fold_files
+from photoid.pipeline import feature_spec, fold_files
 from photoid.records import (MANIFEST_NAME, TURTLE_INT_COLUMNS, TURTLE_STRING_COLUMNS, RecordsManifest,
-                             build_turtle_records, feature_spec, prepare_image_bytes, write_records)
+                             build_turtle_records, prepare_image_bytes, write_records)
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"dim_pre": 24, "layout": "compact"}

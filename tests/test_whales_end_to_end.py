@@ -82,7 +82,7 @@ def ranking(beluga_dir, whale_run, tmp_path_factory):
 def read_records(files):
     import tensorflow as tf
 
-    from photoid.records import feature_spec
+    from photoid.pipeline import feature_spec
     from photoid.whales.records import WHALE_INT_COLUMNS, WHALE_STRING_COLUMNS
 
     spec = feature_spec(WHALE_STRING_COLUMNS, WHALE_INT_COLUMNS)

@@ -480,7 +480,7 @@ def test_paired_records_hold_a_lateral_partner_of_the_same_whale_row_for_row(pai
     import tensorflow as tf
 
     from photoid.pipeline import fold_files
-    from photoid.records import feature_spec
+    from photoid.pipeline import feature_spec
     from photoid.whales.pairs import pair_files
     from photoid.whales.records import WHALE_INT_COLUMNS, WHALE_STRING_COLUMNS
 

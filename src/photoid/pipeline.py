@@ -24,11 +24,21 @@ import tensorflow as tf
 
 from photoid.augment import N_TRANSFORMS, apply_transform, augment_draw_range, random_augment
 from photoid.errors import PhotoidError
-from photoid.records import IMAGE_FEATURE, feature_spec
-from photoid.recordsdir import RecordsDir, is_remote
+from photoid.recordsdir import IMAGE_FEATURE, RecordsDir, is_remote
 
 AUTOTUNE = tf.data.AUTOTUNE
 JPEG_START = b"\xff\xd8"
+
+
+def feature_spec(string_columns: Sequence[str], int_columns: Sequence[str]) -> dict:
+    """The tf.train.Example features of a record: the JPEG `image` plus the named string and int64 columns.
+
+    The writer serialises exactly these features and readers parse with this spec (or a subset of it).
+    """
+    spec = {IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string)}
+    spec.update({name: tf.io.FixedLenFeature([], tf.string) for name in string_columns})
+    spec.update({name: tf.io.FixedLenFeature([], tf.int64) for name in int_columns})
+    return spec
 
 
 def decode_and_resize(jpeg_bytes: tf.Tensor, dim_pre: int) -> tf.Tensor:

@@ -1,4 +1,5 @@
-"""TFRecord files: one feature spec, a resumable sharded writer, the `photoid tfrecords` command.
+"""TFRecord files: a resumable sharded writer and the `photoid tfrecords` command (readers parse the records with
+`photoid.pipeline.feature_spec`; `photoid.recordsdir.RecordsDir` reads the folder).
 
 Layout of a records folder (the original's, plus two files that make it self-describing):
 
@@ -37,12 +38,11 @@ from PIL import Image, UnidentifiedImageError
 from photoid.errors import PhotoidError
 from photoid.images import jpeg_stream_end
 from photoid.io import atomic_path, file_sha256, read_json, write_json
-from photoid.recordsdir import FOLDS_CSV, LAYOUTS, MANIFEST_NAME, SHARD_PATTERN, shard_name
+from photoid.recordsdir import FOLDS_CSV, IMAGE_FEATURE, LAYOUTS, MANIFEST_NAME, SHARD_PATTERN, shard_name
 
 if TYPE_CHECKING:
     import pandas as pd
 
-IMAGE_FEATURE = "image"
 TURTLE_STRING_COLUMNS = ("image_id", "label_id", "image_location")
 TURTLE_INT_COLUMNS = ("label",)
 JPEG_QUALITY = 95
@@ -55,19 +55,6 @@ LAYOUT_CONTENTS = {
     "original": "the JPEG file as it is",
 }
 DEFAULT_LAYOUT = LAYOUTS[0]
-
-
-def feature_spec(string_columns: Sequence[str], int_columns: Sequence[str]) -> dict:
-    """The tf.train.Example features of a record: the JPEG `image` plus the named string and int64 columns.
-
-    The writer serialises exactly these features and readers parse with this spec (or a subset of it).
-    """
-    import tensorflow as tf
-
-    spec = {IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string)}
-    spec.update({name: tf.io.FixedLenFeature([], tf.string) for name in string_columns})
-    spec.update({name: tf.io.FixedLenFeature([], tf.int64) for name in int_columns})
-    return spec
 
 
 def check_layout_size(layout: str, records_dim_pre: int, dim_pre: int, records_dir: str | os.PathLike) -> None:

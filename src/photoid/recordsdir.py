@@ -20,6 +20,7 @@ from typing import Iterable
 
 from photoid.errors import PhotoidError
 
+IMAGE_FEATURE = "image"  # the feature holding a record's photo (photoid.pipeline.feature_spec)
 MANIFEST_NAME = "records.json"
 FOLDS_CSV = "folds.csv"
 SHARD_PATTERN = re.compile(r".+\.tfrecord-\d{5}-of-\d{5}$")

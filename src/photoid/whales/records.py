@@ -6,7 +6,7 @@ of `photoid rank` measures photos the models never saw (`train_on_scenarios` kee
 everything it had). The other labelled images are split into folds, grouped by encounter by default (no encounter
 on both sides of a split) or with the winner's StratifiedKFold(5, shuffle, 42).
 
-Records (`feature_spec(WHALE_STRING_COLUMNS, WHALE_INT_COLUMNS)`): `image_id`, `image`, `whale_id`, `label`,
+Records (`pipeline.feature_spec(WHALE_STRING_COLUMNS, WHALE_INT_COLUMNS)`): `image_id`, `image`, `whale_id`, `label`,
 `viewpoint`, `encounter_id`. `label` indexes the sorted whale ids of the training images (-1 for a whale they do
 not hold, or an unlabelled folder). Right views are stored mirrored, so every lateral photo looks like a left view
 (the stored `viewpoint` stays `right`). Photos wider than tall (in the real data every lateral photo, and no top
