@@ -105,7 +105,7 @@ def dct_scaled_decoding() -> Iterator[None]:
 
 def _training_dataset(records_dir: Path, settings: Settings, aug_number: int = 9):
     from photoid.pipeline import build_dataset
-    from photoid.records import fold_files
+    from photoid.pipeline import fold_files
 
     return build_dataset(fold_files(records_dir, range(5)), dim=settings.dim, dim_pre=settings.dim_pre,
                          batch_size=settings.batch_size, training=True, seed=0, aug_number=aug_number)

@@ -91,7 +91,7 @@ def batches_in_memory(dataset, steps: int):
 def run(preset: str, cache_dir: Path) -> list[Result]:
     from photoid.model import build_models, compile_for_training
     from photoid.pipeline import build_dataset
-    from photoid.records import fold_files
+    from photoid.pipeline import fold_files
 
     devices = accelerators()
     if preset == "full" and devices:

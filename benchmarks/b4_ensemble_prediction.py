@@ -2,7 +2,7 @@
 
 Ours: what `photoid train --job test` does — the test records read and decoded once
 (`photoid.pipeline.build_dataset(training=False)`), each batch going through all five fold models in one Keras
-`predict` (`photoid.predict.FoldStack`). Fold-by-fold prediction (`predict_files` per fold model, decoding the test
+`predict` (`photoid.inference.FoldStack`). Fold-by-fold prediction (`predict_files` per fold model, decoding the test
 set again for every fold) is measured too, and its probabilities must equal ours, which checks that both compute
 the same thing. Baseline: the original
 notebook's loop — for every fold, for every test photo, read and decode the original JPEG, resize it to `dim`,
@@ -93,7 +93,7 @@ def run(preset: str, cache_dir: Path) -> list[Result]:
     import pandas as pd
 
     from photoid.model import build_models
-    from photoid.records import test_files
+    from photoid.pipeline import test_files
 
     settings = PRESETS[preset]
     side, n_photos = settings.photos
@@ -106,7 +106,7 @@ def run(preset: str, cache_dir: Path) -> list[Result]:
     models = [build_models(backbone=settings.backbone, dim=settings.dim, n_classes=N_CLASSES).predict
               for _ in range(settings.folds)]
 
-    from photoid.predict import FoldStack
+    from photoid.inference import FoldStack
 
     stack = FoldStack(models)
     ours, by_fold = predict_all_folds(stack, files, settings), predict_fold_by_fold(models, files, settings)

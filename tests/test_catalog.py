@@ -18,8 +18,9 @@ from photoid.catalog_store import update_manifest
 from photoid.calibrate import calibrate
 from photoid.cli import main
 from photoid.data import load_turtles
-from photoid.embedder import file_sha256
-from photoid.ensemble import classes_sha256, read_run_classes
+from photoid.io import file_sha256
+from photoid.labels import classes_sha256
+from photoid.rundir import RunDir
 from photoid.errors import PhotoidError
 from photoid.metrics import NEW_TURTLE
 from photoid.openset import BLEND_WEIGHTS
@@ -72,7 +73,7 @@ def test_build_embeds_every_labelled_photo_into_plain_files(built, trained_run, 
         block = array[:, m["offset"]:m["offset"] + m["dim"]]
         np.testing.assert_allclose(np.linalg.norm(block, axis=1), 2 ** -0.5, atol=1e-5)
         assert m["weights_sha256"] == file_sha256(trained_run / f"fold_{m['fold']}" / "best.weights.h5")
-        assert m["classes_sha256"] == classes_sha256(read_run_classes(trained_run))
+        assert m["classes_sha256"] == classes_sha256(RunDir(trained_run).classes())
         assert len(m["config_sha256"]) == 64
     assert built.manifest["runs"][0]["folds"] == [0, 1] and built.manifest["calibration"] is None
 

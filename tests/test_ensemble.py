@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from photoid.cli import main
-from photoid.ensemble import (classes_sha256, load_run_predictions, make_submission, read_run_classes,
-                              remove_fold_predictions, top_labels, weights_sha256)
+from photoid.ensemble import make_submission, top_labels
+from photoid.labels import classes_sha256
+from photoid.rundir import RunDir, load_run_predictions, weights_sha256
 from photoid.errors import PhotoidError
 
 NT = "new_turtle"
@@ -158,7 +159,7 @@ def test_load_averages_every_file_in_the_original_order(tmp_path):
     np.testing.assert_array_equal(mean, expected)
     assert used == [str(tmp_path / name / "preds" / f"y_pred_test_fold_{f}_tta_{t}.npy") for name, f, t in order]
     assert (row_ids, classes, original_ids) == (ROW_IDS, CLASSES, ORIGINALS)
-    assert read_run_classes(tmp_path / "run-a") == CLASSES
+    assert RunDir(tmp_path / "run-a").classes() == CLASSES
 
     mean, *_, used = load_run_predictions([tmp_path / "run-b"], folds=[1], ttas=[0])
     np.testing.assert_array_equal(mean, runs["run-b"][1, 0][0])
@@ -316,6 +317,6 @@ def test_predictions_of_replaced_weights_are_refused_and_removed(tmp_path):
     load_run_predictions([tmp_path / "run"])  # the weights that made it: accepted
     (fold_dir / "best.weights.h5").write_bytes(b"weights trained again")
     _refusal(tmp_path, r"y_pred_test_fold_0_tta_0.npy: stale")
-    remove_fold_predictions(tmp_path / "run", 0)
+    RunDir(tmp_path / "run").remove_fold_predictions(0)
     assert sorted(p.name for p in (tmp_path / "run" / "preds").iterdir()) == [
         "y_pred_test_fold_1_tta_0.json", "y_pred_test_fold_1_tta_0.npy"]

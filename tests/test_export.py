@@ -18,7 +18,8 @@ from photoid.cli import main
 from photoid.config import Config
 from photoid.export import export_run
 from photoid.model import build_models
-from photoid.runs import load_fold_model, load_run
+from photoid.inference import load_fold_models
+from photoid.runs import load_run
 
 LOAD_AND_PREDICT = textwrap.dedent("""
     import sys
@@ -53,7 +54,7 @@ def load_in_fresh_python(tmp_path: Path, images: np.ndarray, keras: Path, savedm
 
 
 def fold_mean(run, folds, images) -> np.ndarray:
-    return np.mean([load_fold_model(run, fold).predict(images, verbose=0) for fold in folds], axis=0)
+    return np.mean([m.predict.predict(images, verbose=0) for m in load_fold_models(run, folds)], axis=0)
 
 
 def test_softmax_run_exports_to_plain_keras_with_the_ensembles_predictions(trained_run, tmp_path):

@@ -78,10 +78,11 @@ def test_candidates_follow_the_probabilities_and_the_new_turtle_rule(run_info, t
 def test_models_are_loaded_once_per_call_and_photos_streamed_in_batches(trained_run, test_photos, capsys,
                                                                         monkeypatch):
     loads = []
-    from photoid import runs
+    from photoid import inference
 
-    original = runs.load_fold_model
-    monkeypatch.setattr(runs, "load_fold_model", lambda run, fold: loads.append(fold) or original(run, fold))
+    original = inference.build_fold_model
+    monkeypatch.setattr(inference, "build_fold_model",
+                        lambda *args, **kwargs: loads.append(kwargs["fold"]) or original(*args, **kwargs))
     assert main(["identify", *test_photos, "--run", str(trained_run), "--batch_size", "4", "--csv"]) == 0
     assert sorted(loads) == [0, 1]
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))

@@ -14,12 +14,13 @@ from PIL import Image, ImageDraw
 import photoid  # noqa: F401
 import tensorflow as tf
 
-from photoid import cli, records
+from photoid import cli, pipeline
 from photoid.errors import PhotoidError, ValidationError
 from photoid.folds import read_folds
 from photoid.io import read_json
+from photoid.pipeline import feature_spec, fold_files
 from photoid.records import (MANIFEST_NAME, TURTLE_INT_COLUMNS, TURTLE_STRING_COLUMNS, RecordsManifest,
-                             build_turtle_records, feature_spec, fold_files, prepare_image_bytes, write_records)
+                             build_turtle_records, prepare_image_bytes, write_records)
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"dim_pre": 24, "layout": "compact"}
@@ -281,7 +282,7 @@ def test_build_writes_folds_csv_fold_records_and_test_records(turtle_folder, tmp
         assert [r["label_id"] for r in written] == list(expected["turtle_id"])
         assert [int(r["label"]) for r in written] == list(expected["label"])
         assert [r["image_location"] for r in written] == list(expected["image_location"])
-    test = read_records(records.test_files(out))
+    test = read_records(pipeline.test_files(out))
     assert [r["image_id"] for r in test] == ["ID_TE0000", "ID_TE0001", "ID_TE0002"]
     assert {(r["label_id"], int(r["label"])) for r in test} == {("", -1)}
     assert test[1]["image"] == prepare_image_bytes(turtle_folder / "images" / "ID_TE0001.JPG", 20)  # exact layout

@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, TINY_DIM, tiny_args
 from photoid import io as pio
 from photoid.config import resolve_config
-from photoid.ensemble import classes_sha256
+from photoid.labels import classes_sha256
 from photoid.run import run_config
 
 
@@ -120,7 +120,7 @@ def test_every_weights_file_suffix_loads_for_training_and_prediction(tmp_path, s
     from photoid.config import Config
     from photoid.errors import PhotoidError
     from photoid.model import build_models, load_weights_file
-    from photoid.runs import build_predict_model
+    from photoid.inference import build_predict_model
     from photoid.train import initial_models
 
     saved = build_models(backbone="simple-cnn", dim=32, n_classes=5).predict
@@ -133,7 +133,7 @@ def test_every_weights_file_suffix_loads_for_training_and_prediction(tmp_path, s
     assert same_as_saved(initial_models(cfg, 5).predict)  # training starts from the file
     predicting = build_predict_model(cfg, 5)
     assert not same_as_saved(predicting)
-    load_weights_file(predicting, path, 5)  # as prediction with --weights does (predict.load_fold_weights)
+    load_weights_file(predicting, path, 5)  # as prediction with --weights does (inference.build_fold_model)
     assert same_as_saved(predicting)
     with pytest.raises(PhotoidError, match="does not fit"):
         load_weights_file(build_models(backbone="simple-cnn", dim=32, n_classes=6).predict, path, 6)
@@ -232,17 +232,14 @@ def test_a_weights_file_predicts_as_it_is_without_training(trained_run, turtle_d
 def test_test_set_predicted_once_for_all_folds_equals_fold_by_fold(trained_run, turtle_records):
     """The run decodes the test records once per TTA for every fold (`FoldStack`); each fold's file must hold what
     that fold's model alone predicts."""
-    from photoid.predict import FoldStack, load_fold_weights, predict_files
-    from photoid.records import test_files
-    from photoid.runs import build_predict_model, read_run_config
+    from photoid.inference import build_fold_model, fold_weights
+    from photoid.predict import FoldStack, predict_files
+    from photoid.pipeline import test_files
+    from photoid.rundir import RunDir
 
-    cfg = read_run_config(trained_run / "config.json")
+    cfg = RunDir(trained_run).config()
     classes = (trained_run / "classes.txt").read_text().split()
-    models = []
-    for fold in (0, 1):
-        model = build_predict_model(cfg, len(classes))
-        load_fold_weights(model, cfg, fold, trained_run, len(classes))
-        models.append(model)
+    models = [build_fold_model(cfg, len(classes), fold_weights(trained_run, fold)).predict for fold in (0, 1)]
     files = test_files(str(turtle_records))
     stacked, ids = predict_files(FoldStack(models), files, cfg, tta=1)
     assert stacked.shape == (len(ids), 2, len(classes))

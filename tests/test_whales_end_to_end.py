@@ -35,7 +35,7 @@ def ranking(beluga_dir, whale_run, tmp_path_factory):
 def read_records(files):
     import tensorflow as tf
 
-    from photoid.records import feature_spec
+    from photoid.pipeline import feature_spec
     from photoid.whales.records import WHALE_INT_COLUMNS, WHALE_STRING_COLUMNS
 
     spec = feature_spec(WHALE_STRING_COLUMNS, WHALE_INT_COLUMNS)
@@ -56,7 +56,7 @@ def scenario_images(beluga_dir) -> set[str]:
 # --- records --------------------------------------------------------------------------------------------------
 
 def test_records_hold_the_training_folds_and_every_scenario_image_in_test(beluga_dir, whale_records):
-    from photoid.records import fold_files, test_files
+    from photoid.pipeline import fold_files, test_files
     from photoid.whales.records import read_whale_folds
 
     metadata = pd.read_csv(beluga_dir / "metadata.csv", dtype=str).set_index("image_id")
@@ -88,7 +88,8 @@ def test_records_hold_the_training_folds_and_every_scenario_image_in_test(beluga
 
 
 def test_right_views_are_stored_mirrored(beluga_dir, whale_records):
-    from photoid.records import fold_files, prepare_image_bytes, test_files
+    from photoid.pipeline import fold_files, test_files
+    from photoid.records import prepare_image_bytes
 
     records = read_records(fold_files(whale_records, [0, 1]) + test_files(whale_records))
     for viewpoint in ("right", "left", "top"):
@@ -198,7 +199,7 @@ def test_flip_tta_embedding_is_the_mean_of_both_normalised_embeddings(whale_run,
 
     from photoid.model import build_models_from_config, load_weights_file
     from photoid.pipeline import build_dataset
-    from photoid.records import test_files
+    from photoid.pipeline import test_files
     from photoid.runs import load_run
     from photoid.whales.embed import embed_files
 

@@ -355,8 +355,8 @@ def test_a_recipe_with_views_refuses_records_holding_other_views(tmp_path):
 
 
 def test_whale_records_for_top_views_train_on_top_photos_and_test_every_scenario_image(tmp_path):
-    from photoid.predict import read_record_ids
-    from photoid.records import test_files
+    from photoid.inference import read_record_ids
+    from photoid.pipeline import test_files
     from photoid.synth.belugas import generate_belugas
     from photoid.whales.records import build_whale_records
 
@@ -380,7 +380,7 @@ def test_monitor_last_keeps_the_last_epoch_and_never_stops_early(tmp_path):
     import tf_keras
 
     from photoid.io import read_json, write_json
-    from photoid.tasks.whales import records_grouped
+    from photoid.recordsdir import RecordsDir
     from photoid.train import BestCheckpoint, LossGuard, make_callbacks
 
     cfg = recipe("whale-top", monitor="last")
@@ -396,9 +396,9 @@ def test_monitor_last_keeps_the_last_epoch_and_never_stops_early(tmp_path):
     # The recipes keep val_loss on the winner's split and the last epoch on grouped folds.
     assert (recipe("whale-top").monitor, recipe("whale-top").monitor_grouped) == ("val_loss", "last")
     write_json(tmp_path / "records.json", {"settings": {"grouped": False}})
-    assert not records_grouped(str(tmp_path))
+    assert not RecordsDir(tmp_path).grouped()
     write_json(tmp_path / "records.json", {"settings": {"grouped": True}})
-    assert records_grouped(str(tmp_path))
+    assert RecordsDir(tmp_path).grouped()
 
 
 def test_the_second_top_family_is_an_efficientnetv2_with_a_batchnorm_embedding():
@@ -479,7 +479,8 @@ def paired_folder(tmp_path_factory):
 def test_paired_records_hold_a_lateral_partner_of_the_same_whale_row_for_row(paired_folder):
     import tensorflow as tf
 
-    from photoid.records import feature_spec, fold_files
+    from photoid.pipeline import fold_files
+    from photoid.pipeline import feature_spec
     from photoid.whales.pairs import pair_files
     from photoid.whales.records import WHALE_INT_COLUMNS, WHALE_STRING_COLUMNS
 
@@ -502,7 +503,7 @@ def test_a_paired_run_trains_each_view_through_the_same_network(paired_folder, t
     from photoid.run import run_config
     from photoid.whales.pairs import build_paired_dataset
 
-    from photoid.records import fold_files
+    from photoid.pipeline import fold_files
 
     (top, lateral, label), (y1, y2) = next(iter(build_paired_dataset(
         fold_files(paired_folder / "pairs", [0]), dim=32, dim_pre=32, batch_size=4, training=True, seed=1)))

@@ -36,7 +36,6 @@ import argparse
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -72,7 +71,7 @@ def fold_queries(catalog: Catalog, run_dirs: list[str], use_probabilities: bool 
     A fold's queries are the photos of the runs' out-of-fold prediction files for that fold, which name exactly
     the photos fold f's model never trained on.
     """
-    from photoid.ensemble import load_run_predictions
+    from photoid.rundir import load_run_predictions
 
     names, _ = catalog.individuals()
     row_of = {image_id: i for i, image_id in enumerate(catalog.table["image_id"])}
@@ -136,7 +135,8 @@ def calibrate(catalog: Catalog, run_dirs: Sequence[str] | None = None, *, new_fr
     "original": only the runs' original ids, every other individual is new (Turtle Recall's 101 labels).
     `run_dirs` stand in for the catalogue's recorded runs (moved elsewhere); they must hold the same models.
     """
-    from photoid.embedder import check_same_models, signature
+    from photoid.embedder import check_same_models
+    from photoid.inference import signature
     from photoid.runs import load_run
 
     if label_space not in LABEL_SPACES:
@@ -192,8 +192,7 @@ def evaluate(catalog: Catalog, run_dirs: Sequence[str] | None, data_dir: str, ou
              records_dir: str | None = None) -> dict:
     """MAP@5 over the 101 labels of a test set: the classifier's rule vs the catalogue vs the blend."""
     from photoid.data import load_test_labels, load_turtles
-    from photoid.ensemble import load_run_predictions
-    from photoid.runs import read_run_config
+    from photoid.rundir import RunDir, load_run_predictions
     from photoid.scoring import truth_labels_101
     from photoid.tasks import get_task
 
@@ -201,7 +200,7 @@ def evaluate(catalog: Catalog, run_dirs: Sequence[str] | None, data_dir: str, ou
     if not calibration:
         raise PhotoidError(f"catalogue {catalog.path} is not calibrated; evaluation uses its calibrated values")
     run_dirs = catalog.run_dirs(run_dirs)
-    task = get_task(read_run_config(Path(run_dirs[0]) / "config.json").task)
+    task = get_task(RunDir(run_dirs[0]).config().task)
     if not task.leaderboard_labels:
         raise PhotoidError(f"--evaluate scores a Turtle Recall test set (test_labels.csv, 101 labels); the catalogue's "
                            f"runs are {task.name} runs (a generic run scores its test split in test_scores.json)")

@@ -177,7 +177,8 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
     """A catalogue of every labelled photo of a data folder of the runs' task (`Task.labelled_photos`: Turtle
     Recall's train.csv then extra_images.csv; a whale folder's labelled metadata rows; a generic folder's train
     rows)."""
-    from photoid.embedder import EMBEDDING_VIEWS, Embedder
+    from photoid.embedder import Embedder
+    from photoid.inference import EMBEDDING_VIEWS
     from photoid.runs import choose_folds, load_run
 
     out = Path(out)

@@ -12,44 +12,15 @@ can refuse photos embedded by any other model.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import hashlib
-import json
 from typing import Iterator, Sequence
 
 import numpy as np
 
-import photoid  # noqa: F401  (selects tf-keras before TensorFlow is imported)
-import tensorflow as tf
-import tf_keras
-
-from photoid.io import file_sha256
-from photoid.labels import classes_sha256
 from photoid.errors import PhotoidError, ProblemList
-from photoid.model import build_models_from_config, load_weights_file
-from photoid.runs import RunInfo, check_same_labels, prepare_photos
-from photoid.train import BEST_WEIGHTS
-from photoid.retrieval import normalize_rows
-
-EMBEDDING_VIEWS = (0, 1)  # TTA transforms averaged per photo: identity and horizontal flip
-# The settings that decide what a model's embedding means; the weights' sha256 pins the trained values.
-MODEL_FIELDS = ("task", "backbone", "dim", "dim_pre", "pooling", "head", "embedding_size")
+from photoid.inference import Member, Predictor, load_fold_models, signature
+from photoid.runs import RunInfo, check_same_labels
 IDENTITY_KEYS = ("fold", "config_sha256", "classes_sha256", "weights_sha256")
 DEFAULT_BATCH = 64
-
-
-def config_sha256(config) -> str:
-    """Fingerprint of the settings that decide what a model's embedding means (not paths or job words)."""
-    values = {name: getattr(config, name) for name in MODEL_FIELDS}
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-def signature(run: RunInfo, fold: int) -> dict:
-    """What identifies one fold model: its run's settings, labels and trained weights."""
-    return {"run": run.name, "run_dir": str(run.run_dir.resolve()), "fold": int(fold),
-            "config_sha256": config_sha256(run.config), "classes_sha256": classes_sha256(run.classes),
-            "weights_sha256": file_sha256(run.run_dir / f"fold_{fold}" / BEST_WEIGHTS)}
 
 
 def check_same_models(expected: list[dict], given: list[dict], what: str) -> None:
@@ -69,10 +40,6 @@ def check_same_models(expected: list[dict], given: list[dict], what: str) -> Non
                 "embeddings are not comparable. Use the same runs, or rebuild with photoid catalog build")
 
 
-def _inference(model: tf_keras.Model, images: tf.Tensor):
-    return model(images, training=False)
-
-
 class Embedder:
     """Fold models of runs trained on the same labels, each loaded once with its best weights.
 
@@ -86,22 +53,10 @@ class Embedder:
         runs = list({id(run): run for run, _ in members}.values())
         check_same_labels(runs)
         self.members, self.classes = list(members), runs[0].classes
-        self._forward, self._dims = [], []
-        for run, fold in self.members:
-            if fold not in run.folds:
-                raise PhotoidError(f"{run.run_dir}: fold {fold} has not finished training; trained: {run.folds}")
-            # Every weight comes from the fold's file: a named pretrained set is never needed (nor downloadable).
-            models = build_models_from_config(dataclasses.replace(run.config, weights="none"), len(run.classes))
-            load_weights_file(models.predict, run.run_dir / f"fold_{fold}" / BEST_WEIGHTS, len(run.classes))
-            if len(models.embed.output_shape) != 2:
-                raise PhotoidError(f"{run.run_dir}: the model's embedding is not a vector "
-                                   f"({models.embed.output_shape})")
-            joint = tf_keras.Model(models.predict.inputs, [models.predict.output, models.embed.output])
-            # Traced once for any batch size (a smaller last batch would otherwise trace again).
-            spec = tf.TensorSpec([None, run.config.dim, run.config.dim, 3], tf.float32)
-            # A partial per model, so TensorFlow does not count the models' first traces as retracing of one function.
-            self._forward.append(tf.function(functools.partial(_inference, joint), input_signature=[spec]))
-            self._dims.append(int(models.embed.output_shape[-1]))
+        # Probabilities averaged over each run's own TTA transforms, as `identify` averages them.
+        self.predictor = Predictor([Member(load_fold_models(run, [fold])[0], run.preprocessing,
+                                           tuple(range(run.config.tta_number + 1))) for run, fold in self.members])
+        self._dims = [m.fold_model.embedding_size for m in self.predictor.members]
 
     @property
     def dim(self) -> int:
@@ -113,44 +68,12 @@ class Embedder:
         return [{**signature(run, fold), "offset": int(offset), "dim": dim}
                 for (run, fold), offset, dim in zip(self.members, offsets, self._dims)]
 
-    def _views(self, probabilities: bool) -> dict:
-        """(preprocessing, TTA view) -> [(model index, whether its probabilities are averaged)]."""
-        views: dict = {}
-        for i, (run, _) in enumerate(self.members):
-            ttas = range(run.config.tta_number + 1) if probabilities else range(0)
-            for view in sorted(set(EMBEDDING_VIEWS) | set(ttas)):
-                views.setdefault((run.preprocessing, view), []).append((i, view in ttas))
-        return views
-
     def batches(self, paths: Sequence[str], batch_size: int = DEFAULT_BATCH, probabilities: bool = False
                 ) -> Iterator[tuple[list[str], list[str], np.ndarray, np.ndarray | None, dict[str, str]]]:
         """Per batch: (its paths, the readable ones, their embeddings, their mean probabilities or None,
         {unreadable path: why})."""
-        if batch_size < 1:
-            raise PhotoidError(f"batch size must be at least 1, got {batch_size}")
-        paths = [str(p) for p in paths]
-        for start in range(0, len(paths), batch_size):
-            batch = paths[start:start + batch_size]
-            prepared, errors = prepare_photos(batch, [run.preprocessing for run, _ in self.members])
-            readable = [p for p in batch if p not in errors]
-            if not readable:
-                yield batch, [], np.zeros((0, self.dim), np.float32), None, errors
-                continue
-            # One input tensor per (preprocessing, view) at a time, shared by every model that uses it.
-            features: list = [0.0] * len(self.members)
-            prob_sum, n_probs = 0.0, 0
-            for (pre, view), users in self._views(probabilities).items():
-                jpegs = prepared[pre.key]
-                batch_input = np.stack([pre.model_input(jpegs[p], view) for p in readable])
-                for i, wants_probabilities in users:
-                    probs, feats = (t.numpy() for t in self._forward[i](batch_input))
-                    if view in EMBEDDING_VIEWS:
-                        features[i] = features[i] + feats
-                    if wants_probabilities:
-                        prob_sum, n_probs = prob_sum + probs.astype(np.float64), n_probs + 1
-            blocks = [normalize_rows(f) for f in features]
-            embeddings = normalize_rows(np.concatenate(blocks, axis=1))
-            yield batch, readable, embeddings, (prob_sum / n_probs if probabilities else None), errors
+        for batch in self.predictor.over_photos(paths, batch_size, probabilities=probabilities, embeddings=True):
+            yield batch.paths, batch.readable, batch.embeddings, batch.probabilities, batch.errors
 
     def embed_all(self, paths: Sequence[str], batch_size: int = DEFAULT_BATCH) -> np.ndarray:
         """Embeddings of every photo in order; an unreadable photo is an error listing all of them."""

@@ -1,13 +1,12 @@
 """The original's ensemble: average runs' test predictions, apply the `new_turtle` rule, write a submission.
 
-The rule itself (`photoid.labels.top_labels`) is shared with metrics, `identify` and the catalogue.
+The rule itself (`photoid.labels.top_labels`) is shared with metrics, `identify` and the catalogue; prediction
+files are read and checked by the run folder's owner (`photoid.rundir.load_run_predictions`).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -17,186 +16,11 @@ import pandas as pd
 
 from photoid.data import PREDICTION_COLUMNS, load_turtles
 from photoid.errors import PhotoidError
-from photoid.io import file_sha256, load_npy, read_json, write_csv
-from photoid.labels import NEW_TURTLE, classes_sha256, top_labels
+from photoid.io import write_csv
+from photoid.labels import NEW_TURTLE, top_labels
+from photoid.rundir import load_run_predictions
 
 SUBMISSION_COLUMNS = ["image_id", *PREDICTION_COLUMNS]
-MANIFEST_KEYS = ("recipe", "split", "fold", "tta", "n_classes", "classes_sha256", "row_ids", "data_dir")
-BEST_WEIGHTS = "best.weights.h5"  # a fold's weights in a run folder (photoid.train writes it)
-_PRED_NAME = re.compile(r"^y_pred_(val|test)_fold_(\d+)_tta_(\d+)\.npy$")
-
-
-# ----------------------------------------------------------------------------- run predictions
-
-def _read_id_lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise PhotoidError(f"{path}: file not found (every run directory holds classes.txt and original_ids.txt)")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    problems = [f"line {i}: empty" for i, line in enumerate(lines, 1) if not line.strip()]
-    if not lines:
-        problems.append("no ids")
-    if len(set(lines)) != len(lines):
-        problems.append("repeated ids")
-    if problems:
-        raise PhotoidError(f"{path}: " + "; ".join(problems[:5]))
-    return lines
-
-
-def read_run_classes(run_dir: str | Path) -> list[str]:
-    """The run's label order: class i of every prediction file is line i of classes.txt."""
-    return _read_id_lines(Path(run_dir) / "classes.txt")
-
-
-def read_run_original_ids(run_dir: str | Path) -> list[str]:
-    """The ids the leaderboard knows by name (train.csv's); all others are `new_turtle`."""
-    return _read_id_lines(Path(run_dir) / "original_ids.txt")
-
-
-def _first_difference(a: list[str], b: list[str]) -> str:
-    for i, (x, y) in enumerate(zip(a, b), 1):
-        if x != y:
-            return f"line {i}: {x!r} vs {y!r}"
-    return f"{len(a)} vs {len(b)} lines"
-
-
-def remove_fold_predictions(run_dir: Path, fold: int) -> None:
-    """Delete fold `fold`'s prediction files (validation and test, every TTA) and their manifests."""
-    for path in (Path(run_dir) / "preds").glob(f"y_pred_*_fold_{fold}_tta_*"):
-        if _PRED_NAME.match(path.with_suffix(".npy").name):
-            path.unlink()
-
-
-def _expected_folds_and_ttas(run_dir: Path, found: set[tuple[int, int]], folds: Sequence[int] | None,
-                             ttas: Sequence[int] | None) -> tuple[list[int], list[int]]:
-    """The folds and TTAs whose predictions count: the given ones, else the run's own (as the original read them).
-
-    Folds: those that finished training (fold_K/done.json), or, in a run that trained none (predictions of a given
-    weights file), those with predictions. TTAs: 0..tta_number of the run's config.json, else those found.
-    """
-    if folds is None:
-        trained = sorted(int(d.name[5:]) for d in run_dir.glob("fold_*")
-                         if d.name[5:].isdigit() and (d / "done.json").exists())
-        folds = trained or sorted({f for f, _ in found})
-    if ttas is None:
-        config = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
-        tta_number = config.get("tta_number") if isinstance(config, dict) else None
-        ttas = range(tta_number + 1) if isinstance(tta_number, int) else sorted({t for _, t in found})
-    return sorted(set(folds)), sorted(set(ttas))
-
-
-def expected_prediction_files(run_dir: Path, split: str, folds: Sequence[int] | None = None,
-                              ttas: Sequence[int] | None = None) -> list[tuple[int, int, Path]]:
-    """The run's expected prediction files as (fold, tta, path), TTA-major as the original looped over them.
-
-    Exactly the chosen folds x TTAs (see `_expected_folds_and_ttas`): other files in preds/ (an earlier
-    configuration's extra TTAs or folds) are not read, and a missing one is an error naming it.
-    """
-    found = {}
-    for path in sorted((run_dir / "preds").glob(f"y_pred_{split}_fold_*_tta_*.npy")):
-        match = _PRED_NAME.match(path.name)
-        if match:
-            found[int(match.group(2)), int(match.group(3))] = path
-    if not found:
-        raise PhotoidError(f"{run_dir}: no {split} predictions in {run_dir / 'preds'}")
-    chosen_folds, chosen_ttas = _expected_folds_and_ttas(run_dir, set(found), folds, ttas)
-    missing = [(f, t) for t in chosen_ttas for f in chosen_folds if (f, t) not in found]
-    if missing:
-        names = ", ".join(f"y_pred_{split}_fold_{f}_tta_{t}.npy" for f, t in missing[:5])
-        raise PhotoidError(f"{run_dir}: missing {len(missing)} of the expected prediction files ({names}); "
-                           f"folds {chosen_folds}, TTAs {chosen_ttas} are expected. Predict them again "
-                           "(--job val or test) or choose folds and TTAs")
-    return [(f, t, found[f, t]) for t in chosen_ttas for f in chosen_folds]
-
-
-def load_prediction(path: Path, split: str, fold: int, tta: int, classes: list[str]) -> tuple[np.ndarray, list]:
-    """One prediction file and its row ids, refused unless its manifest vouches for it."""
-    probs = load_npy(path)  # first: a file that is no numeric array is refused as such
-    manifest_path = path.with_suffix(".json")
-    if not manifest_path.is_file():
-        raise PhotoidError(f"{path}: its manifest {manifest_path.name} is missing, so its rows and classes "
-                           "cannot be checked")
-    manifest = read_json(manifest_path)
-    absent = [key for key in MANIFEST_KEYS if key not in manifest]
-    if absent:
-        raise PhotoidError(f"{manifest_path}: missing keys {absent}")
-    expected = {"split": split, "fold": fold, "tta": tta, "n_classes": len(classes),
-                "classes_sha256": classes_sha256(classes)}
-    wrong = [f"{key} is {manifest[key]!r}, expected {value!r}" for key, value in expected.items()
-             if manifest[key] != value]
-    if wrong:
-        raise PhotoidError(f"{manifest_path}: does not match {path.parent.parent / 'classes.txt'} and the file "
-                           "name: " + "; ".join(wrong))
-    weights = path.parent.parent / f"fold_{fold}" / BEST_WEIGHTS
-    recorded = manifest.get("weights_sha256")
-    if recorded is not None and weights.is_file() and recorded != weights_sha256(weights):
-        raise PhotoidError(f"{path}: stale: it was predicted by other weights than the fold's {weights} (retrained "
-                           "since). Predict again (--job val or test)")
-    row_ids = manifest["row_ids"]
-    if not isinstance(row_ids, list) or len(set(map(str, row_ids))) != len(row_ids):
-        raise PhotoidError(f"{manifest_path}: row_ids must be a list of distinct image ids")
-    if probs.shape != (len(row_ids), len(classes)):
-        raise PhotoidError(f"{path}: shape {probs.shape}, but its manifest lists {len(row_ids)} rows and the run "
-                           f"has {len(classes)} classes")
-    if not np.isfinite(probs).all():
-        raise PhotoidError(f"{path}: holds NaN or infinite values")
-    return probs, [str(r) for r in row_ids]
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(path)
-
-
-def weights_sha256(path: Path) -> str:
-    """sha256 of a weights file, computed once per file version (every TTA's predictions check the same file)."""
-    stat = path.stat()
-    return _cached_sha256(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-def load_run_predictions(run_dirs: Sequence[str | Path], split: str = "test", folds: Sequence[int] | None = None,
-                         ttas: Sequence[int] | None = None):
-    """Average the chosen prediction files of runs that share one label order.
-
-    `folds`/`ttas` None means the run's own: its trained folds and TTA 0..tta_number (see
-    `expected_prediction_files`). Test predictions must all list the same rows in the same
-    order and are averaged (arithmetic mean, files in run, TTA, fold order as the original summed them).
-    Validation predictions cover each fold's own images: they are averaged per fold and the folds stacked.
-    Returns (mean_probs, row_ids, classes, original_ids, used files).
-    """
-    if split not in ("val", "test"):
-        raise PhotoidError(f"split must be 'val' or 'test', got {split!r}")
-    if not run_dirs:
-        raise PhotoidError("no run directories given")
-    runs = [Path(d) for d in run_dirs]
-    for run in runs:
-        if not run.is_dir():
-            raise PhotoidError(f"{run}: run directory not found")
-    classes, original_ids = read_run_classes(runs[0]), read_run_original_ids(runs[0])
-    unknown = sorted(set(original_ids) - set(classes))
-    if unknown:
-        raise PhotoidError(f"{runs[0] / 'original_ids.txt'}: {len(unknown)} ids are not in classes.txt, "
-                           f"e.g. {unknown[0]!r}")
-    by_fold: dict[int, list[tuple[np.ndarray, list, Path]]] = {}
-    used: list[str] = []
-    for run in runs:
-        for name, theirs, ours in (("classes.txt", read_run_classes(run), classes),
-                                   ("original_ids.txt", read_run_original_ids(run), original_ids)):
-            if theirs != ours:
-                raise PhotoidError(f"{run / name} differs from {runs[0] / name} ({_first_difference(theirs, ours)}); "
-                                   "only runs trained on the same labels can be averaged")
-        for fold, tta, path in expected_prediction_files(run, split, folds, ttas):
-            probs, row_ids = load_prediction(path, split, fold, tta, classes)
-            group = by_fold.setdefault(fold if split == "val" else 0, [])
-            if group and row_ids != group[0][1]:
-                raise PhotoidError(f"{path}: its rows (image ids in its manifest) differ from those of "
-                                   f"{group[0][2]}; predictions of different images cannot be averaged")
-            group.append((probs, row_ids, path))
-            used.append(str(path))
-    means = [np.mean(np.stack([p for p, _, _ in by_fold[f]]), axis=0) for f in sorted(by_fold)]
-    row_ids = [r for f in sorted(by_fold) for r in by_fold[f][0][1]]
-    if len(set(row_ids)) != len(row_ids):
-        raise PhotoidError("validation predictions of different folds share image ids; the runs' folds disagree")
-    return np.concatenate(means), row_ids, classes, original_ids, used
 
 
 # ----------------------------------------------------------------------------- submission

@@ -31,21 +31,22 @@ from photoid.errors import PhotoidError
 from photoid.tasks import get_task
 from photoid.config import parse_folds
 from photoid.records import LAYOUT_CONTENTS
-from photoid.runs import RunInfo, choose_folds, load_fold_model, load_run
+from photoid.inference import FoldModel, load_fold_models
+from photoid.runs import RunInfo, load_run
 
 # Modules whose import registers a library's layers, for libraries that register them outside the layer's module.
 _REGISTERING_MODULE = {"efficientnet": "efficientnet.tfkeras"}
 _KERAS_PACKAGES = ("tf_keras", "keras", "tensorflow")
 
 
-def build_ensemble_model(fold_models: dict[int, tf_keras.Model], dim: int) -> tf_keras.Model:
+def build_ensemble_model(fold_models: list[FoldModel], dim: int) -> tf_keras.Model:
     """One model: the image → each fold model (a sub-model `fold_K`) → the mean of their probabilities."""
     if not fold_models:
         raise PhotoidError("no fold models to export")
     image = tf_keras.Input((dim, dim, 3), dtype="float32", name="image")
     # Each fold model is wrapped under its own name: the fold models share the name "model".
-    outputs = [tf_keras.Model(model.inputs, model.outputs, name=f"fold_{fold}")(image)
-               for fold, model in sorted(fold_models.items())]
+    outputs = [tf_keras.Model(m.predict.inputs, m.predict.outputs, name=f"fold_{m.fold}")(image)
+               for m in sorted(fold_models, key=lambda m: m.fold)]
     mean = tf_keras.layers.Average(name="fold_mean")(outputs) if len(outputs) > 1 else outputs[0]
     return tf_keras.Model(image, mean, name="fold_ensemble")
 
@@ -129,8 +130,9 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     if out is not None and not str(out).endswith(".keras"):
         raise PhotoidError(f"--out {out}: the file name must end in .keras")
     run = load_run(run_dir, records_dir)
-    chosen = choose_folds(run, folds)
-    model = build_ensemble_model({fold: load_fold_model(run, fold) for fold in chosen}, run.preprocessing.dim)
+    fold_models = load_fold_models(run, folds)
+    chosen = [m.fold for m in fold_models]
+    model = build_ensemble_model(fold_models, run.preprocessing.dim)
     classes_text = "\n".join(run.classes) + "\n"
     if out is not None:
         out = Path(out)

@@ -31,34 +31,11 @@ from photoid.tasks import get_task
 # TensorFlow (through photoid.runs) is imported where models are loaded, not here: `photoid identify --help`
 # and a usage error answer at once instead of after its three-second start-up.
 if TYPE_CHECKING:
-    import tf_keras
-
-    from photoid.runs import Preprocessing, RunInfo
+    from photoid.inference import Member
+    from photoid.runs import RunInfo
 
 DEFAULT_BATCH = 64
 MAX_TTA = 9
-
-
-@dataclass
-class Member:
-    """One model of the ensemble, the preprocessing of its run and the TTA transforms it sees."""
-
-    name: str
-    model: tf_keras.Model
-    preprocessing: Preprocessing
-    ttas: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        # Traced once for any batch size: Keras' predict_on_batch would trace again for the last, smaller batch.
-        import tensorflow as tf
-
-        dim = self.preprocessing.dim
-        self._predict = tf.function(lambda images: self.model(images, training=False),
-                                    input_signature=[tf.TensorSpec([None, dim, dim, 3], tf.float32)])
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities of a batch of model inputs (float32, batch × dim × dim × 3)."""
-        return self._predict(np.asarray(images, np.float32)).numpy()
 
 
 @dataclass
@@ -74,6 +51,11 @@ class Ensemble:
         """How many predictions are averaged per photo (models × their TTA transforms)."""
         return sum(len(m.ttas) for m in self.members)
 
+    def predictor(self):
+        from photoid.inference import Predictor
+
+        return Predictor(self.members)
+
 
 def _ttas(tta: int | None, default: int) -> tuple[int, ...]:
     n = default if tta is None else tta
@@ -88,7 +70,8 @@ def ensemble_from_runs(runs: Sequence[RunInfo], folds: Sequence[int] | None = No
 
     `folds` None takes each run's finished folds; `tta` None each run's own `tta_number` (as its prediction files).
     """
-    from photoid.runs import check_same_labels, choose_folds, load_fold_model
+    from photoid.inference import Member, load_fold_models
+    from photoid.runs import check_same_labels
 
     if not runs:
         raise PhotoidError("no run folders given")
@@ -96,8 +79,7 @@ def ensemble_from_runs(runs: Sequence[RunInfo], folds: Sequence[int] | None = No
     members = []
     for run in runs:
         ttas = _ttas(tta, run.config.tta_number)
-        for fold in choose_folds(run, None if folds is None else list(folds)):
-            members.append(Member(f"{run.run_dir} fold {fold}", load_fold_model(run, fold), run.preprocessing, ttas))
+        members += [Member(model, run.preprocessing, ttas) for model in load_fold_models(run, folds)]
     return Ensemble(members, runs[0].classes, runs[0].original_ids, runs[0].data_dir,
                     get_task(runs[0].config.task).new_label)
 
@@ -112,49 +94,27 @@ def ensemble_from_weights(weights: str | Path, recipe: str, data_dir: str | Path
     """
     from photoid.config import resolve_config
     from photoid.data import load_turtles
-    from photoid.model import load_weights_file
-    from photoid.runs import Preprocessing, build_predict_model
+    from photoid.inference import Member, build_fold_model
+    from photoid.runs import Preprocessing
 
     data = load_turtles(data_dir, check_images=False)
     cfg = resolve_config(argparse.Namespace(model=recipe, weights=str(weights), dim=dim, dim_pre=dim_pre,
                                             data_dir=str(data_dir)))
     if cfg.head != "softmax":
         raise PhotoidError(f"recipe {recipe}: only softmax recipes name individuals from a weight file alone")
-    model = build_predict_model(cfg, len(data.classes))
-    load_weights_file(model, weights, len(data.classes))
+    model = build_fold_model(cfg, len(data.classes), weights)
     preprocessing = Preprocessing(dim=cfg.dim, dim_pre=cfg.dim_pre, records_dim_pre=cfg.dim_pre, layout="original")
-    member = Member(str(weights), model, preprocessing, _ttas(tta, cfg.tta_number))
+    member = Member(model, preprocessing, _ttas(tta, cfg.tta_number))
     return Ensemble([member], data.classes, data.original_ids, Path(data_dir))
-
-
-def _batches(items: Sequence[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield list(items[start:start + size])
 
 
 def predict_paths(ensemble: Ensemble, paths: Sequence[str], batch_size: int = DEFAULT_BATCH
                   ) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
     """(path, mean probabilities or None, error or None) per photo, in the given order, batch by batch."""
-    from photoid.runs import prepare_photos
-
-    if batch_size < 1:
-        raise PhotoidError(f"batch size must be at least 1, got {batch_size}")
-    for batch in _batches([str(p) for p in paths], batch_size):
-        prepared, errors = prepare_photos(batch, [m.preprocessing for m in ensemble.members])
-        readable = [p for p in batch if p not in errors]
-        total = np.zeros((len(readable), len(ensemble.classes)), dtype=np.float64)
-        if readable:
-            # One input tensor per (preprocessing, TTA) at a time, shared by every member that uses it.
-            for pre, tta in dict.fromkeys((m.preprocessing, t) for m in ensemble.members for t in m.ttas):
-                jpegs = prepared[pre.key]
-                batch_input = np.stack([pre.model_input(jpegs[p], tta) for p in readable])
-                for member in ensemble.members:
-                    if member.preprocessing == pre and tta in member.ttas:
-                        total += member.predict(batch_input)
-        mean = total / ensemble.n_predictions
-        rows = {p: mean[i] for i, p in enumerate(readable)}
-        for path in batch:
-            yield path, rows.get(path), errors.get(path)
+    for batch in ensemble.predictor().over_photos(paths, batch_size):
+        rows = {p: batch.probabilities[i] for i, p in enumerate(batch.readable)}
+        for path in batch.paths:
+            yield path, rows.get(path), batch.errors.get(path)
 
 
 def identify_paths(ensemble: Ensemble, paths: Sequence[str], top: int = 5,

@@ -15,7 +15,6 @@ by the seed and the element's position), so two runs give identical batches.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import secrets
 from typing import Sequence
@@ -25,10 +24,21 @@ import tensorflow as tf
 
 from photoid.augment import N_TRANSFORMS, apply_transform, augment_draw_range, random_augment
 from photoid.errors import PhotoidError
-from photoid.records import IMAGE_FEATURE, MANIFEST_NAME, feature_spec
+from photoid.recordsdir import IMAGE_FEATURE, RecordsDir, is_remote
 
 AUTOTUNE = tf.data.AUTOTUNE
 JPEG_START = b"\xff\xd8"
+
+
+def feature_spec(string_columns: Sequence[str], int_columns: Sequence[str]) -> dict:
+    """The tf.train.Example features of a record: the JPEG `image` plus the named string and int64 columns.
+
+    The writer serialises exactly these features and readers parse with this spec (or a subset of it).
+    """
+    spec = {IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string)}
+    spec.update({name: tf.io.FixedLenFeature([], tf.string) for name in string_columns})
+    spec.update({name: tf.io.FixedLenFeature([], tf.int64) for name in int_columns})
+    return spec
 
 
 def decode_and_resize(jpeg_bytes: tf.Tensor, dim_pre: int) -> tf.Tensor:
@@ -182,27 +192,46 @@ def augment_image(image: tf.Tensor, augment: str, aug_number: int, aug_percentag
     return whaledo_augment(image, seed, triangle_first=augment == "whaledo_triangle")
 
 
+class _TensorFlowFiles:
+    """TensorFlow's file system (gs:// and other remote folders), as a RecordsDir reads files."""
+
+    glob = staticmethod(tf.io.gfile.glob)
+    exists = staticmethod(tf.io.gfile.exists)
+
+    @staticmethod
+    def read_text(path: str) -> str:
+        with tf.io.gfile.GFile(path, "r") as f:
+            return f.read()
+
+
+def open_records(path: str | os.PathLike) -> RecordsDir:
+    """A records folder, local or remote (read through TensorFlow's file system)."""
+    return RecordsDir(path, files=_TensorFlowFiles() if is_remote(path) else None)
+
+
+def fold_files(records_dir: str | os.PathLike, folds) -> list[str]:
+    """The record shards of the given folds, fold by fold, each fold's shards in order (local or gs:// paths)."""
+    return open_records(records_dir).fold_files(folds)
+
+
+def test_files(records_dir: str | os.PathLike) -> list[str]:
+    """The test record shards in order (local or gs:// paths)."""
+    return open_records(records_dir).test_files()
+
+
 def count_records(files: Sequence[str]) -> int:
     """Number of records in `files`: from records.json beside them when it lists them all, else by reading."""
     total, unlisted = 0, []
-    manifests: dict[str, dict] = {}
+    folders: dict[str, RecordsDir] = {}
     for path in files:
         folder, name = os.path.split(str(path))
-        if folder not in manifests:
-            manifest_path = f"{folder}/{MANIFEST_NAME}" if folder else MANIFEST_NAME
-            manifests[folder] = _read_manifest_shards(manifest_path)
-        entry = manifests[folder].get(name)
-        if entry is None:
+        if folder not in folders:
+            folders[folder] = open_records(folder or ".")
+        rows = folders[folder].listed_rows(name)
+        if rows is None:
             unlisted.append(str(path))
         else:
-            total += int(entry["rows"])
+            total += rows
     if unlisted:
         total += int(tf.data.TFRecordDataset(unlisted).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
     return total
-
-
-def _read_manifest_shards(path: str) -> dict:
-    if not tf.io.gfile.exists(path):
-        return {}
-    with tf.io.gfile.GFile(path, "r") as f:
-        return json.load(f).get("shards", {})

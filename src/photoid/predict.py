@@ -15,79 +15,29 @@ import numpy as np
 
 import photoid  # noqa: F401
 import tensorflow as tf
-import tf_keras
 
-from photoid import io as pio
-from photoid.ensemble import weights_sha256
-from photoid.labels import classes_sha256
 from photoid.errors import PhotoidError
-
-
-def pred_path(run_dir: Path, split: str, fold: int, tta: int) -> Path:
-    return Path(run_dir) / "preds" / f"y_pred_{split}_fold_{fold}_tta_{tta}.npy"
-
-
-def read_record_ids(files: list[str]) -> list[str]:
-    """Image ids of records in reading order, without decoding images (cheap: one small feature)."""
-    spec = {"image_id": tf.io.FixedLenFeature([], tf.string)}
-    ds = tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, spec)["image_id"])
-    return [x.decode("utf-8") for x in ds.as_numpy_iterator()]
+from photoid.inference import FoldStack, predict_records, read_record_ids
+from photoid.rundir import RunDir
 
 
 def predict_files(model, files: list[str], cfg, tta: int) -> tuple[np.ndarray, list[str]]:
     """Predict every record in `files` with TTA transform `tta`; returns (probabilities, row ids)."""
-    from photoid.pipeline import build_dataset
-
-    ds = build_dataset(files, dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=cfg.batch_size, training=False, tta=tta,
-                       image_inverted=cfg.image_inverted)
-    probs = model.predict(ds.map(lambda image, label: image), verbose=0)
-    return np.asarray(probs, dtype=np.float32), read_record_ids(files)
-
-
-def save_prediction(run_dir: Path, split: str, fold: int, tta: int, probs: np.ndarray, row_ids: list[str], cfg,
-                    classes: list[str], weights_sha256: str) -> Path:
-    path = pred_path(run_dir, split, fold, tta)
-    manifest = {
-        "recipe": cfg.model,
-        "split": split,
-        "fold": fold,
-        "tta": tta,
-        "n_classes": len(classes),
-        "classes_sha256": classes_sha256(classes),
-        "row_ids": list(row_ids),
-        "data_dir": str(Path(cfg.data_dir).resolve()),
-        "records_dir": cfg.records_dir,
-        "config": cfg.to_dict(),
-        # Which weights predicted it: scoring and ensembling refuse it once the fold has other weights.
-        "weights_sha256": weights_sha256,
-    }
-    pio.save_npy(path, probs)
-    pio.write_json(path.with_suffix(".json"), manifest)
-    return path
-
-
-def load_fold_weights(model, cfg, fold: int, run_dir: Path, n_classes: int, weights: str | Path | None = None) -> str:
-    """Load fold `fold`'s best weights (or the given `weights` file) into `model`; returns the file's sha256."""
-    from photoid.model import load_weights_file
-    from photoid.train import BEST_WEIGHTS
-
-    weights = Path(weights) if weights else Path(run_dir) / f"fold_{fold}" / BEST_WEIGHTS
-    if not weights.exists():
-        raise PhotoidError(f"fold {fold} has no trained weights ({weights}); run the job with 'train' first")
-    load_weights_file(model, weights, n_classes)
-    return weights_sha256(weights)
+    probs = predict_records(model, files, dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=cfg.batch_size, tta=tta,
+                            image_inverted=cfg.image_inverted)
+    return probs, read_record_ids(files)
 
 
 def predict_validation(cfg, fold: int, run_dir: Path, model, weights_sha256: str, classes: list[str],
                        expected_val_ids: list[str]) -> None:
     """Out-of-fold predictions of fold `fold`'s model (weights loaded) for every TTA transform."""
-    from photoid.records import fold_files
+    from photoid.pipeline import fold_files
 
     for tta in range(cfg.tta_number + 1):
         probs, ids = predict_files(model, fold_files(cfg.records_dir, [fold]), cfg, tta)
         if ids != expected_val_ids:
             raise PhotoidError(f"fold {fold}: the records' rows differ from folds.csv; rebuild the records")
-        save_prediction(run_dir, "val", fold, tta, probs, ids, cfg, classes, weights_sha256)
+        RunDir(run_dir).save_prediction("val", fold, tta, probs, ids, cfg, classes, weights_sha256)
     print(f"fold {fold}: out-of-fold predictions for {cfg.tta_number + 1} TTA transform(s) written")
 
 
@@ -119,21 +69,6 @@ def folds_at_once(n_params: int, n_folds: int, memory: int | None = None) -> int
     return max(1, min(n_folds, int(budget // (4 * n_params))))
 
 
-class FoldStack(tf_keras.Model):
-    """Every fold model's output for a batch, as one Keras model: [batch, folds, classes].
-
-    `predict` on it reads and decodes each batch once for all folds (fold-by-fold prediction decodes the test set
-    again per fold), and, being a Keras model, it runs under the run's distribution strategy as the fold models do.
-    """
-
-    def __init__(self, fold_models: list):
-        super().__init__(name="fold_stack")
-        self.fold_models = list(fold_models)
-
-    def call(self, images, training=False):
-        return tf.stack([model(images, training=False) for model in self.fold_models], axis=1)
-
-
 def predict_test(cfg, folds: list[int], run_dir: Path, models: list, classes: list[str],
                  weights_sha256s: list[str]) -> None:
     """Test predictions of every fold model (weights loaded; `models[i]` is fold `folds[i]`, loaded from the file
@@ -142,14 +77,14 @@ def predict_test(cfg, folds: list[int], run_dir: Path, models: list, classes: li
     Each TTA pass reads and decodes the test records once and feeds every batch to all the folds' models; the files
     written are the same per-fold files as fold-by-fold prediction writes.
     """
-    from photoid.records import test_files
+    from photoid.pipeline import test_files
 
     files = test_files(cfg.records_dir)
     stack = FoldStack(models)
     for tta in range(cfg.tta_number + 1):
         probs, ids = predict_files(stack, files, cfg, tta)  # [photos, folds, classes]
         for i, fold in enumerate(folds):
-            save_prediction(run_dir, "test", fold, tta, np.ascontiguousarray(probs[:, i]), ids, cfg, classes,
-                            weights_sha256s[i])
+            RunDir(run_dir).save_prediction("test", fold, tta, np.ascontiguousarray(probs[:, i]), ids, cfg, classes,
+                                            weights_sha256s[i])
     print(f"test predictions of fold(s) {folds} for {cfg.tta_number + 1} TTA transform(s) written to "
-          f"{Path(run_dir) / 'preds'}")
+          f"{RunDir(run_dir).preds_dir}")

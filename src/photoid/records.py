@@ -1,4 +1,5 @@
-"""TFRecord files: one feature spec, a resumable sharded writer, the `photoid tfrecords` command.
+"""TFRecord files: a resumable sharded writer and the `photoid tfrecords` command (readers parse the records with
+`photoid.pipeline.feature_spec`; `photoid.recordsdir.RecordsDir` reads the folder).
 
 Layout of a records folder (the original's, plus two files that make it self-describing):
 
@@ -27,28 +28,25 @@ import io
 import json
 import multiprocessing
 import os
-import re
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from PIL import Image, UnidentifiedImageError
 
 from photoid.errors import PhotoidError
 from photoid.images import jpeg_stream_end
 from photoid.io import atomic_path, file_sha256, read_json, write_json
+from photoid.recordsdir import FOLDS_CSV, IMAGE_FEATURE, LAYOUTS, MANIFEST_NAME, SHARD_PATTERN, shard_name
 
 if TYPE_CHECKING:
     import pandas as pd
 
-IMAGE_FEATURE = "image"
 TURTLE_STRING_COLUMNS = ("image_id", "label_id", "image_location")
 TURTLE_INT_COLUMNS = ("label",)
-MANIFEST_NAME = "records.json"
-FOLDS_CSV = "folds.csv"
 JPEG_QUALITY = 95
-# How a record stores its photo (see `prepare_image_bytes`); the first is the default.
+# How a record stores its photo (see `prepare_image_bytes`), for each of recordsdir.LAYOUTS (the first is the default).
 LAYOUT_CONTENTS = {
     "exact": ("the uint8 {size} x {size} x 3 image that decode_jpeg(INTEGER_ACCURATE) -> bilinear resize -> cast "
               "to uint8 makes of the JPEG file, as tf.io.serialize_tensor bytes"),
@@ -56,36 +54,7 @@ LAYOUT_CONTENTS = {
                 "subsampling"),
     "original": "the JPEG file as it is",
 }
-LAYOUTS = tuple(LAYOUT_CONTENTS)
 DEFAULT_LAYOUT = LAYOUTS[0]
-SHARD_PATTERN = re.compile(r".+\.tfrecord-\d{5}-of-\d{5}$")
-
-
-def feature_spec(string_columns: Sequence[str], int_columns: Sequence[str]) -> dict:
-    """The tf.train.Example features of a record: the JPEG `image` plus the named string and int64 columns.
-
-    The writer serialises exactly these features and readers parse with this spec (or a subset of it).
-    """
-    import tensorflow as tf
-
-    spec = {IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string)}
-    spec.update({name: tf.io.FixedLenFeature([], tf.string) for name in string_columns})
-    spec.update({name: tf.io.FixedLenFeature([], tf.int64) for name in int_columns})
-    return spec
-
-
-def shard_name(prefix: str, shard: int, shards: int) -> str:
-    return f"{prefix}-{shard:05d}-of-{shards:05d}"
-
-
-def records_layout(settings: dict) -> str:
-    """The layout a records.json's settings name (folders written before layouts existed say keep_original)."""
-    layout = settings.get("layout")
-    if layout is None:
-        return "original" if settings.get("keep_original") else "compact"
-    if layout not in LAYOUTS:
-        raise PhotoidError(f"unknown records layout {layout!r}; known layouts: {', '.join(LAYOUTS)}")
-    return layout
 
 
 def check_layout_size(layout: str, records_dim_pre: int, dim_pre: int, records_dir: str | os.PathLike) -> None:
@@ -444,31 +413,6 @@ def build_turtle_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike
         "images_written": written,
         "seconds": round(seconds, 2),
     }
-
-
-def records_setting(records_dir: str, name: str, default):
-    """One setting of the records' records.json (`default` when the file or the setting is absent)."""
-    path = os.path.join(records_dir, MANIFEST_NAME)
-    return read_json(path).get("settings", {}).get(name, default) if os.path.isfile(path) else default
-
-
-def _glob_records(records_dir: str | os.PathLike, prefix: str) -> list[str]:
-    import tensorflow as tf
-
-    files = sorted(tf.io.gfile.glob(f"{str(records_dir).rstrip('/')}/{prefix}.tfrecord-*-of-*"))
-    if not files:
-        raise PhotoidError(f"no {prefix}.tfrecord-* files in {records_dir}; write them with `photoid tfrecords`")
-    return files
-
-
-def fold_files(records_dir: str | os.PathLike, folds: Iterable[int]) -> list[str]:
-    """The record shards of the given folds, fold by fold, each fold's shards in order (local or gs:// paths)."""
-    return [path for fold in folds for path in _glob_records(records_dir, f"fold.{int(fold)}")]
-
-
-def test_files(records_dir: str | os.PathLike) -> list[str]:
-    """The test record shards in order (local or gs:// paths)."""
-    return _glob_records(records_dir, "test")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

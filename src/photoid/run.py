@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import re
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -21,8 +18,9 @@ import pandas as pd
 from photoid import io as pio
 from photoid.config import Config, add_config_arguments, resolve_config
 from photoid.errors import PhotoidError
+from photoid.recordsdir import FOLDS_CSV
+from photoid.rundir import IMAGE_JOBS, RunDir
 
-_SHARD_NAME = re.compile(r"^(.+)-(\d{5})-of-(\d{5})$")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -34,83 +32,16 @@ def run(args: argparse.Namespace) -> int:
     return run_config(cfg)
 
 
-# What a model's input depends on besides the photo: the run's settings, and how its records stored photos.
-INPUT_SETTINGS = ("dim", "dim_pre", "image_inverted")
-PREPROCESSING_FILE = "preprocessing.json"  # those settings as training used them (photoid.runs reads them)
-LOG_NAME = "log.jsonl"
-IMAGE_JOBS = {"train", "skip", "val", "test"}  # the jobs that read images (score and subm read predictions)
-
-
-def prepare_run_dir(cfg: Config, classes: list[str], original_ids: list[str],
-                    records: tuple[int, str, bool] | None) -> Path:
-    """Create or reopen the run folder: labels, the training configuration, and one log line for this call.
-
-    `config.json` and `preprocessing.json` say what the folds were trained with: written by the call that creates
-    the run (or retrains it with --force), never by later calls. A later call preparing images otherwise than
-    training did is refused: its predictions would not be what the models learnt from. `records` is the records'
-    (dim_pre, layout, rotate_wide), None where they do not say.
-    """
-    run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    classes_file = run_dir / "classes.txt"
-    text = "\n".join(classes) + "\n"
-    if classes_file.exists() and classes_file.read_text(encoding="utf-8") != text and not cfg.force:
-        raise PhotoidError(f"{run_dir} was trained on other classes; choose another --run_dir or pass --force")
-    inputs = {name: getattr(cfg, name) for name in INPUT_SETTINGS}
-    if records is not None:
-        inputs.update(records_dim_pre=records[0], layout=records[1])
-        if records[2]:  # only when set, so runs of records without it keep their preprocessing.json
-            inputs.update(rotate_wide=True)
-    preprocessing_file = run_dir / PREPROCESSING_FILE
-    rewrite = not (run_dir / "config.json").exists() or (cfg.force and bool(cfg.jobs & {"train", "skip"}))
-    if not rewrite and preprocessing_file.exists() and cfg.jobs & IMAGE_JOBS:
-        _check_same_inputs(pio.read_json(preprocessing_file), inputs, preprocessing_file)
-    pio.write_text(classes_file, text)
-    pio.write_text(run_dir / "original_ids.txt", "\n".join(original_ids) + "\n")
-    if rewrite:
-        pio.write_json(run_dir / "config.json", cfg.to_dict())
-        pio.write_json(preprocessing_file, inputs)
-    _append_log(run_dir, cfg)
-    return run_dir
-
-
-def _check_same_inputs(trained: dict, now: dict, path: Path) -> None:
-    def kind(settings: dict) -> tuple:
-        # The exact and original layouts give the model the same pixels; compact ones depend on their size.
-        # Wide whale photos turned upright or not change every input of them.
-        layout = settings.get("layout")
-        pixels = ("photo",) if layout in ("exact", "original") else (layout, settings.get("records_dim_pre"))
-        return (*pixels, bool(settings.get("rotate_wide", False)))
-
-    differ = [f"{name} {trained[name]!r} in training, {now[name]!r} now" for name in INPUT_SETTINGS
-              if name in trained and trained[name] != now[name]]
-    if "layout" in trained and "layout" in now and kind(trained) != kind(now):
-        differ.append(f"records {trained['layout']} at {trained['records_dim_pre']} px (rotate_wide "
-                      f"{trained.get('rotate_wide', False)}) in training, {now['layout']} at {now['records_dim_pre']} "
-                      f"px (rotate_wide {now.get('rotate_wide', False)}) now")
-    if differ:
-        raise PhotoidError(f"this call would prepare images otherwise than training did ({'; '.join(differ)}; see "
-                           f"{path}): its predictions would not be the trained models'. Use the training values "
-                           "(or retrain with --force)")
-
-
-def _append_log(run_dir: Path, cfg: Config) -> None:
-    """One JSON line per call: when, the command line, the job and folds, and settings unlike the trained ones."""
-    trained = pio.read_json(run_dir / "config.json")
-    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv, "job": cfg.job,
-             "folds": cfg.folds_to_run,
-             "differs_from_config_json": {k: v for k, v in cfg.to_dict().items() if trained.get(k) != v}}
-    # One write of one line in append mode: calls running at the same time cannot interleave their lines.
-    with open(run_dir / LOG_NAME, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry) + "\n")
 
 
 def check_records_layout(cfg: Config) -> tuple[int, str, bool] | None:
     """The records' (dim_pre, layout, rotate_wide), refusing a dim_pre the layout cannot give exactly (None: no records.json)."""
-    from photoid.records import MANIFEST_NAME, check_layout_size
+    from photoid.pipeline import open_records
+    from photoid.records import check_layout_size
     from photoid.runs import records_settings
 
-    if "://" in cfg.records_dir or (Path(cfg.records_dir) / MANIFEST_NAME).exists():
+    # A remote folder must have its records.json (records_settings says so); a local one may predate it.
+    if "://" in cfg.records_dir or open_records(cfg.records_dir).has_manifest():
         records_dim_pre, layout, rotate_wide = records_settings(cfg.records_dir, Path(cfg.output_dir))
         check_layout_size(layout, records_dim_pre, cfg.dim_pre, cfg.records_dir)
         return records_dim_pre, layout, rotate_wide
@@ -118,35 +49,18 @@ def check_records_layout(cfg: Config) -> tuple[int, str, bool] | None:
 
 
 def check_records_complete(cfg: Config) -> None:
-    """Refuse, before the run folder is touched, record sets the jobs need that are missing or lack shards.
+    """Refuse, before the run folder is touched, record sets the jobs need that are missing or lack shards."""
+    from photoid.pipeline import open_records
 
-    A `photoid tfrecords` run that was stopped leaves only finished shards under their final names, so a fold can
-    be present with some of its shards: reading it as it is would train or predict on part of the fold.
-    """
-    from photoid.records import fold_files, test_files
-
+    records = open_records(cfg.records_dir)
     files: list[str] = []
     if cfg.jobs & {"train", "skip"}:  # a fold trains on every other fold
-        files += fold_files(cfg.records_dir, range(cfg.n_folds))
+        files += records.fold_files(range(cfg.n_folds))
     elif "val" in cfg.jobs:
-        files += fold_files(cfg.records_dir, cfg.folds_to_run)
+        files += records.fold_files(cfg.folds_to_run)
     if "test" in cfg.jobs:
-        files += test_files(cfg.records_dir)
-    shards: dict[str, set[tuple[int, int]]] = {}  # record set -> (shard, of) pairs found
-    for path in files:
-        match = _SHARD_NAME.match(Path(path).name)
-        if match:
-            shards.setdefault(match.group(1), set()).add((int(match.group(2)), int(match.group(3))))
-    incomplete = []
-    for prefix, found in shards.items():
-        totals = {total for _, total in found}
-        expected = {(shard, total) for total in totals for shard in range(total)}
-        if len(totals) > 1 or found != expected:
-            names = ", ".join(f"{shard + 1} of {total}" for shard, total in sorted(found))
-            incomplete.append(f"{prefix} has shards {names}")
-    if incomplete:
-        raise PhotoidError(f"incomplete records in {cfg.records_dir}: {'; '.join(incomplete)}. An interrupted "
-                           "build resumes where it stopped when its command runs again")
+        files += records.test_files()
+    records.check_complete(files)
 
 
 def set_determinism(cfg: Config, fold: int = 0) -> None:
@@ -165,7 +79,7 @@ def run_config(cfg: Config) -> int:
 
     started = time.time()
     task = get_task(cfg.task)
-    folds_path = Path(cfg.records_dir) / "folds.csv"
+    folds_path = Path(cfg.records_dir) / FOLDS_CSV
     if not folds_path.exists():
         raise PhotoidError(f"no {folds_path}: build the records first (photoid {task.records_command} --data_dir {cfg.data_dir})")
     folds = task.read_folds(folds_path)
@@ -178,8 +92,9 @@ def run_config(cfg: Config) -> int:
         raise PhotoidError(f"--n_classes {cfg.n_classes}, but {folds_path} has {len(classes)} classes: the class count "
                            "comes from the records (leave --n_classes out)")
     check_records_complete(cfg)
-    records = check_records_layout(cfg) if cfg.jobs & IMAGE_JOBS else None
-    run_dir = prepare_run_dir(cfg, classes, original_ids, records)
+    stored = check_records_layout(cfg) if cfg.jobs & IMAGE_JOBS else None
+    run_dir = Path(cfg.output_dir)
+    RunDir(run_dir).prepare(cfg, classes, original_ids, stored)
     print(f"run {run_dir}: recipe {cfg.model}, backbone {cfg.backbone} at {cfg.dim}px, {len(classes)} classes, folds {cfg.folds_to_run}")
 
     jobs = cfg.jobs
@@ -188,9 +103,9 @@ def run_config(cfg: Config) -> int:
     if "test" in jobs:
         test_scores = task.score_test(cfg, run_dir)
         if test_scores is not None:
-            pio.write_json(run_dir / "test_scores.json", test_scores)
+            pio.write_json(RunDir(run_dir).test_scores_file, test_scores)
             print(f"test: MAP@5 {test_scores['map5']:.4f}, acc@1 {test_scores['acc1']:.4f} over {test_scores['n']} "
-                  f"photos, {test_scores['n_new']} of individuals outside train ({run_dir / 'test_scores.json'})")
+                  f"photos, {test_scores['n_new']} of individuals outside train ({RunDir(run_dir).test_scores_file})")
     if jobs & {"val", "score"}:
         scores = score_run(run_dir, folds, classes, original_ids, cfg.tta_number)
         print(format_scores(scores, leaderboard_labels=task.leaderboard_labels))
@@ -219,10 +134,10 @@ def model_session(cfg: Config, fold: int = 0) -> Iterator[None]:
 def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes: list[str]) -> None:
     """Train each chosen fold and predict its out-of-fold rows; then predict the test set with all of them at once."""
     from photoid.backbones import is_weights_file
-    from photoid.predict import folds_at_once, load_fold_weights, predict_test, predict_validation
-    from photoid.runs import build_predict_model
+    from photoid.inference import build_fold_model, fold_weights
+    from photoid.predict import folds_at_once, predict_test, predict_validation
     from photoid.strategy import choose_strategy
-    from photoid.train import fold_is_done, train_fold
+    from photoid.train import train_fold
 
     strategy = choose_strategy(cfg.strategy, cfg.tpu_ip_or_name, cfg.cpu_devices)
     print(f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
@@ -230,16 +145,16 @@ def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes:
     given = cfg.weights if not cfg.jobs & {"train", "skip"} and is_weights_file(cfg.weights) else None
 
     def fold_model(fold: int):
-        with strategy.scope():  # every weight comes from the fold's file: no pretrained set is loaded first
-            model = build_predict_model(cfg, len(classes))
-        return model, load_fold_weights(model, cfg, fold, run_dir, len(classes), weights=given)
+        # Built under the run's strategy; every weight comes from the fold's file.
+        model = build_fold_model(cfg, len(classes), fold_weights(run_dir, fold, given), strategy=strategy)
+        return model.predict, model.weights_sha256
 
     for fold in cfg.folds_to_run:
         with model_session(cfg, fold):
-            fold_dir = run_dir / f"fold_{fold}"
             if cfg.trains(fold):
-                if fold_is_done(fold_dir) and not cfg.force:
-                    print(f"fold {fold}: already trained ({fold_dir / 'done.json'}); skipping (--force retrains)")
+                if RunDir(run_dir).fold_is_done(fold) and not cfg.force:
+                    print(f"fold {fold}: already trained ({RunDir(run_dir).fold_file(fold, 'done.json')}); "
+                          "skipping (--force retrains)")
                 else:
                     summary = train_fold(cfg, fold, run_dir, strategy, len(classes))
                     print(f"fold {fold}: best {summary['monitor']} {summary['value']:.4f} at epoch {summary['epoch']}")
@@ -270,15 +185,13 @@ def score_run(run_dir: Path, folds: pd.DataFrame, classes: list[str], original_i
 
     As the original: TTA 0..tta_number (this call's; None: the run's) of every fold that finished training,
     averaged per fold. A missing file, or
-    one predicted by weights the fold no longer has, is an error naming it (`ensemble.expected_prediction_files`).
+    one predicted by weights the fold no longer has, is an error naming it (`RunDir.predictions`).
     """
-    from photoid.ensemble import expected_prediction_files, load_prediction
     from photoid.metrics import classification_scores
 
     by_fold: dict[int, list[np.ndarray]] = {}
     ttas = None if tta_number is None else range(tta_number + 1)
-    for fold, tta, path in expected_prediction_files(run_dir, "val", ttas=ttas):
-        probs, row_ids = load_prediction(path, "val", fold, tta, classes)
+    for fold, tta, path, probs, row_ids in RunDir(run_dir).predictions("val", classes, ttas=ttas):
         expected = folds.loc[folds["fold"] == fold, "image_id"].astype(str).tolist()
         if row_ids != expected:
             raise PhotoidError(f"{path}: its rows are not fold {fold}'s images in folds.csv; predict it again")
@@ -293,7 +206,7 @@ def score_run(run_dir: Path, folds: pd.DataFrame, classes: list[str], original_i
         all_probs.append(probs)
     overall = classification_scores(np.concatenate(all_true), np.concatenate(all_probs), classes, original_ids)
     scores = {"folds": per_fold, "all": {**overall, "n": int(sum(len(t) for t in all_true))}, "folds_scored": sorted(per_fold)}
-    pio.write_json(run_dir / "cv_scores.json", scores)
+    pio.write_json(RunDir(run_dir).cv_scores_file, scores)
     return scores
 
 
@@ -309,7 +222,8 @@ def format_scores(scores: dict, leaderboard_labels: bool = True) -> str:
 
 def write_run_submission(cfg: Config, run_dir: Path) -> Path:
     """The run's own submission: the ensemble rule over its test predictions (trained folds, TTA 0..tta_number)."""
-    from photoid.ensemble import load_run_predictions, make_submission, write_submission
+    from photoid.ensemble import make_submission, write_submission
+    from photoid.rundir import load_run_predictions
 
     sample = Path(cfg.data_dir) / "sample_submission.csv"
     if not sample.exists():
@@ -318,6 +232,6 @@ def write_run_submission(cfg: Config, run_dir: Path) -> Path:
                                                                     ttas=range(cfg.tta_number + 1))
     sample_ids = pd.read_csv(sample, dtype=str, keep_default_na=False, encoding="utf-8-sig")["image_id"].tolist()
     frame = make_submission(probs, row_ids, classes, original_ids, sample_ids)
-    path = run_dir / "submission.csv"
+    path = RunDir(run_dir).submission_file
     write_submission(frame, path)
     return path

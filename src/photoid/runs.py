@@ -1,4 +1,4 @@
-"""A trained run folder, loaded back: its configuration, labels, preprocessing and fold models.
+"""A trained run folder, loaded back: its configuration, labels, finished folds and preprocessing.
 
 A run folder describes itself (`config.json`, `classes.txt`, `original_ids.txt`, `fold_K/best.weights.h5`), and
 the records it was trained from say how each photo was stored (`records.json`: `dim_pre`, `layout`).
@@ -8,9 +8,7 @@ records and the reader did, so a photo gets the same probabilities on its own as
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +17,13 @@ import numpy as np
 
 import photoid  # noqa: F401  (selects tf-keras before TensorFlow is imported)
 import tensorflow as tf
-import tf_keras
 
-from photoid.config import REPO_ROOT, SETTABLE, Config, validate_config
-from photoid.ensemble import read_run_classes, read_run_original_ids
+from photoid.config import REPO_ROOT, Config
 from photoid.errors import PhotoidError
-from photoid.io import read_json
 from photoid.pipeline import preprocess_image_bytes
-from photoid.records import MANIFEST_NAME, check_layout_size, prepare_image_bytes, records_layout
-from photoid.run import PREPROCESSING_FILE
-from photoid.train import BEST_WEIGHTS, fold_is_done
+from photoid.records import check_layout_size, prepare_image_bytes
+from photoid.recordsdir import MANIFEST_NAME, records_layout
+from photoid.rundir import BEST_WEIGHTS, RunDir
 
 
 @dataclass(frozen=True)
@@ -114,38 +109,9 @@ class RunInfo:
     def name(self) -> str:
         return self.run_dir.name
 
-
-def read_run_config(path: str | os.PathLike) -> Config:
-    """The resolved configuration saved in a run folder; unknown keys and bad values are refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise PhotoidError(f"{path}: file not found; a run folder holds the config.json its training wrote")
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PhotoidError(f"{path}: not a JSON file ({err})") from None
-    if not isinstance(values, dict):
-        raise PhotoidError(f"{path}: expected a JSON object of settings")
-    known = {f.name for f in SETTABLE}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise PhotoidError(f"{path}: unknown settings {unknown}; it was written by another version of photoid")
-    try:
-        cfg = Config(**values)
-    except TypeError as err:
-        raise PhotoidError(f"{path}: {err}") from None
-    validate_config(cfg)
-    return cfg
-
-
-def trained_folds(run_dir: str | os.PathLike) -> list[int]:
-    """Folds of the run whose training finished (`done.json` and `best.weights.h5` present), in order."""
-    folds = []
-    for fold_dir in Path(run_dir).glob("fold_*"):
-        suffix = fold_dir.name.removeprefix("fold_")
-        if suffix.isdigit() and fold_is_done(fold_dir):
-            folds.append(int(suffix))
-    return sorted(folds)
+    @property
+    def folder(self) -> RunDir:
+        return RunDir(self.run_dir)
 
 
 def _existing(path: str, candidates_base: list[Path]) -> Path | None:
@@ -164,27 +130,20 @@ def _bases(run_dir: Path) -> list[Path]:
 
 
 def records_settings(records_dir: str, run_dir: Path) -> tuple[int, str, bool]:
-    """(dim_pre, layout, rotate_wide) of the records a run was trained from, read from their records.json."""
-    if "://" in records_dir:  # gs:// and other remote folders: TensorFlow's file system reads them
-        manifest = f"{records_dir.rstrip('/')}/{MANIFEST_NAME}"
-        if not tf.io.gfile.exists(manifest):
-            raise PhotoidError(f"{manifest} not found; pass the records folder the run was trained from")
-        with tf.io.gfile.GFile(manifest) as f:
-            settings = json.load(f).get("settings", {})
-    else:
+    """(dim_pre, layout, rotate_wide) of the records a run was trained from, read from their records.json.
+
+    A relative local folder not found from here is looked for where training ran (`_bases`)."""
+    from photoid.pipeline import open_records
+
+    if "://" not in records_dir:
         found = _existing(os.path.join(records_dir, MANIFEST_NAME), _bases(run_dir))
         if found is None:
             raise PhotoidError(
                 f"cannot find {MANIFEST_NAME} of the records run {run_dir} was trained from (looked for "
                 f"{records_dir}/{MANIFEST_NAME}); its dim_pre and layout say how photos are prepared. "
                 "Pass the records folder with --records_dir")
-        manifest, settings = str(found), read_json(found).get("settings", {})
-    if not isinstance(settings.get("dim_pre"), int) or not isinstance(settings.get("layout", ""), str):
-        raise PhotoidError(f"{manifest}: its settings lack dim_pre (an integer) or have a layout that is not a name")
-    try:
-        return settings["dim_pre"], records_layout(settings), bool(settings.get("rotate_wide", False))
-    except PhotoidError as err:
-        raise PhotoidError(f"{manifest}: {err}") from None
+        records_dir = str(found.parent)
+    return open_records(records_dir).photo_settings()
 
 
 def load_run(run_dir: str | os.PathLike, records_dir: str | None = None) -> RunInfo:
@@ -192,18 +151,18 @@ def load_run(run_dir: str | os.PathLike, records_dir: str | None = None) -> RunI
 
     `records_dir` replaces the records folder named in config.json (for a run moved to another machine).
     """
-    run_dir = Path(run_dir)
+    folder = RunDir(run_dir)
+    run_dir = folder.path
     if not run_dir.is_dir():
         raise PhotoidError(f"{run_dir}: run folder not found")
-    cfg = read_run_config(run_dir / "config.json")
-    classes, original_ids = read_run_classes(run_dir), read_run_original_ids(run_dir)
-    folds = trained_folds(run_dir)
+    cfg = folder.config()
+    classes, original_ids = folder.classes(), folder.original_ids()
+    folds = folder.trained_folds()
     if not folds:
         raise PhotoidError(f"{run_dir}: no fold has finished training (no fold_K/done.json with {BEST_WEIGHTS})")
-    trained = run_dir / PREPROCESSING_FILE
-    if trained.is_file() and "layout" in read_json(trained):
+    settings = folder.trained_preprocessing()
+    if settings is not None:
         # How training's records stored photos, kept in the run: records rebuilt since then do not change it.
-        settings = read_json(trained)
         records_dim_pre, layout = int(settings["records_dim_pre"]), records_layout(settings)
         rotate_wide = bool(settings.get("rotate_wide", False))
     else:
@@ -218,32 +177,9 @@ def load_run(run_dir: str | os.PathLike, records_dir: str | None = None) -> RunI
 
 def check_same_labels(runs: list[RunInfo]) -> None:
     """Only runs with one label order (and one set of original ids) can be averaged class by class."""
-    first = runs[0]
-    for run in runs[1:]:
-        for name, theirs, ours in (("classes.txt", run.classes, first.classes),
-                                   ("original_ids.txt", run.original_ids, first.original_ids)):
-            if theirs != ours:
-                raise PhotoidError(f"{run.run_dir / name} differs from {first.run_dir / name}: only runs trained "
-                                   "on the same labels can be averaged")
+    from photoid.rundir import check_same_labels as check_folders
 
-
-def build_predict_model(cfg: Config, n_classes: int) -> tf_keras.Model:
-    """The recipe's image → probabilities model with untrained weights (a weight file replaces them all)."""
-    from photoid.model import build_models_from_config
-
-    # Pretrained sets are never needed here (and may not be downloadable): every weight comes from a file.
-    return build_models_from_config(dataclasses.replace(cfg, weights="none"), n_classes).predict
-
-
-def load_fold_model(run: RunInfo, fold: int) -> tf_keras.Model:
-    """Fold `fold`'s model with its best weights."""
-    from photoid.model import load_weights_file
-
-    if fold not in run.folds:
-        raise PhotoidError(f"{run.run_dir}: fold {fold} has not finished training; trained folds: {run.folds}")
-    model = build_predict_model(run.config, len(run.classes))
-    load_weights_file(model, run.run_dir / f"fold_{fold}" / BEST_WEIGHTS, len(run.classes))
-    return model
+    check_folders([run.folder for run in runs])
 
 
 def choose_folds(run: RunInfo, folds: list[int] | None) -> list[int]:

@@ -24,10 +24,9 @@ import tensorflow as tf
 import tf_keras
 
 from photoid import io as pio
-from photoid.ensemble import BEST_WEIGHTS, remove_fold_predictions
 from photoid.errors import PhotoidError
+from photoid.rundir import BACKUP_DIR, BEST_INFO, BEST_WEIGHTS, CURVE, DONE, FOLD_CONFIG, HISTORY, RunDir
 
-BACKUP_DIR = "backup"  # BackupAndRestore's state while a fold trains; resumes a killed fold
 RESUME_STATE = "callbacks.json"  # in BACKUP_DIR: the callbacks' counters after each epoch (ResumeState)
 
 
@@ -47,7 +46,7 @@ class BestCheckpoint(tf_keras.callbacks.Callback):
         super().__init__()
         self.fold_dir, self.monitor, self.mode = Path(fold_dir), monitor, monitor_mode(monitor)
         self.weights_model, self.loss_guard = weights_model, loss_guard
-        self.best_path, self.info_path = self.fold_dir / BEST_WEIGHTS, self.fold_dir / "best.json"
+        self.best_path, self.info_path = self.fold_dir / BEST_WEIGHTS, self.fold_dir / BEST_INFO
         self.best = -math.inf if self.mode == "max" or monitor == "last" else math.inf
         if self.info_path.exists() and self.best_path.exists():
             self.best = pio.read_json(self.info_path)["value"]
@@ -214,7 +213,7 @@ def make_callbacks(cfg, fold_dir: Path, weights_model, loss_guard: LossGuard) ->
     # ResumeState), then its history row, after the learning-rate callbacks so that the row includes its `lr`.
     callbacks += [ResumeState(fold_dir / BACKUP_DIR / RESUME_STATE, fields, restore_lr=cfg.lr_schedule == "plateau"),
                   tf_keras.callbacks.BackupAndRestore(str(fold_dir / BACKUP_DIR)),
-                  tf_keras.callbacks.CSVLogger(str(fold_dir / "history.csv"), append=True)]
+                  tf_keras.callbacks.CSVLogger(str(fold_dir / HISTORY), append=True)]
     return callbacks
 
 
@@ -234,7 +233,7 @@ def align_history(fold_dir: Path, start_epoch: int) -> None:
     """
     import csv
 
-    path = fold_dir / "history.csv"
+    path = fold_dir / HISTORY
     rows = list(csv.DictReader(io.StringIO(path.read_text()))) if path.exists() else []
     kept = [row for row in rows if int(row["epoch"]) < start_epoch]
     states_path = fold_dir / BACKUP_DIR / RESUME_STATE
@@ -251,36 +250,33 @@ def align_history(fold_dir: Path, start_epoch: int) -> None:
     pio.write_text(path, out.getvalue())
 
 
-def fold_is_done(fold_dir: Path) -> bool:
-    return (fold_dir / "done.json").exists() and (fold_dir / BEST_WEIGHTS).exists()
-
-
 def initial_models(cfg, n_classes: int):
     """The models a fold starts training from: the recipe's backbone with its named pretrained set, or with every
     weight from a `--weights` file (any of `backbones.WEIGHTS_SUFFIXES`; none is ignored)."""
     from photoid.backbones import is_weights_file
-    from photoid.model import build_models_from_config, load_weights_file
+    from photoid.inference import build_models_with_weights
+    from photoid.model import build_models_from_config
 
-    models = build_models_from_config(cfg, n_classes)
     if is_weights_file(cfg.weights):
-        load_weights_file(models.predict, cfg.weights, n_classes)
-    return models
+        return build_models_with_weights(cfg, n_classes, cfg.weights)
+    return build_models_from_config(cfg, n_classes)
 
 
 def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     """Train fold `fold` (validate on it, train on the others) and return the summary written to done.json."""
     from photoid.model import compile_for_training
     from photoid.pipeline import count_records
-    from photoid.records import fold_files
+    from photoid.pipeline import fold_files
 
-    fold_dir = run_dir / f"fold_{fold}"
+    run = RunDir(run_dir)
+    fold_dir = run.fold_dir(fold)
     if cfg.force and fold_dir.exists():
         shutil.rmtree(fold_dir)
     # Whatever this fold predicted before was predicted by weights that training is about to replace.
-    remove_fold_predictions(run_dir, fold)
+    run.remove_fold_predictions(fold)
     fold_dir.mkdir(parents=True, exist_ok=True)
-    if not (fold_dir / "config.json").exists():  # what this fold trains with; a resumed fold keeps the first
-        pio.write_json(fold_dir / "config.json", cfg.to_dict())
+    if not run.fold_file(fold, FOLD_CONFIG).exists():  # what this fold trains with; a resumed fold keeps the first
+        pio.write_json(run.fold_file(fold, FOLD_CONFIG), cfg.to_dict())
     train_folds = [f for f in range(cfg.n_folds) if f != fold]
     train_files = fold_files(cfg.records_dir, train_folds)
     val_files = fold_files(cfg.records_dir, [fold])
@@ -335,10 +331,10 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     # BackupAndRestore deletes its checkpoint when fit() ends but leaves the folder: an empty `backup` would read
     # as an unfinished fold.
     shutil.rmtree(fold_dir / BACKUP_DIR, ignore_errors=True)
-    history = _read_history(fold_dir / "history.csv")
+    history = _read_history(fold_dir / HISTORY)
     curve_metric = "val_acc" if cfg.monitor == "last" else cfg.monitor
-    plot_history(history, curve_metric, fold_dir / "curve.png", title=f"{cfg.model} fold {fold}")
-    best_file = fold_dir / "best.json"
+    plot_history(history, curve_metric, fold_dir / CURVE, title=f"{cfg.model} fold {fold}")
+    best_file = fold_dir / BEST_INFO
     if loss_guard.where is not None:
         nan = loss_guard.diverged is None
         kept = (f"the best checkpoint so far is kept in {fold_dir / BEST_WEIGHTS}" if best_file.exists() else
@@ -357,7 +353,7 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
         "n_train": n_train,
         "steps_per_epoch": steps,
     }
-    pio.write_json(fold_dir / "done.json", summary)
+    pio.write_json(fold_dir / DONE, summary)
     return summary
 
 

@@ -18,7 +18,6 @@ The file (`.npz`) holds `image_id` (str, one per image) and `embedding` (float32
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 from typing import Sequence
@@ -39,11 +38,10 @@ def embed_files(model, files: list[str], *, dim: int, dim_pre: int, batch_size: 
     horizontal mirror's. `normalize`: each embedding L2-normalised, before and after the mean (otherwise raw,
     as the winner's)."""
     from photoid.augment import TRANSFORM_NAMES
-    from photoid.pipeline import build_dataset
+    from photoid.inference import predict_records
 
     def embed(tta: int) -> np.ndarray:
-        ds = build_dataset(files, dim=dim, dim_pre=dim_pre, batch_size=batch_size, training=False, tta=tta)
-        out = model.predict(ds.map(lambda image, label: image), verbose=0).astype(np.float32)
+        out = predict_records(model, files, dim=dim, dim_pre=dim_pre, batch_size=batch_size, tta=tta)
         return normalize_rows(out) if normalize else out
 
     embeddings = embed(0)
@@ -59,24 +57,24 @@ def run_embeddings(run_dir: str | Path, files: list[str], records_dir: str, *, f
     produced them (folds, sizes)."""
     import tf_keras
 
-    from photoid.model import build_models_from_config, load_weights_file
+    from photoid.inference import load_fold_models
+    from photoid.pipeline import open_records
     from photoid.runs import choose_folds, load_run
-    from photoid.train import BEST_WEIGHTS
-
+    
     # The reader resizes whatever the records store, so the run's own records need not be on this machine.
     run = load_run(run_dir, records_dir=records_dir)
     cfg = run.config
     if not get_task(cfg.task).ranks_scenarios:
         raise PhotoidError(f"{run.run_dir} was trained for task {cfg.task!r}; rank and embed need a whales run")
-    _check_same_mirroring(Path(cfg.records_dir), Path(records_dir), run.run_dir)
+    # Right views or wide photos stored otherwise than in the run's training records (when those can be found here)
+    # would show the model photos it never saw.
+    open_records(cfg.records_dir).check_same_mirroring(open_records(records_dir), run.run_dir)
     chosen = choose_folds(run, folds)
     parts = []
     for fold in chosen:
-        tf_keras.backend.clear_session()
-        # Every weight comes from the fold's file, so no pretrained set is fetched.
-        models = build_models_from_config(dataclasses.replace(cfg, weights="none"), len(run.classes))
-        load_weights_file(models.predict, run.run_dir / f"fold_{fold}" / BEST_WEIGHTS, len(run.classes))
-        parts.append(embed_files(models.embed, files, dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=batch_size,
+        tf_keras.backend.clear_session()  # one fold model in memory at a time
+        model = load_fold_models(run, [fold])[0]
+        parts.append(embed_files(model.embed, files, dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=batch_size,
                                  flip=flip, normalize=join != "concat"))
     info = {"run": str(run.run_dir), "recipe": cfg.model, "folds": chosen, "size": int(parts[0].shape[1])}
     return parts, info
@@ -92,24 +90,6 @@ def family_embeddings(runs: Sequence[str | Path], files: list[str], records_dir:
         parts += run_parts
         infos.append(info)
     return join_embeddings(parts, join), infos
-
-
-def _check_same_mirroring(trained_on: Path, ranked: Path, run_dir: Path) -> None:
-    """Refuse test records whose right views or wide photos are stored otherwise than in the run's training records
-    (when those can be found here): a model that only saw mirrored right views, or upright lateral photos, would
-    be shown others."""
-    from photoid.io import read_json
-    from photoid.records import MANIFEST_NAME
-
-    if not (trained_on / MANIFEST_NAME).is_file() or not (ranked / MANIFEST_NAME).is_file():
-        return
-    trained = read_json(trained_on / MANIFEST_NAME).get("settings", {})
-    given = read_json(ranked / MANIFEST_NAME).get("settings", {})
-    for name, default in (("mirror_right", None), ("rotate_wide", False)):
-        if trained.get(name, default) != given.get(name, default):
-            raise PhotoidError(f"{run_dir} was trained on records with {name}={trained.get(name, default)} "
-                               f"({trained_on}), but the records of {ranked} have {name}={given.get(name, default)}; "
-                               "rebuild them with the same setting")
 
 
 def save_embeddings(path: str | Path, image_ids: Sequence[str], embeddings: np.ndarray) -> None:
@@ -149,8 +129,8 @@ def load_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
 
 def records_and_ids(records_dir: str) -> tuple[list[str], list[str]]:
     """The test record files of `records_dir` and the image id of each record, in reading order."""
-    from photoid.predict import read_record_ids
-    from photoid.records import test_files
+    from photoid.inference import read_record_ids
+    from photoid.pipeline import test_files
 
     files = test_files(records_dir)
     return files, read_record_ids(files)

@@ -62,7 +62,8 @@ def build_paired_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_
     import tensorflow as tf
 
     from photoid.pipeline import AUTOTUNE, augment_image, decode_image, finish_image
-    from photoid.records import IMAGE_FEATURE, feature_spec
+    from photoid.pipeline import feature_spec
+    from photoid.recordsdir import IMAGE_FEATURE
 
     spec = feature_spec(string_columns=(), int_columns=("label",))
     base_seed = seed if seed is not None else secrets.randbits(31)

@@ -6,7 +6,7 @@ of `photoid rank` measures photos the models never saw (`train_on_scenarios` kee
 everything it had). The other labelled images are split into folds, grouped by encounter by default (no encounter
 on both sides of a split) or with the winner's StratifiedKFold(5, shuffle, 42).
 
-Records (`feature_spec(WHALE_STRING_COLUMNS, WHALE_INT_COLUMNS)`): `image_id`, `image`, `whale_id`, `label`,
+Records (`pipeline.feature_spec(WHALE_STRING_COLUMNS, WHALE_INT_COLUMNS)`): `image_id`, `image`, `whale_id`, `label`,
 `viewpoint`, `encounter_id`. `label` indexes the sorted whale ids of the training images (-1 for a whale they do
 not hold, or an unlabelled folder). Right views are stored mirrored, so every lateral photo looks like a left view
 (the stored `viewpoint` stays `right`). Photos wider than tall (in the real data every lateral photo, and no top
@@ -29,7 +29,8 @@ import pandas as pd
 
 from photoid.errors import PhotoidError, ProblemList
 from photoid.io import write_csv
-from photoid.records import FOLDS_CSV, RecordsManifest, check_record_options, image_preparer, write_records
+from photoid.recordsdir import FOLDS_CSV
+from photoid.records import RecordsManifest, check_record_options, image_preparer, write_records
 from photoid.tables import check_unique
 from photoid.whales.data import BelugaData, load_belugas, make_whale_folds, read_csv_checked
 
