@@ -163,10 +163,9 @@ def generic_records(generic_dir) -> Path:
 @pytest.fixture(scope="session")
 def generic_run(generic_dir, generic_records, tmp_path_factory) -> Path:
     """The whale-cpu-demo recipe (ArcFace head, embeddings) on the generic folder: its task comes from the records."""
-    from photoid.config import resolve_config
-    from photoid.run import run_config
+    from photoid.run import resolve_run_config, run_config
 
     run_dir = tmp_path_factory.mktemp("generic-runs") / "arcface"
     args = tiny_args(generic_dir, run_dir, model="whale-cpu-demo", job="train_val_test_score")
-    assert run_config(resolve_config(args)) == 0
+    assert run_config(resolve_run_config(args)) == 0
     return run_dir

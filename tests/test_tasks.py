@@ -236,3 +236,6 @@ def test_nothing_outside_the_task_registry_branches_on_the_task():
     assert found == []
     assert TASK_BRANCH.search('if cfg.task == "whales":') and TASK_BRANCH.search("x = 'turtles' != name")
     assert set(TASKS) == {"turtles", "whales", "generic"}
+    from photoid.config import TASK_NAMES  # the configuration's list of task names, below the registry
+
+    assert list(TASKS) == list(TASK_NAMES)

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from photoid.errors import PhotoidError, ProblemList
-from photoid.tasks import TASKS, task_of_data
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Recipes are the repository's models/*.toml; an installed photoid carries them as package data (photoid/recipes).
 _PACKAGED_RECIPES = Path(__file__).resolve().parent / "recipes"
 RECIPES_DIR = _PACKAGED_RECIPES if _PACKAGED_RECIPES.is_dir() else REPO_ROOT / "models"
+# The tasks photoid.tasks.TASKS defines (a test keeps the two lists equal). The configuration sits below the
+# task registry: a command takes the task from its data with photoid.run.resolve_run_config.
+TASK_NAMES = ("turtles", "whales", "generic")
 
 
 @dataclass
@@ -131,7 +133,7 @@ CHOICES = {
     "augment": {"original", "whaledo", "whaledo_triangle"},
     "head": {"softmax", "arcface"},
     "lr_schedule": {"plateau", "warmup_decay", "whaledo"},
-    "task": set(TASKS),
+    "task": set(TASK_NAMES),
     "mixed_precision": {"", "mixed_float16", "mixed_bfloat16"},
     "strategy": {"auto", "default", "mirrored", "multi_worker", "tpu"},
     "aug_draw": {"original", "first"},
@@ -264,12 +266,6 @@ def resolve_config(args: argparse.Namespace) -> Config:
         given = getattr(args, f.name, None)
         if given is not None and f.name != "model":
             values[f.name] = given
-    if getattr(args, "task", None) is None:
-        # The task is the data's: a recipe written for one species (e.g. whale-cpu-demo's ArcFace) trains any.
-        data_dir = values.get("data_dir", Config.data_dir)
-        found = task_of_data(values.get("data_tfrec_dir") or os.path.join(data_dir, "tfrec"), data_dir)
-        if found:
-            values["task"] = found
     problems = ProblemList()
     for name, (value, why) in FIXED_OPTIONS.items():
         given = getattr(args, name, None)
@@ -326,9 +322,6 @@ def validate_config(cfg: Config) -> None:
     for name in ("n_classes", "n_examples_total", "steps_per_epoch", "predict_folds_at_once"):
         if getattr(cfg, name) < 0:
             problems.add("config", None, f"{name} must be 0 or more, got {getattr(cfg, name)}")
-    if cfg.image_inverted and cfg.task in TASKS and not TASKS[cfg.task].takes_image_inverted:
-        problems.add("config", None, f"image_inverted is the Turtle Recall original's option; {cfg.task} runs do not "
-                                     "take it")
     if cfg.divergence_factor != 0 and cfg.divergence_factor <= 1:
         problems.add("config", None, f"divergence_factor must be above 1 (or 0: no divergence guard), got "
                                      f"{cfg.divergence_factor}")

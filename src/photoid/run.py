@@ -7,6 +7,7 @@ every hyperparameter can be overridden on the command line with the original's n
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import time
 from pathlib import Path
@@ -28,8 +29,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_config(resolve_run_config(args))
+
+
+def resolve_run_config(args: argparse.Namespace) -> Config:
+    """`resolve_config`, with the task taken from the data unless --task names it: the records' records.json,
+    else the data folder's files (so a recipe written for one species, e.g. whale-cpu-demo's ArcFace, trains any)."""
+    from photoid.tasks import task_of_data
+
     cfg = resolve_config(args)
-    return run_config(cfg)
+    if getattr(args, "task", None) is None:
+        cfg = dataclasses.replace(cfg, task=task_of_data(cfg.records_dir, cfg.data_dir) or cfg.task)
+    return cfg
 
 
 
@@ -79,6 +90,8 @@ def run_config(cfg: Config) -> int:
 
     started = time.time()
     task = get_task(cfg.task)
+    if cfg.image_inverted and not task.takes_image_inverted:
+        raise PhotoidError(f"image_inverted is the Turtle Recall original's option; {cfg.task} runs do not take it")
     folds_path = Path(cfg.records_dir) / FOLDS_CSV
     if not folds_path.exists():
         raise PhotoidError(f"no {folds_path}: build the records first (photoid {task.records_command} --data_dir {cfg.data_dir})")

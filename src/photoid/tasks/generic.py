@@ -264,7 +264,7 @@ class GenericTask:
         never say, so those rows score 0 here; `photoid calibrate` + `identify --catalog` can name them new."""
         import numpy as np
 
-        from photoid.ensemble import load_run_predictions
+        from photoid.rundir import load_run_predictions
         from photoid.labels import top_labels
         from photoid.metrics import map_at_k_from_labels
 
