@@ -111,8 +111,9 @@ def run(preset: str) -> list[Result]:
         f = measure_size(n, settings)
         rows.append(Result(
             id=f"B5-catalogue-{n // 1000}k" if n >= 1000 else f"B5-catalogue-{n}",
-            what=f"catalogue search: {settings.queries} queries vs {n:,} photos of {n // settings.photos_per_individual:,} "
-                 f"individuals ({settings.width}-d), best per individual, vs faiss",
+            what=f"catalogue search: {settings.queries} queries vs {n:,} photos of "
+                 f"{n // settings.photos_per_individual:,} individuals ({settings.width}-d), best per individual, "
+                 "vs faiss",
             ours=f["ours"], baseline=f["faiss"], unit="s", ratio=f["ours"] / f["faiss"], goal=GOAL_VS_FAISS,
             ours_label="individual_similarities (auto)", baseline_label="faiss IndexFlatIP, 1000 nearest",
             details=[f"auto chose {f['winner']}; its first search of this size, racing both, took {f['first']:.3f} s; "

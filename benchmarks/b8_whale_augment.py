@@ -4,8 +4,9 @@ Ours: `augment = "whaledo"` (flip, OneOf(Sharpen, ToGray, CLAHE), ShiftScaleRota
 `photoid.whales.augment`). Baseline: the same pipeline with the horizontal flip alone (`augment = "original"`,
 aug_number 1, the whale recipes' setting before the winner's chain). Both map uint8 images held in memory through
 `photoid.pipeline.augment_image` and `finish_image` on every core, batched, so the figure is the augmentation's own
-cost; its inverse is the cost per photo. Steady state: alternating windows on fresh iterators, median window. Where the time goes: each
-transform alone on one photo, in processor time (all threads), weighted by how often the chain draws it.
+cost; its inverse is the cost per photo. Steady state: alternating windows on fresh iterators, median window.
+Where the time goes: each transform alone on one photo, in processor time (all threads), weighted by how often
+the chain draws it.
 """
 
 from __future__ import annotations
