@@ -43,10 +43,11 @@ def _uniform(seed, low=0.0, high=1.0, shape=()):
 
 
 def _compiled(fn):
-    """`fn` compiled by XLA into one pass over the image instead of one pass per operation. Only work that XLA
-    computes bit for bit as TensorFlow's kernels do is compiled (tests/test_whales_winner.py): rounding, clipping,
-    casts, products with a factor. Not a product followed by a sum (XLA fuses it into one rounding, so a few pixels
-    would move by one level), nor a division by a constant (XLA multiplies by the reciprocal)."""
+    """`fn` compiled by XLA into one pass over the image instead of one pass per operation. Used for rounding,
+    clipping and casts, which XLA computes bit for bit as TensorFlow's kernels do (CLAHE's test compares its
+    result with a numpy reference bit for bit). Not for a product followed by a sum (XLA fuses it into one
+    rounding, so a few pixels would move by one level) nor a division by a constant (XLA multiplies by the
+    reciprocal); only `color_jitter` accepts that, for its gain."""
     return tf.function(fn, jit_compile=True, autograph=False)
 
 
