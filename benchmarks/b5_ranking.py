@@ -5,7 +5,7 @@ its numpy search (blocks of queries against the database in one matrix product, 
 image removed) and faiss' exact index, raced on the first 64 queries of the first search of each size. Baseline: the organisers' way — for each query,
 `sklearn.metrics.pairwise.cosine_similarity` against the whole database and a full sort. Reference: faiss' exact
 inner-product index (`IndexFlatIP`) on the normalised embeddings, the fastest exact search at hand; ours should
-stay within 1.2× of it at every size.
+stay within 1.2× of it at every size. The catalogue's search is measured alongside (`b5_catalogue`).
 
 The baseline is timed on a subset of the queries (every query costs the same there) and scaled to all of them;
 its top 20 must equal ours for those queries, which checks that both answer the same question.
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+import b5_catalogue
 from _common import Goal, Result, interleaved_medians, seconds
 
 GOAL_VS_BASELINE = Goal(20.0)
@@ -153,4 +154,4 @@ def run(preset: str, cache_dir: Path) -> list[Result]:
                 baseline_label="faiss IndexFlatIP", notes=["ratio = our time / faiss' time: lower is better."]))
     else:
         notes.append("faiss is not installed (`pip install 'photoid[faiss]'`): the comparison with it is skipped.")
-    return rows
+    return rows + b5_catalogue.run(preset)

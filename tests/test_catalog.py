@@ -133,9 +133,11 @@ def test_a_new_individual_is_found_at_rank_1_right_after_it_is_added(calibrated,
     assert sorted(p.name for p in grown.path.iterdir()) == [".photoid.lock", "embeddings-00002.npy", "images-00002.csv",
                                                             "manifest.json"]
     assert grown.calibration == catalog.calibration
-    # `photoid identify --catalog` names it first for each of its photos.
-    assert main(["identify", *photos, "--catalog", str(grown.path), "--csv"]) == 0
-    rows = pd.read_csv(io.StringIO(capsys.readouterr().out), dtype={"label": str})
+    # `photoid identify --catalog` names it first for each of its photos (the retired size switch is ignored).
+    assert main(["identify", *photos, "--catalog", str(grown.path), "--csv", "--faiss_above", "10"]) == 0
+    captured = capsys.readouterr()
+    assert "--faiss_above is deprecated and ignored" in captured.err
+    rows = pd.read_csv(io.StringIO(captured.out), dtype={"label": str})
     first = rows[rows["rank"] == 1]
     assert first["image"].tolist() == photos and set(first["label"]) == {turtle}
     assert rows.groupby("image").size().tolist() == [5] * len(photos)

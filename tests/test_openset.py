@@ -51,21 +51,73 @@ def test_individual_similarities_match_brute_force_with_own_photos_left_out():
     np.testing.assert_allclose(got[np.isfinite(got)], expected[np.isfinite(expected)], atol=1e-5)
 
 
+def clustered_search_case(seed: int, centre_offset: float):
+    """Clustered photos with own photos excluded and individuals of one photo, one of them excluded."""
+    queries, gallery, codes, n = gallery_and_queries(seed=seed, n_gallery=400, n_individuals=60)
+    queries, gallery = queries - 2.0 + centre_offset, gallery - 2.0 + centre_offset
+    codes[[10, 11, 12]] = [57, 58, 59]  # three individuals with a single photo
+    exclude = np.full(len(queries), -1)
+    exclude[:20] = np.arange(20)  # as if query q were also gallery photo q...
+    queries[:20] = gallery[:20] + 0.01
+    exclude[[1, 2]] = [10, 11]  # ...or the only photo of its individual
+    queries[[1, 2]] = gallery[[10, 11]] + 0.01
+    return queries, gallery, codes, n, exclude
+
+
+def same_scores_and_order(got, expected):
+    assert np.array_equal(np.isinf(got), np.isinf(expected))
+    np.testing.assert_allclose(got[np.isfinite(got)], expected[np.isfinite(expected)], atol=1e-6)
+    order = lambda s: np.argsort(-s, axis=1, kind="stable")[:, :10]  # noqa: E731
+    assert np.array_equal(order(got), order(expected))
+
+
 @needs_faiss
-def test_faiss_and_numpy_give_the_same_scores_and_top_individuals():
-    queries, gallery, codes, n = gallery_and_queries(seed=1)
-    exclude = np.arange(len(queries))  # as if each query were also gallery photo q
+@pytest.mark.parametrize("centre_offset", [2.0, 0.0])  # all cosines positive / many at or below the clip
+def test_exact_faiss_search_equals_numpy_and_the_approximate_one_keeps_the_best(monkeypatch, centre_offset):
+    import photoid.openset as openset
+
+    queries, gallery, codes, n, exclude = clustered_search_case(1, centre_offset)
     dense = individual_similarities(queries, gallery, codes, n, exclude=exclude, backend="numpy")
-    every = individual_similarities(queries, gallery, codes, n, exclude=exclude, backend="faiss", neighbours=400)
-    np.testing.assert_allclose(every, dense, atol=1e-5)
-    # With fewer neighbours than photos, individuals beyond them score 0, but the best individuals are the same.
-    few = individual_similarities(queries, gallery, codes, n, exclude=exclude, backend="faiss", neighbours=60)
+    assert np.isinf(dense[1, 57]) and np.isinf(dense[2, 58]) and np.isfinite(dense[0, 59])
+    completed = []
+    product = openset._dense_similarities
+    monkeypatch.setattr(openset, "_dense_similarities", lambda q, *a: completed.append(len(q)) or product(q, *a))
+    for neighbours in (400, 150, 12):
+        completed.clear()
+        exact = individual_similarities(queries, gallery, codes, n, exclude=exclude, backend="faiss",
+                                        neighbours=neighbours)
+        same_scores_and_order(exact, dense)
+        redone = sum(completed)
+        if neighbours == 400:  # every photo retrieved: faiss' answer alone
+            assert redone == 0
+        elif centre_offset == 0.0 and neighbours == 150:  # last retrieved scores 0: unretrieved ones are 0 too
+            assert redone < len(queries)
+        elif neighbours == 12:  # 12 photos cannot cover 59 individuals: every query completed by the product
+            assert redone == len(queries)
+    # The opt-in approximate retrieval: the same best individuals, 0 for individuals it did not retrieve.
+    few = individual_similarities(queries, gallery, codes, n, exclude=exclude, backend="faiss_approximate",
+                                  neighbours=60)
     top = lambda s: np.argsort(-s, axis=1, kind="stable")[:, :5]  # noqa: E731
     assert np.array_equal(top(few), top(dense))
     assert np.array_equal(np.isinf(few), np.isinf(dense))
-    # "auto" switches to faiss above the size option and gives the same result.
-    auto = individual_similarities(queries, gallery, codes, n, exclude=exclude, backend="auto", faiss_above=10)
-    np.testing.assert_allclose(auto, every, atol=1e-6)
+    retrieved = np.isclose(few, dense, atol=1e-6) | np.isinf(dense)
+    assert (retrieved | (few == 0)).all() and not retrieved.all()
+
+
+@needs_faiss
+def test_auto_search_races_once_per_size_and_returns_numpys_scores(monkeypatch):
+    import photoid.openset as openset
+
+    queries, gallery, codes, n, exclude = clustered_search_case(2, 0.0)
+    dense = individual_similarities(queries, gallery, codes, n, exclude=exclude, backend="numpy")
+    monkeypatch.setattr(openset, "_FASTER", {})
+    first = individual_similarities(queries, gallery, codes, n, exclude=exclude, backend="auto", neighbours=20)
+    same_scores_and_order(first, dense)
+    assert list(openset._FASTER.values()) in (["numpy"], ["faiss"])  # one size class raced, its winner kept
+    for winner in ("numpy", "faiss"):  # whichever won, later searches of the class give the same scores
+        openset._FASTER.update(dict.fromkeys(openset._FASTER, winner))
+        same_scores_and_order(individual_similarities(queries, gallery, codes, n, exclude=exclude,
+                                                      backend="auto", neighbours=20), dense)
 
 
 def test_models_are_scored_in_their_own_spaces_and_averaged_on_one_models_scale():

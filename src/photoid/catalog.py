@@ -30,7 +30,7 @@ from photoid.errors import PhotoidError, ProblemList
 from photoid.labels import NEW_INDIVIDUAL, NEW_TURTLE
 from photoid.results import Identification
 from photoid.tasks import get_task
-from photoid.openset import FAISS_ABOVE, blend_scores, catalogue_scores, rank_with_new
+from photoid.openset import blend_scores, catalogue_scores, rank_with_new
 
 RESERVED_IDS = (NEW_INDIVIDUAL, NEW_TURTLE)
 DEFAULT_BATCH = 64
@@ -84,8 +84,7 @@ def operating_point(catalog: Catalog, with_probabilities: bool, blend_weight: fl
 def identify_with_catalog(embeddings: np.ndarray, catalog: Catalog, classifier_probs: np.ndarray | None = None,
                           classes: Sequence[str] | None = None, *, top: int = 5, blend_weight: float | None = None,
                           threshold: float | None = None, nameable: Sequence[str] | None = None,
-                          new_label: str = NEW_INDIVIDUAL, backend: str = "auto", faiss_above: int = FAISS_ABOVE
-                          ) -> tuple[np.ndarray, np.ndarray]:
+                          new_label: str = NEW_INDIVIDUAL, backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """The `top` labels per photo and their scores, by catalogue similarity (blended with the classifier).
 
     `embeddings` come from the catalogue's own models (`load_catalog_embedder`). Each individual scores its best
@@ -103,8 +102,7 @@ def identify_with_catalog(embeddings: np.ndarray, catalog: Catalog, classifier_p
     with_probabilities = classifier_probs is not None
     weight, threshold = operating_point(catalog, with_probabilities, blend_weight, threshold)
     names, codes = catalog.individuals()
-    scores = catalogue_scores(embeddings, catalog.embeddings, codes, len(names), catalog.blocks(), backend=backend,
-                              faiss_above=faiss_above)
+    scores = catalogue_scores(embeddings, catalog.embeddings, codes, len(names), catalog.blocks(), backend=backend)
     if with_probabilities and weight > 0:
         probs, has_probability = align_probabilities(classifier_probs, classes, names)
         scores = blend_scores(scores, probs, has_probability, weight)
@@ -127,8 +125,7 @@ def align_probabilities(probs: np.ndarray, classes: Sequence[str] | None, names:
 def identify_paths_with_catalog(catalog_dir: str | Path | Catalog, paths: Sequence[str], *,
                                 run_dirs: Sequence[str] | None = None, records_dir: str | None = None,
                                 top: int = 5, batch_size: int = DEFAULT_BATCH, blend_weight: float | None = None,
-                                threshold: float | None = None, faiss_above: int = FAISS_ABOVE,
-                                embedder=None) -> Iterator:
+                                threshold: float | None = None, embedder=None) -> Iterator:
     """`photoid identify --catalog`: photos → `photoid.results.Identification`, in order, batch by batch.
 
     The catalogue's models embed each photo and give the classifier's probabilities; every catalogue individual
@@ -149,8 +146,7 @@ def identify_paths_with_catalog(catalog_dir: str | Path | Catalog, paths: Sequen
         if readable:
             labels, scores = identify_with_catalog(embeddings, catalog, probs, embedder.classes, top=top,
                                                    blend_weight=blend_weight, threshold=threshold,
-                                                   nameable=nameable, new_label=new_label,
-                                                   faiss_above=faiss_above)
+                                                   nameable=nameable, new_label=new_label)
             for i, path in enumerate(readable):
                 kept = [(str(label), float(score)) for label, score in zip(labels[i], scores[i]) if label != ""]
                 results[path] = Identification(path, probs[i], [label for label, _ in kept],

@@ -24,7 +24,6 @@ import numpy as np
 from photoid.labels import NEW_TURTLE, top_labels
 from photoid.results import Identification
 from photoid.errors import PhotoidError
-from photoid.openset import FAISS_ABOVE
 from photoid.config import parse_folds
 from photoid.tasks import get_task
 
@@ -201,8 +200,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     catalog.add_argument("--blend_weight", type=float, help="weight of the probabilities (default: calibrated)")
     catalog.add_argument("--threshold", type=float, help="normalised score at or below which a photo is new "
                                                          "(default: calibrated)")
-    catalog.add_argument("--faiss_above", type=int, default=FAISS_ABOVE,
-                         help="search the catalogue with faiss above this many photos")
+    catalog.add_argument("--faiss_above", type=int,
+                         help="deprecated and ignored: the catalogue's search is chosen by its measured cost")
 
 
 def _build_ensemble(args: argparse.Namespace) -> Ensemble:
@@ -266,11 +265,14 @@ def _catalog_results(args: argparse.Namespace) -> tuple[Iterator[Identification]
     for option in ("weights", "folds", "tta", "model", "dim", "dim_pre"):
         if getattr(args, option) is not None:
             raise PhotoidError(f"--{option} does not apply with --catalog: the catalogue's own models are used")
+    if args.faiss_above is not None:
+        print("--faiss_above is deprecated and ignored: the catalogue is searched the faster exact way for its size",
+              file=sys.stderr)
     data_dir = read_catalog(args.catalog).manifest.get("data_dir")
     print(f"identifying {len(args.images)} photo(s) against catalogue {args.catalog}", file=sys.stderr)
     results = identify_paths_with_catalog(args.catalog, args.images, run_dirs=args.runs, records_dir=args.records_dir,
                                           top=args.top, batch_size=args.batch_size, blend_weight=args.blend_weight,
-                                          threshold=args.threshold, faiss_above=args.faiss_above)
+                                          threshold=args.threshold)
     return results, Path(data_dir) if data_dir else None, "scores: similarity to the catalogue, blended"
 
 
