@@ -335,3 +335,15 @@ def test_wildlife_datasets_errors_name_the_data_set_file_and_row(wildlife, belug
     err = capsys.readouterr().err
     assert "BelugaIDv2 catalogue row 2 (beluga/beluga.coco/images/train2022/000000000002.jpg): photo" in err
     assert "file is missing" in err and not (tmp_path / "out" / "metadata.csv").exists()
+
+
+def test_rows_the_generic_reader_refuses_are_not_imported(tmp_path):
+    # Rows each fine alone, refused together by the generic task's reader: an encounter of two individuals.
+    photo = save_photo(tmp_path / "src" / "a.png", np.random.default_rng(1))
+    row = {"image_id": "a", "identity": "whale1", "viewpoint": "top", "date": "", "encounter": "e1",
+           "split": "train", "source": str(photo), "origin": "row 1"}
+    rows = pd.DataFrame([row, {**row, "image_id": "b", "identity": "whale2", "origin": "row 2"}])
+    with pytest.raises(PhotoidError, match="encounter 'e1'"):
+        generic.write_generic_folder(rows, tmp_path / "out")
+    assert not (tmp_path / "out" / "metadata.csv").exists()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["images"]  # no table under any name

@@ -239,3 +239,18 @@ def test_nothing_outside_the_task_registry_branches_on_the_task():
     from photoid.config import TASK_NAMES  # the configuration's list of task names, below the registry
 
     assert list(TASKS) == list(TASK_NAMES)
+
+
+def test_a_folder_without_test_photos_trains_with_the_default_job(tmp_path, capsys):
+    # The default job names test and subm; records of a generic folder without split=test rows have no test set.
+    from photoid.config import Config
+    from photoid.io import write_json
+    from photoid.run import _without_missing_test_set
+
+    write_json(tmp_path / "records.json", {"settings": {"dataset": "generic", "has_test": False}, "shards": {}})
+    cfg = _without_missing_test_set(Config(data_tfrec_dir=str(tmp_path), task="generic"))
+    assert cfg.job == "train_val_score" and "holds no test photos" in capsys.readouterr().out
+    with pytest.raises(PhotoidError, match="needs test photos"):
+        _without_missing_test_set(Config(data_tfrec_dir=str(tmp_path), task="generic", job="test"))
+    write_json(tmp_path / "records.json", {"settings": {"dataset": "generic", "has_test": True}, "shards": {}})
+    assert _without_missing_test_set(Config(data_tfrec_dir=str(tmp_path), task="generic")).job == Config.job

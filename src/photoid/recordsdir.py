@@ -160,7 +160,8 @@ class RecordsDir:
         pattern = f"{folder}/{prefix}.tfrecord-*-of-*"
         files = sorted(self.files.glob(pattern))
         if not files:
-            raise PhotoidError(f"no {prefix}.tfrecord-* files in {self.path}; write them with `photoid tfrecords`")
+            raise PhotoidError(f"no {prefix}.tfrecord-* files in {self.path}; write them with `photoid records` "
+                               "(or `photoid tfrecords` / `photoid whale-records`)")
         return files
 
     def fold_files(self, folds: Iterable[int]) -> list[str]:

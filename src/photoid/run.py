@@ -18,9 +18,10 @@ import pandas as pd
 
 from photoid import io as pio
 from photoid.config import Config, add_config_arguments, resolve_config
-from photoid.errors import PhotoidError
+from photoid.errors import PhotoidError, ProblemList
 from photoid.recordsdir import FOLDS_CSV
 from photoid.rundir import IMAGE_JOBS, RunDir
+from photoid.tables import read_table
 
 
 
@@ -74,6 +75,22 @@ def check_records_complete(cfg: Config) -> None:
     records.check_complete(files)
 
 
+def _without_missing_test_set(cfg: Config) -> Config:
+    """A folder without test photos (a generic folder without split=test rows) has no test records: its jobs that
+    need them are dropped, with a note, rather than refused."""
+    from photoid.pipeline import open_records
+
+    if not cfg.jobs & {"test", "subm"} or open_records(cfg.records_dir).setting("has_test", True):
+        return cfg
+    kept = "_".join(word for word in cfg.job.split("_") if word not in ("test", "subm"))
+    if not kept:
+        raise PhotoidError(f"job {cfg.job!r} needs test photos, but {cfg.records_dir} holds none (its folder has no "
+                           "split=test rows)")
+    print(f"note: {cfg.records_dir} holds no test photos (its folder has no split=test rows): job {cfg.job!r} runs "
+          f"as {kept!r}")
+    return dataclasses.replace(cfg, job=kept)
+
+
 def set_determinism(cfg: Config, fold: int = 0) -> None:
     """Seed Python, NumPy and TensorFlow with seed + fold: each fold of a run starts from its own random head (the
     original, unseeded, drew one per fold), and a rerun of a fold starts from the same one."""
@@ -100,6 +117,7 @@ def run_config(cfg: Config) -> int:
     if n_folds_in_records != cfg.n_folds:
         raise PhotoidError(f"--n_folds {cfg.n_folds} but the records in {cfg.records_dir} have {n_folds_in_records} folds")
     cfg = task.check_training(cfg, folds)
+    cfg = _without_missing_test_set(cfg)
     classes, original_ids = task.label_space(folds)
     if cfg.n_classes and cfg.n_classes != len(classes):
         raise PhotoidError(f"--n_classes {cfg.n_classes}, but {folds_path} has {len(classes)} classes: the class count "
@@ -243,7 +261,11 @@ def write_run_submission(cfg: Config, run_dir: Path) -> Path:
         raise PhotoidError(f"no {sample}: the submission needs the competition's sample_submission.csv")
     probs, row_ids, classes, original_ids, _ = load_run_predictions([run_dir], split="test",
                                                                     ttas=range(cfg.tta_number + 1))
-    sample_ids = pd.read_csv(sample, dtype=str, keep_default_na=False, encoding="utf-8-sig")["image_id"].tolist()
+    # The shared table reader: a damaged sample file is named with its line, not a pandas traceback.
+    problems = ProblemList()
+    table = read_table(sample, str(sample), problems, ["image_id"])
+    problems.raise_if_any(title="invalid sample submission")
+    sample_ids = table["image_id"].tolist()
     frame = make_submission(probs, row_ids, classes, original_ids, sample_ids)
     path = RunDir(run_dir).submission_file
     write_submission(frame, path)

@@ -26,8 +26,8 @@ import pandas as pd
 from PIL import Image
 
 from photoid.tables import text_problem
-from photoid.tasks.generic import METADATA_FILE as METADATA_CSV, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
-from photoid.errors import PhotoidError, ProblemList
+from photoid.tasks.generic import METADATA_FILE as METADATA_CSV, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, load_generic
+from photoid.errors import PhotoidError, ProblemList, ValidationError
 from photoid.images import PHOTO_SUFFIXES as IMAGE_EXTENSIONS, check_photo_file
 from photoid.io import atomic_path, write_csv
 
@@ -90,11 +90,22 @@ def write_generic_folder(rows: pd.DataFrame, out: str | os.PathLike, force: bool
     optional = [c for c in OPTIONAL_COLUMNS if (table[c] != "").any()]
     if (table["split"] == "train").all():
         optional.remove("split")
+    # The table is checked by the generic task's own reader under a temporary name, then named metadata.csv: what
+    # an import writes is always a folder `photoid records` takes (e.g. no encounter holding two individuals).
+    checking = out / f".{METADATA_CSV}.checking"
     try:
-        write_csv(out / METADATA_CSV, table[[*REQUIRED_COLUMNS, *optional]])
+        write_csv(checking, table[[*REQUIRED_COLUMNS, *optional]])
+        try:
+            load_generic(out, check_images=False, metadata=checking)
+        except ValidationError as err:
+            raise PhotoidError(f"cannot import: the rows make a folder the generic reader refuses ({METADATA_CSV} "
+                               f"not written):\n{err}") from None
+        os.replace(checking, out / METADATA_CSV)
     except OSError as err:
         raise PhotoidError(f"cannot write {out / METADATA_CSV}: {err}; the photos are in {images}, but without "
                            f"{METADATA_CSV} the folder is not an import: run the command again") from None
+    finally:
+        checking.unlink(missing_ok=True)
     return {"images": len(table), "train": int((table["split"] == "train").sum()),
             "test": int((table["split"] == "test").sum()),
             "identities": int(table.loc[table["identity"] != "", "identity"].nunique()),

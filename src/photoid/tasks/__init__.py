@@ -52,13 +52,13 @@ def detect_task(data_dir: str | os.PathLike) -> Task:
 def task_of_data(records_dir: str, data_dir: str) -> str | None:
     """The task of a run's data when it says: its records' records.json, else its data folder's files; None when
     neither exists (remote records are not read here)."""
-    from photoid.io import read_json
+    from photoid.recordsdir import RecordsDir, is_remote
 
-    manifest = Path(records_dir) / "records.json"
-    if "://" not in records_dir and manifest.is_file():
+    records = None if is_remote(records_dir) else RecordsDir(records_dir)
+    if records is not None and records.has_manifest():
         try:
-            dataset = read_json(manifest).get("settings", {}).get("dataset")
-        except PhotoidError:
+            dataset = records.setting("dataset", None)
+        except PhotoidError:  # a damaged records.json: the run's own checks name it
             dataset = None
         return next((task.name for task in TASKS.values() if task.records_dataset == dataset), None)
     root = Path(data_dir)

@@ -70,8 +70,10 @@ class GenericData:
         return self.root / self._paths[image_id]
 
 
-def load_generic(data_dir: str | os.PathLike, check_images: bool = True) -> GenericData:
-    """Read and validate a generic folder; ValidationError lists every problem (file, line, reason) at once."""
+def load_generic(data_dir: str | os.PathLike, check_images: bool = True,
+                 metadata: str | os.PathLike | None = None) -> GenericData:
+    """Read and validate a generic folder; ValidationError lists every problem (file, line, reason) at once.
+    `metadata` reads the table from another file of the folder (an importer checks its table before naming it)."""
     import pandas as pd
 
     from photoid.images import PHOTO_SUFFIXES, check_photo_file
@@ -80,7 +82,7 @@ def load_generic(data_dir: str | os.PathLike, check_images: bool = True) -> Gene
     root = Path(data_dir)
     if not root.is_dir():
         raise PhotoidError(f"data folder {root} does not exist or is not a folder")
-    path = root / METADATA_FILE
+    path = root / METADATA_FILE if metadata is None else Path(metadata)
     file = str(path)
     problems = ProblemList()
     frame = read_table(path, file, problems, REQUIRED_COLUMNS)
@@ -124,7 +126,9 @@ def load_generic(data_dir: str | os.PathLike, check_images: bool = True) -> Gene
             problems.add(file, line, f"identity {value!r} {reason}" + (" (train rows need one)" if value == "" else ""))
     for column in ("viewpoint", "encounter"):
         check_ids(frame, file, column, problems, file_safe=False, allow_empty=True)
-    dates = pd.to_datetime(frame["date"], format="%Y-%m-%d", errors="coerce")
+    # Four-digit year, two-digit month and day: pandas alone would also take 2022-6-1.
+    dates = pd.to_datetime(frame["date"].where(frame["date"].str.fullmatch(r"\d{4}-\d{2}-\d{2}")),
+                           format="%Y-%m-%d", errors="coerce")
     for line, value in frame["date"][(frame["date"] != "") & dates.isna()].items():
         problems.add(file, line, f"date {value!r} is not a YYYY-MM-DD date (or empty)")
     named = frame[(frame["encounter"] != "") & ~is_test]
@@ -190,7 +194,8 @@ def build_generic_records(data_dir: str | os.PathLike, out_dir: str | os.PathLik
                                        "only; use --layout compact (the default for generic folders)")
     out_dir = os.path.join(str(data_dir), "tfrec") if out_dir is None else str(out_dir)
     settings = {"dataset": "generic", "n_folds": n_folds, "seed": seed, "dim_pre": dim_pre, "layout": layout,
-                "shards": shards, "grouped": bool((data.train["encounter"] != "").any())}
+                "shards": shards, "grouped": bool((data.train["encounter"] != "").any()),
+                "has_test": not data.test.empty}
     manifest = RecordsManifest.open(out_dir, settings, force=force)
     write_folds(folds, os.path.join(out_dir, FOLDS_CSV), columns=FOLD_COLUMNS)
     parts = {f"fold.{k}": folds[folds["fold"] == k] for k in range(n_folds)}

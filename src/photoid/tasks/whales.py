@@ -56,11 +56,11 @@ class WhalesTask:
     def check_training(self, cfg, folds):
         """Recipes that name views or train on pairs need records built for them; with encounter-grouped folds
         a recipe may checkpoint by another monitor (`monitor_grouped`)."""
-        from photoid.recordsdir import RecordsDir
+        from photoid.pipeline import open_records
 
         if cfg.views:
             check_record_views(cfg, folds)
-        if cfg.paired and not RecordsDir(cfg.records_dir).pair_lateral():
+        if cfg.paired and not open_records(cfg.records_dir).pair_lateral():
             raise PhotoidError(f"recipe {cfg.model} trains on (top, lateral) pairs, but the records in "
                                f"{cfg.records_dir} hold none: build them with photoid whale-records --pair_lateral "
                                "--out_dir DIR, and pass --data_tfrec_dir DIR")
@@ -100,9 +100,9 @@ def check_record_views(cfg, folds) -> None:
 
 def records_grouped(records_dir: str) -> bool:
     """Whether whale records' folds are grouped by encounter (their records.json says; older records were)."""
-    from photoid.recordsdir import RecordsDir
+    from photoid.pipeline import open_records
 
-    return RecordsDir(records_dir).grouped()
+    return open_records(records_dir).grouped()
 
 
 WHALES = WhalesTask()

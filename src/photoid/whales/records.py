@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,8 +30,7 @@ from photoid.errors import PhotoidError, ProblemList
 from photoid.io import write_csv
 from photoid.recordsdir import FOLDS_CSV
 from photoid.records import RecordsManifest, check_record_options, image_preparer, write_records
-from photoid.tables import check_unique
-from photoid.whales.data import BelugaData, load_belugas, make_whale_folds, read_csv_checked
+from photoid.whales.data import BelugaData, load_belugas, make_whale_folds
 
 WHALE_STRING_COLUMNS = ("image_id", "whale_id", "viewpoint", "encounter_id")
 WHALE_INT_COLUMNS = ("label",)
@@ -186,29 +184,17 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
 
 
 def read_whale_folds(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a folds.csv written by `build_whale_records`; ValidationError lists every problem.
+    """Read a folds.csv written by `build_whale_records` with the one fold-table reader (`photoid.folds.read_folds`:
+    columns, integer labels and folds numbered 0..k-1 with none empty, unique image ids, one label per whale),
+    and check that the labels are the sorted order of the whale ids."""
+    from photoid.folds import read_folds
 
-    Checked: the columns, integer labels and folds, folds numbered 0..k-1 with none empty, unique image ids, and
-    labels that are the sorted order of the whale ids.
-    """
-    name = str(path)
-    problems = ProblemList()
-    frame = read_csv_checked(Path(path), tuple(WHALE_FOLD_COLUMNS), problems)
-    if frame is not None:
-        for column in ("label", "fold"):
-            for line, value in frame[column].items():
-                if not (value.isascii() and value.isdigit()):
-                    problems.add(name, line, f"{column} {value!r} is not a non-negative integer")
-        check_unique(frame["image_id"], name, "image_id", problems)
-    problems.raise_if_any(title="invalid fold file")
-    frame = frame[WHALE_FOLD_COLUMNS].reset_index(drop=True).astype({"label": np.int64, "fold": np.int64})
-    empty = sorted(set(range(int(frame["fold"].max()) + 1)) - set(frame["fold"]))
-    if empty:
-        problems.add(name, None, f"fold(s) {', '.join(map(str, empty))} have no rows")
+    frame = read_folds(path, WHALE_FOLD_COLUMNS, identity="whale_id")
     classes = sorted(frame["whale_id"].unique())
     if not (frame["label"].to_numpy() == pd.Index(classes).get_indexer(frame["whale_id"])).all():
-        problems.add(name, None, "labels are not the sorted order of the whale ids; rebuild the records")
-    problems.raise_if_any(title="invalid fold file")
+        problems = ProblemList()
+        problems.add(str(path), None, "labels are not the sorted order of the whale ids; rebuild the records")
+        problems.raise_if_any(title="invalid fold file")
     return frame
 
 
