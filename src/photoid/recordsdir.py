@@ -25,6 +25,8 @@ MANIFEST_NAME = "records.json"
 FOLDS_CSV = "folds.csv"
 SHARD_PATTERN = re.compile(r".+\.tfrecord-\d{5}-of-\d{5}$")
 _SHARD_NAME = re.compile(r"^(.+)-(\d{5})-of-(\d{5})$")
+WHALE_DATASET = "wheres-whale-do"  # records.json's "dataset" of Where's Whale-do records (photoid.tasks.whales)
+MIRRORED_VIEWPOINT = "right"  # the viewpoint whale records store mirrored (`mirror_right`), as if seen from the left
 LAYOUTS = ("exact", "compact", "original")  # how a record stores its photo (photoid.records.LAYOUT_CONTENTS); the
 # first is the default
 
@@ -134,6 +136,14 @@ class RecordsDir:
             return settings["dim_pre"], records_layout(settings), bool(settings.get("rotate_wide", False))
         except PhotoidError as err:
             raise PhotoidError(f"{self.manifest_path}: {err}") from None
+
+    def mirror_right(self) -> bool | None:
+        """Whether the records store right views mirrored: records.json's `mirror_right`; whale records written
+        before the setting was recorded mirrored them (its default); other records say nothing (None)."""
+        value = self.setting("mirror_right", None)
+        if value is None and self.setting("dataset", None) == WHALE_DATASET:
+            return True
+        return None if value is None else bool(value)
 
     def listed_rows(self, name: str) -> int | None:
         """The row count records.json lists for shard `name` (None: not listed)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from photoid.errors import PhotoidError
 from photoid.labels import NEW_INDIVIDUAL
+from photoid.recordsdir import WHALE_DATASET
 from photoid.tasks.base import csv_header, label_space
 
 
@@ -20,7 +21,7 @@ class WhalesTask:
     name = "whales"
     identity_column = "whale_id"
     new_label = NEW_INDIVIDUAL
-    records_dataset = "wheres-whale-do"  # records.json's "dataset"
+    records_dataset = WHALE_DATASET  # records.json's "dataset"
     records_command = "whale-records"
     leaderboard_labels = False
     submits = False
@@ -82,7 +83,8 @@ class WhalesTask:
             raise PhotoidError(f"{data.root / 'metadata.csv'} has no whale_id column: these photos are unlabelled")
         meta = data.metadata
         return pd.DataFrame({"individual_id": meta["whale_id"], "image_id": meta["image_id"], "source": "metadata",
-                             "path": [str(data.image_path(i).resolve()) for i in meta["image_id"]]})
+                             "path": [str(data.image_path(i).resolve()) for i in meta["image_id"]],
+                             "viewpoint": meta["viewpoint"]})
 
 
 def check_record_views(cfg, folds) -> None:
