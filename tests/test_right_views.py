@@ -46,8 +46,11 @@ def test_a_right_view_identified_alone_gets_its_records_probabilities(from_recor
     from photoid.cli import main
     from photoid.identify import ensemble_from_runs, predict_paths
 
+    from photoid import io as pio
+
     run, rights = from_records["run"], from_records["rights"]
-    assert run.preprocessing.mirror_right   # written to preprocessing.json from the whale records' setting
+    assert pio.read_json(whale_run / "preprocessing.json")["mirror_right"] is True   # the records' setting
+    assert run.preprocessing.mirror_right
     paths = [from_records["path"][i] for i in rights]
     expected = np.stack([from_records["probs"][i] for i in rights])
     ensemble = ensemble_from_runs([run], [0], tta=0)
@@ -126,3 +129,36 @@ def test_catalog_build_add_and_serve_mirror_right_views_as_the_records(from_reco
                                from_records["embeddings"][table["image_id"][right_rows[-1]]], atol=1e-5)
     assert client.post("/identify", data={"viewpoint": "back"},
                        files=[("photos", ("x.jpg", data, "image/jpeg"))]).status_code == 400
+
+
+def test_records_and_older_runs_say_whether_right_views_are_mirrored(whale_run, tmp_path):
+    """records.json's mirror_right (other tasks' records say nothing); a run whose preprocessing.json predates the
+    setting asks its records, else its task's records' default."""
+    import json
+
+    from photoid.recordsdir import RecordsDir
+
+    def mirror_right(settings):
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        folder.mkdir()
+        (folder / "records.json").write_text(json.dumps({"settings": settings}))
+        return RecordsDir(folder).mirror_right()
+
+    assert mirror_right({"dataset": "wheres-whale-do", "mirror_right": False}) is False
+    assert mirror_right({"dataset": "wheres-whale-do", "mirror_right": True}) is True
+    assert mirror_right({"dataset": "turtle-recall"}) is None
+
+    from photoid import io as pio
+    from photoid.runs import load_run
+
+    older = tmp_path / "older-run"
+    shutil.copytree(whale_run, older)
+    settings = pio.read_json(older / "preprocessing.json")
+    del settings["mirror_right"]
+    pio.write_json(older / "preprocessing.json", settings)
+    assert load_run(older).preprocessing.mirror_right   # its records.json says so
+    unreadable = tmp_path / "no-records"
+    unreadable.mkdir()
+    assert load_run(older, records_dir=str(unreadable)).preprocessing.mirror_right   # whale records' default
+    (unreadable / "records.json").write_text(json.dumps({"settings": {"mirror_right": False}}))
+    assert not load_run(older, records_dir=str(unreadable)).preprocessing.mirror_right

@@ -25,7 +25,6 @@ MANIFEST_NAME = "records.json"
 FOLDS_CSV = "folds.csv"
 SHARD_PATTERN = re.compile(r".+\.tfrecord-\d{5}-of-\d{5}$")
 _SHARD_NAME = re.compile(r"^(.+)-(\d{5})-of-(\d{5})$")
-WHALE_DATASET = "wheres-whale-do"  # records.json's "dataset" of Where's Whale-do records (photoid.tasks.whales)
 MIRRORED_VIEWPOINT = "right"  # the viewpoint whale records store mirrored (`mirror_right`), as if seen from the left
 LAYOUTS = ("exact", "compact", "original")  # how a record stores its photo (photoid.records.LAYOUT_CONTENTS); the
 # first is the default
@@ -138,11 +137,9 @@ class RecordsDir:
             raise PhotoidError(f"{self.manifest_path}: {err}") from None
 
     def mirror_right(self) -> bool | None:
-        """Whether the records store right views mirrored: records.json's `mirror_right`; whale records written
-        before the setting was recorded mirrored them (its default); other records say nothing (None)."""
+        """Whether the records store right views mirrored: records.json's `mirror_right` (whale records say);
+        None where they do not say (records of other tasks, which never mirror)."""
         value = self.setting("mirror_right", None)
-        if value is None and self.setting("dataset", None) == WHALE_DATASET:
-            return True
         return None if value is None else bool(value)
 
     def listed_rows(self, name: str) -> int | None:

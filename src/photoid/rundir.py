@@ -209,7 +209,7 @@ class RunDir:
         creates the run (or retrains it with --force), never by later calls. A later call preparing images otherwise
         than training did is refused: its predictions would not be what the models learnt from. `records` is the
         records' (dim_pre, layout, rotate_wide), None where they do not say; `mirror_right` whether they stored
-        right views mirrored (None: they do not say, as Turtle Recall and generic records, which never mirror).
+        right views mirrored (None: they do not say, as the records of tasks that never mirror).
         """
         self.path.mkdir(parents=True, exist_ok=True)
         text = "\n".join(classes) + "\n"

@@ -181,10 +181,13 @@ def records_settings(records_dir: str, run_dir: Path) -> tuple[int, str, bool]:
 
 def _records_mirror_right(records_dir: str, run_dir: Path, task: str) -> bool:
     """Whether a run's records mirrored right views, for runs whose preprocessing.json predates the setting: their
-    records.json says where it can be found; else whale runs did (the whale records' default), others never."""
+    records.json says where it can be found; else the default of the task's records (whales: mirrored; records
+    of other tasks never mirror)."""
+    from photoid.tasks import get_task
+
     found = None if "://" in records_dir else _existing(os.path.join(records_dir, MANIFEST_NAME), _bases(run_dir))
     said = RecordsDir(found.parent).mirror_right() if found is not None else None
-    return said if said is not None else task == "whales"
+    return said if said is not None else bool(get_task(task).record_options.get("mirror_right", False))
 
 
 def load_run(run_dir: str | os.PathLike, records_dir: str | None = None) -> RunInfo:

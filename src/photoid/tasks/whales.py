@@ -13,7 +13,6 @@ from pathlib import Path
 
 from photoid.errors import PhotoidError
 from photoid.labels import NEW_INDIVIDUAL
-from photoid.recordsdir import WHALE_DATASET
 from photoid.tasks.base import csv_header, label_space
 
 
@@ -21,7 +20,7 @@ class WhalesTask:
     name = "whales"
     identity_column = "whale_id"
     new_label = NEW_INDIVIDUAL
-    records_dataset = WHALE_DATASET  # records.json's "dataset"
+    records_dataset = "wheres-whale-do"  # records.json's "dataset"
     records_command = "whale-records"
     leaderboard_labels = False
     submits = False

@@ -29,7 +29,7 @@ import pandas as pd
 
 from photoid.errors import PhotoidError, ProblemList
 from photoid.io import write_csv
-from photoid.recordsdir import FOLDS_CSV, MIRRORED_VIEWPOINT, WHALE_DATASET
+from photoid.recordsdir import FOLDS_CSV, MIRRORED_VIEWPOINT
 from photoid.records import RecordsManifest, check_record_options, image_preparer, write_records
 from photoid.tables import check_unique
 from photoid.whales.data import BelugaData, load_belugas, make_whale_folds, read_csv_checked
@@ -136,7 +136,7 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
     classes = sorted(training["whale_id"].unique()) if folds is not None else []
 
     out_dir = os.path.join(str(data_dir), "tfrec") if out_dir is None else str(out_dir)
-    settings = {"dataset": WHALE_DATASET, "n_folds": n_folds, "seed": seed, "grouped": grouped,
+    settings = {"dataset": "wheres-whale-do", "n_folds": n_folds, "seed": seed, "grouped": grouped,
                 "train_on_scenarios": train_on_scenarios, "mirror_right": mirror_right, "dim_pre": dim_pre,
                 "keep_original": keep_original, "shards": shards}
     if views:   # only when set, so records written before this setting existed still match
