@@ -68,15 +68,25 @@ def test_a_right_view_identified_alone_gets_its_records_probabilities(from_recor
                                [expected[0][classes.index(r["label"])] for r in rows], rtol=1e-5, atol=1e-6)
 
 
-def test_a_turtle_run_refuses_a_viewpoint_before_loading_models(trained_run, turtle_dir, capsys):
-    """Turtle Recall records never mirror: a viewpoint would change nothing, and whoever gives one expects it to."""
+def test_turtle_models_refuse_a_viewpoint_and_their_page_asks_none(trained_run, turtle_dir, serve_catalog, capsys):
+    """Turtle Recall records never mirror: a viewpoint would change nothing, and whoever gives one expects it to.
+    `identify` refuses it before loading models; the page of a turtle catalogue neither asks nor takes one."""
+    from starlette.testclient import TestClient
+
     from photoid.cli import main
     from photoid.runs import load_run
+    from photoid.serve.app import create_app
+    from photoid.serve.identifier import Identifier
 
     assert not load_run(trained_run).preprocessing.mirror_right
     photo = next((turtle_dir / "images").glob("*.JPG"))
     assert main(["identify", str(photo), "--run", str(trained_run), "--viewpoint", "right"]) != 0
     assert "only whale records mirror right views" in capsys.readouterr().err
+    client = TestClient(create_app(Identifier(serve_catalog.path, batch_size=4)))
+    assert 'name="photos"' in client.get("/").text and 'name="viewpoint"' not in client.get("/").text
+    refused = client.post("/identify", data={"viewpoint": "right"},
+                          files=[("photos", (photo.name, photo.read_bytes(), "image/jpeg"))])
+    assert refused.status_code == 400 and "changes nothing" in refused.text
 
 
 def test_catalog_build_add_and_serve_mirror_right_views_as_the_records(from_records, whale_run, beluga_dir,
