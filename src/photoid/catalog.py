@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from photoid.catalog_store import VIEWPOINT_COLUMN, MANIFEST, Catalog, _now, catalog_transaction, read_catalog
+from photoid.catalog_store import MANIFEST, VIEWPOINT_COLUMN, Catalog, _now, catalog_transaction, read_catalog
 from photoid.config import parse_folds
 from photoid.errors import PhotoidError, ProblemList
 from photoid.labels import NEW_INDIVIDUAL, NEW_TURTLE
