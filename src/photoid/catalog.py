@@ -24,13 +24,14 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from photoid.catalog_store import MANIFEST, Catalog, _now, catalog_transaction, read_catalog
+from photoid.catalog_store import MANIFEST, VIEWPOINT_COLUMN, Catalog, _now, catalog_transaction, read_catalog
 from photoid.config import parse_folds
 from photoid.errors import PhotoidError, ProblemList
 from photoid.labels import NEW_INDIVIDUAL, NEW_TURTLE
 from photoid.results import Identification
 from photoid.tasks import get_task
 from photoid.openset import blend_scores, catalogue_scores, rank_with_new
+from photoid.whales.data import VIEWPOINTS
 
 RESERVED_IDS = (NEW_INDIVIDUAL, NEW_TURTLE)
 DEFAULT_BATCH = 64
@@ -125,14 +126,16 @@ def align_probabilities(probs: np.ndarray, classes: Sequence[str] | None, names:
 def identify_paths_with_catalog(catalog_dir: str | Path | Catalog, paths: Sequence[str], *,
                                 run_dirs: Sequence[str] | None = None, records_dir: str | None = None,
                                 top: int = 5, batch_size: int = DEFAULT_BATCH, blend_weight: float | None = None,
-                                threshold: float | None = None, embedder=None) -> Iterator:
+                                threshold: float | None = None, embedder=None,
+                                viewpoints: Sequence[str | None] | None = None) -> Iterator:
     """`photoid identify --catalog`: photos → `photoid.results.Identification`, in order, batch by batch.
 
     The catalogue's models embed each photo and give the classifier's probabilities; every catalogue individual
     can be named (only the runs' original ids if the catalogue was calibrated for them), and a photo scoring no
     individual above the threshold is `new_turtle` (Turtle Recall runs) or `new_individual`. `run_dirs`, when
     given, must be the catalogue's runs (else a clear error). A long-lived caller (`photoid serve`) passes the
-    catalogue it holds and its `load_catalog_embedder`, so the models are loaded once.
+    catalogue it holds and its `load_catalog_embedder`, so the models are loaded once. `viewpoints` (one per
+    photo, None: unknown) mirror right views for models whose records mirrored them; refused for other models.
     """
     catalog = catalog_dir if isinstance(catalog_dir, Catalog) else read_catalog(catalog_dir)
     embedder = embedder or load_catalog_embedder(catalog, run_dirs, records_dir)
@@ -141,7 +144,9 @@ def identify_paths_with_catalog(catalog_dir: str | Path | Catalog, paths: Sequen
     label_space = (catalog.calibration or {}).get("label_space", "catalog")
     nameable = first_run.original_ids if label_space == "original" else None
     operating_point(catalog, True, blend_weight, threshold)  # fail before any photo is read
-    for batch, readable, embeddings, probs, errors in embedder.batches(paths, batch_size, probabilities=True):
+    check_viewpoint(embedder, next((v for v in viewpoints or () if v), None))
+    for batch, readable, embeddings, probs, errors in embedder.batches(paths, batch_size, probabilities=True,
+                                                                       viewpoints=viewpoints):
         results = {path: Identification(path, error=reason) for path, reason in errors.items()}
         if readable:
             labels, scores = identify_with_catalog(embeddings, catalog, probs, embedder.classes, top=top,
@@ -172,7 +177,8 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
                   records_dir: str | None = None, batch_size: int = DEFAULT_BATCH, force: bool = False) -> Catalog:
     """A catalogue of every labelled photo of a data folder of the runs' task (`Task.labelled_photos`: Turtle
     Recall's train.csv then extra_images.csv; a whale folder's labelled metadata rows; a generic folder's train
-    rows)."""
+    rows). Whale and generic folders say each photo's viewpoint: right views are embedded mirrored where the runs'
+    records mirrored them, as the models saw them in training."""
     from photoid.embedder import Embedder
     from photoid.inference import EMBEDDING_VIEWS
     from photoid.runs import choose_folds, load_run
@@ -183,7 +189,8 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
     table = get_task(runs[0].config.task).labelled_photos(data_dir)
     embedder = Embedder([(run, fold) for run in runs for fold in choose_folds(run, folds)])
     started = time.time()
-    embeddings = embedder.embed_all(table["path"].tolist(), batch_size)
+    viewpoints = table[VIEWPOINT_COLUMN].tolist() if VIEWPOINT_COLUMN in table.columns else None
+    embeddings = embedder.embed_all(table["path"].tolist(), batch_size, viewpoints)
     signatures = embedder.signatures()
     manifest = {
         "created": _now(),
@@ -206,8 +213,11 @@ def _check_build_target(out: Path, force: bool) -> None:
 
 def add_photos(catalog_dir: str | Path, paths: Sequence[str], individual_id: str, *,
                run_dirs: Sequence[str] | None = None, records_dir: str | None = None,
-               batch_size: int = DEFAULT_BATCH) -> tuple[Catalog, bool]:
+               batch_size: int = DEFAULT_BATCH, viewpoint: str | None = None) -> tuple[Catalog, bool]:
     """Add photos of one individual, known or new; returns (the updated catalogue, whether it was known).
+
+    `viewpoint` (of every photo; None: unknown) mirrors right views for models whose records mirrored them; it is
+    kept in the table's viewpoint column.
 
     A photo's image id is its file name without the extension; it must be new to the catalogue. The photos are
     embedded first, then added to the catalogue's generation current at that moment (`catalog_transaction`),
@@ -224,9 +234,12 @@ def add_photos(catalog_dir: str | Path, paths: Sequence[str], individual_id: str
     image_ids = [Path(p).stem for p in paths]
     _check_new_image_ids(catalog, paths, image_ids)  # before the slow work, and again under the lock
     embedder = load_catalog_embedder(catalog, run_dirs, records_dir)
-    embeddings = embedder.embed_all(paths, batch_size)
+    check_viewpoint(embedder, viewpoint)
+    embeddings = embedder.embed_all(paths, batch_size, None if viewpoint is None else [viewpoint] * len(paths))
     added = pd.DataFrame({"individual_id": individual_id, "image_id": image_ids, "source": "added",
                           "path": [str(Path(p).resolve()) for p in paths]})
+    if viewpoint is not None:
+        added[VIEWPOINT_COLUMN] = viewpoint
     with catalog_transaction(catalog.path, f"to add {len(paths)} photo(s) of {individual_id}") as tx:
         current = tx.catalog
         if current is None or current.models != catalog.models:
@@ -234,9 +247,25 @@ def add_photos(catalog_dir: str | Path, paths: Sequence[str], individual_id: str
                                "them again")
         _check_new_image_ids(current, paths, image_ids)
         known = bool((current.table["individual_id"] == individual_id).any())
-        table = pd.concat([current.table, added], ignore_index=True)
+        table = with_viewpoints(pd.concat([current.table, added], ignore_index=True))
         updated = tx.commit(current.manifest, table, np.concatenate([current.embeddings, embeddings]))
     return updated, known
+
+
+def check_viewpoint(embedder, viewpoint: str | None) -> None:
+    """Refuse a viewpoint for a catalogue whose models' records never mirrored right views (it would change
+    nothing)."""
+    from photoid.runs import check_viewpoint_applies
+
+    check_viewpoint_applies(viewpoint, [m.preprocessing for m in embedder.predictor.members],
+                            "the catalogue's models were")
+
+
+def with_viewpoints(table: pd.DataFrame) -> pd.DataFrame:
+    """A table joined from rows with and without viewpoints: the unknown ones read "" (as in the table file)."""
+    if VIEWPOINT_COLUMN in table.columns:
+        table[VIEWPOINT_COLUMN] = table[VIEWPOINT_COLUMN].fillna("")
+    return table
 
 
 def _check_new_image_ids(catalog: Catalog, paths: Sequence[str], image_ids: Sequence[str]) -> None:
@@ -291,6 +320,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--catalog", required=True, help="catalogue folder")
     add.add_argument("--run", dest="runs", nargs="+", action="extend", metavar="RUN_DIR",
                      help="where the catalogue's runs are now, if they moved (default: as recorded)")
+    add.add_argument("--viewpoint", choices=VIEWPOINTS,
+                     help="the viewpoint of every photo given: right views are mirrored, as whale records store "
+                          "them (default: unknown, not mirrored; refused for models whose records never mirror)")
     show = actions.add_parser("list", help="summarise a catalogue")
     show.add_argument("--catalog", required=True, help="catalogue folder")
     show.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -308,7 +340,8 @@ def run(args: argparse.Namespace) -> int:
               f"individuals from {len(catalog.models)} model(s) in {time.time() - started:.0f}s")
     elif args.action == "add":
         catalog, known = add_photos(args.catalog, args.images, args.individual_id, run_dirs=args.runs,
-                                    records_dir=args.records_dir, batch_size=args.batch_size)
+                                    records_dir=args.records_dir, batch_size=args.batch_size,
+                                    viewpoint=args.viewpoint)
         count = int((catalog.table["individual_id"] == args.individual_id).sum())
         print(f"added {len(args.images)} photo(s) of {'known' if known else 'new'} individual {args.individual_id} "
               f"(now {count} photo(s)) to {catalog.path} in {time.time() - started:.1f}s")

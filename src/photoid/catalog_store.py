@@ -63,13 +63,19 @@ READ_ATTEMPTS = 5  # a reader racing writers re-reads the manifest this many tim
 FORMAT = "photoid-catalog"
 FORMAT_VERSION = 1
 TABLE_COLUMNS = ["individual_id", "image_id", "source", "path"]
+VIEWPOINT_COLUMN = "viewpoint"  # kept after TABLE_COLUMNS where the photos' viewpoints are known ("": unknown)
+
+
+def table_columns(table: pd.DataFrame) -> list[str]:
+    """The columns a catalogue table keeps: TABLE_COLUMNS, then the viewpoint where it has one."""
+    return TABLE_COLUMNS + ([VIEWPOINT_COLUMN] if VIEWPOINT_COLUMN in table.columns else [])
 
 
 @dataclass
 class Catalog:
     path: Path
     manifest: dict
-    table: pd.DataFrame  # TABLE_COLUMNS, one row per embedding row
+    table: pd.DataFrame  # TABLE_COLUMNS (and VIEWPOINT_COLUMN), one row per embedding row
     embeddings: np.ndarray  # float32 (images, dim), rows of unit length
 
     @property
@@ -148,7 +154,7 @@ def _read_generation(path: Path, manifest: dict) -> Catalog:
         raise PhotoidError(f"{path / manifest['files']['embeddings']['name']} cannot be read as a numeric array "
                            f"file (.npy): {err}") from None
     table = pd.read_csv(io.BytesIO(raw["table"]), dtype=str, keep_default_na=False)
-    if list(table.columns) != TABLE_COLUMNS or embeddings.shape != (len(table), manifest["dim"]):
+    if list(table.columns) != table_columns(table) or embeddings.shape != (len(table), manifest["dim"]):
         raise PhotoidError(f"{path}: {len(table)} table rows with columns {list(table.columns)} for embeddings of "
                            f"shape {embeddings.shape}; expected {TABLE_COLUMNS} and (rows, {manifest['dim']})")
     return Catalog(path, manifest, table, embeddings.astype(np.float32, copy=False))
@@ -184,7 +190,7 @@ class Transaction:
         embeddings = np.asarray(embeddings, dtype=np.float32)
         try:
             pio.save_npy(self.path / names["embeddings"], embeddings)
-            pio.write_csv(self.path / names["table"], table[TABLE_COLUMNS])
+            pio.write_csv(self.path / names["table"], table[table_columns(table)])
             manifest = {
                 **manifest, "format": FORMAT, "version": FORMAT_VERSION, "generation": generation,
                 "updated": _now(), "n_images": int(len(table)),
@@ -200,8 +206,8 @@ class Transaction:
             raise
         _remove_unlisted(self.path, set(names.values()))
         self.manifest = manifest
-        self._catalog = self.committed = Catalog(self.path, manifest, table[TABLE_COLUMNS].reset_index(drop=True),
-                                                 embeddings)
+        self._catalog = self.committed = Catalog(self.path, manifest,
+                                                 table[table_columns(table)].reset_index(drop=True), embeddings)
         return self.committed
 
     def commit_manifest(self, **changes) -> Catalog:

@@ -59,6 +59,11 @@ class Embedder:
         self._dims = [m.fold_model.embedding_size for m in self.predictor.members]
 
     @property
+    def mirrors_right(self) -> bool:
+        """Whether any model's records stored right views mirrored (a photo's viewpoint then matters)."""
+        return any(m.preprocessing.mirror_right for m in self.predictor.members)
+
+    @property
     def dim(self) -> int:
         return sum(self._dims)
 
@@ -68,17 +73,20 @@ class Embedder:
         return [{**signature(run, fold), "offset": int(offset), "dim": dim}
                 for (run, fold), offset, dim in zip(self.members, offsets, self._dims)]
 
-    def batches(self, paths: Sequence[str], batch_size: int = DEFAULT_BATCH, probabilities: bool = False
+    def batches(self, paths: Sequence[str], batch_size: int = DEFAULT_BATCH, probabilities: bool = False,
+                viewpoints: Sequence[str | None] | None = None
                 ) -> Iterator[tuple[list[str], list[str], np.ndarray, np.ndarray | None, dict[str, str]]]:
         """Per batch: (its paths, the readable ones, their embeddings, their mean probabilities or None,
-        {unreadable path: why})."""
-        for batch in self.predictor.over_photos(paths, batch_size, probabilities=probabilities, embeddings=True):
+        {unreadable path: why}). `viewpoints`: one per photo (None: unknown), see `Predictor.over_photos`."""
+        for batch in self.predictor.over_photos(paths, batch_size, probabilities=probabilities, embeddings=True,
+                                                viewpoints=viewpoints):
             yield batch.paths, batch.readable, batch.embeddings, batch.probabilities, batch.errors
 
-    def embed_all(self, paths: Sequence[str], batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+    def embed_all(self, paths: Sequence[str], batch_size: int = DEFAULT_BATCH,
+                  viewpoints: Sequence[str | None] | None = None) -> np.ndarray:
         """Embeddings of every photo in order; an unreadable photo is an error listing all of them."""
         parts, problems = [], ProblemList()
-        for _, _, embeddings, _, errors in self.batches(paths, batch_size):
+        for _, _, embeddings, _, errors in self.batches(paths, batch_size, viewpoints=viewpoints):
             parts.append(embeddings)
             for path, reason in errors.items():
                 problems.add(path, None, reason)

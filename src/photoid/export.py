@@ -74,8 +74,7 @@ def describe_export(run: RunInfo, folds: list[int], model: tf_keras.Model, class
         "input": {"shape": [pre.dim, pre.dim, 3], "dtype": "float32", "range": [0.0, 1.0]},
         "output": "mean of the folds' class probabilities (softmax), one column per line of the classes file",
         "preparing_a_photo": {
-            "records": LAYOUT_CONTENTS[pre.layout].format(size=pre.records_dim_pre)
-                       + ("; a photo wider than tall is first turned 90 degrees clockwise" if pre.rotate_wide else ""),
+            "records": LAYOUT_CONTENTS[pre.layout].format(size=pre.records_dim_pre) + _first_steps(pre),
             "reader": (f"decode_jpeg(INTEGER_ACCURATE) -> bilinear resize to {pre.dim_pre} x {pre.dim_pre} -> "
                        f"cast to uint8 -> bilinear resize to {pre.dim} x {pre.dim} -> "
                        + ("subtract from 255 -> divide by 255" if pre.inverted else "divide by 255")),
@@ -89,6 +88,13 @@ def describe_export(run: RunInfo, folds: list[int], model: tf_keras.Model, class
         # TensorFlow was imported with this set.
         "environment": {"TF_USE_LEGACY_KERAS": "1"} if modules else {},
     }
+
+
+def _first_steps(pre) -> str:
+    """What whale records do to a photo before storing it: mirror right views, then turn wide photos upright."""
+    steps = (["a right view (the caller knows which) is mirrored left to right"] if pre.mirror_right else []) + (
+        ["a photo wider than tall is turned 90 degrees clockwise"] if pre.rotate_wide else [])
+    return "; first " + ", then ".join(steps) if steps else ""
 
 
 def _write_savedmodel(model: tf_keras.Model, out_dir: Path, classes_text: str, description: dict) -> None:

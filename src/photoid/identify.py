@@ -26,6 +26,7 @@ from photoid.results import Identification
 from photoid.errors import PhotoidError
 from photoid.config import parse_folds
 from photoid.tasks import get_task
+from photoid.whales.data import VIEWPOINTS
 
 # TensorFlow (through photoid.runs) is imported where models are loaded, not here: `photoid identify --help`
 # and a usage error answer at once instead of after its three-second start-up.
@@ -107,19 +108,22 @@ def ensemble_from_weights(weights: str | Path, recipe: str, data_dir: str | Path
     return Ensemble([member], data.classes, data.original_ids, Path(data_dir))
 
 
-def predict_paths(ensemble: Ensemble, paths: Sequence[str], batch_size: int = DEFAULT_BATCH
+def predict_paths(ensemble: Ensemble, paths: Sequence[str], batch_size: int = DEFAULT_BATCH,
+                  viewpoints: Sequence[str | None] | None = None
                   ) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
-    """(path, mean probabilities or None, error or None) per photo, in the given order, batch by batch."""
-    for batch in ensemble.predictor().over_photos(paths, batch_size):
+    """(path, mean probabilities or None, error or None) per photo, in the given order, batch by batch.
+
+    `viewpoints` (one per photo, None: unknown): right views are mirrored for runs whose records mirrored them."""
+    for batch in ensemble.predictor().over_photos(paths, batch_size, viewpoints=viewpoints):
         rows = {p: batch.probabilities[i] for i, p in enumerate(batch.readable)}
         for path in batch.paths:
             yield path, rows.get(path), batch.errors.get(path)
 
 
-def identify_paths(ensemble: Ensemble, paths: Sequence[str], top: int = 5,
-                   batch_size: int = DEFAULT_BATCH) -> Iterator[Identification]:
+def identify_paths(ensemble: Ensemble, paths: Sequence[str], top: int = 5, batch_size: int = DEFAULT_BATCH,
+                   viewpoints: Sequence[str | None] | None = None) -> Iterator[Identification]:
     """Each photo's top candidates by the `new_turtle` rule of the ensemble, in the given order."""
-    for path, probs, error in predict_paths(ensemble, paths, batch_size):
+    for path, probs, error in predict_paths(ensemble, paths, batch_size, viewpoints):
         if probs is None:
             yield Identification(path, error=error)
             continue
@@ -183,6 +187,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", type=int, help="average TTA transforms 0..N (default: the run's tta_number)")
     parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH, help="photos read and predicted at once")
     parser.add_argument("--records_dir", help="records folder the run was trained from (default: from config.json)")
+    parser.add_argument("--viewpoint", choices=VIEWPOINTS,
+                        help="the viewpoint of every photo given: right views are mirrored, as whale records store "
+                             "them (default: unknown, not mirrored; refused for runs whose records never mirror)")
     form = parser.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     form.add_argument("--csv", action="store_true", help="print CSV rows (image, rank, label, probability)")
@@ -213,6 +220,9 @@ def _build_ensemble(args: argparse.Namespace) -> Ensemble:
                                "give the class order)")
         if args.folds:
             raise PhotoidError("--folds applies to run folders; a weight file is one model")
+        if args.viewpoint is not None:
+            raise PhotoidError("--viewpoint applies to runs trained on whale records (right views mirrored); a "
+                               "Turtle Recall weight file's records keep every view as it is")
         return ensemble_from_weights(args.weights, args.model, args.data_dir, dim=args.dim, dim_pre=args.dim_pre,
                                      tta=args.tta)
     if not args.runs:
@@ -220,9 +230,12 @@ def _build_ensemble(args: argparse.Namespace) -> Ensemble:
     for option in ("model", "dim", "dim_pre"):
         if getattr(args, option) is not None:
             raise PhotoidError(f"--{option} applies to --weights only; a run folder holds its own settings")
-    from photoid.runs import load_run
+    from photoid.runs import check_viewpoint_applies, load_run
 
     runs = [load_run(run_dir, args.records_dir) for run_dir in args.runs]
+    # Before the models load: a viewpoint that would change nothing is a mistake to say at once.
+    check_viewpoint_applies(args.viewpoint, [run.preprocessing for run in runs],
+                            ", ".join(str(run.run_dir) for run in runs) + (" was" if len(runs) == 1 else " were"))
     return ensemble_from_runs(runs, args.folds, args.tta)
 
 
@@ -235,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
         ensemble = _build_ensemble(args)
         print(f"identifying {len(args.images)} photo(s) with {len(ensemble.members)} model(s), "
               f"{ensemble.n_predictions} prediction(s) averaged per photo", file=sys.stderr)
-        results = identify_paths(ensemble, args.images, args.top, args.batch_size)
+        results = identify_paths(ensemble, args.images, args.top, args.batch_size, _viewpoints(args))
         data_dir, subtitle = ensemble.data_dir, f"mean of {ensemble.n_predictions} prediction(s) per photo"
     data_dir = Path(args.data_dir) if args.data_dir else data_dir
     output = Output("json" if args.json else "csv" if args.csv else "table")
@@ -258,6 +271,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _viewpoints(args: argparse.Namespace) -> list[str] | None:
+    """--viewpoint, one per photo (None: not given)."""
+    return None if args.viewpoint is None else [args.viewpoint] * len(args.images)
+
+
 def _catalog_results(args: argparse.Namespace) -> tuple[Iterator[Identification], Path | None, str]:
     """`--catalog`: the catalogue's own models embed the photos and give the probabilities to blend."""
     from photoid.catalog import identify_paths_with_catalog, read_catalog
@@ -272,7 +290,7 @@ def _catalog_results(args: argparse.Namespace) -> tuple[Iterator[Identification]
     print(f"identifying {len(args.images)} photo(s) against catalogue {args.catalog}", file=sys.stderr)
     results = identify_paths_with_catalog(args.catalog, args.images, run_dirs=args.runs, records_dir=args.records_dir,
                                           top=args.top, batch_size=args.batch_size, blend_weight=args.blend_weight,
-                                          threshold=args.threshold)
+                                          threshold=args.threshold, viewpoints=_viewpoints(args))
     return results, Path(data_dir) if data_dir else None, "scores: similarity to the catalogue, blended"
 
 

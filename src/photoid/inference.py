@@ -217,18 +217,22 @@ class Predictor:
         return views
 
     def over_photos(self, paths: Sequence[str], batch_size: int = DEFAULT_BATCH, *, probabilities: bool = True,
-                    embeddings: bool = False) -> Iterator[PhotoBatch]:
+                    embeddings: bool = False, viewpoints: Sequence[str | None] | None = None
+                    ) -> Iterator[PhotoBatch]:
+        """`viewpoints`, one per photo (None: unknown), let right views be mirrored as their run's records were."""
         from photoid.retrieval import normalize_rows
-        from photoid.runs import prepare_photos
+        from photoid.runs import check_viewpoints, prepare_photos
 
         if batch_size < 1:
             raise PhotoidError(f"batch size must be at least 1, got {batch_size}")
         paths = [str(p) for p in paths]
+        views = check_viewpoints(paths, viewpoints)
         if embeddings:
             sizes = [m.fold_model.embedding_size for m in self.members]
         for start in range(0, len(paths), batch_size):
             batch = paths[start:start + batch_size]
-            prepared, errors = prepare_photos(batch, [m.preprocessing for m in self.members])
+            prepared, errors = prepare_photos(batch, [m.preprocessing for m in self.members],
+                                              [views.get(p) for p in batch])
             readable = [p for p in batch if p not in errors]
             prob_sum, features = 0.0, [0.0] * len(self.members)
             if readable:

@@ -25,6 +25,7 @@ MANIFEST_NAME = "records.json"
 FOLDS_CSV = "folds.csv"
 SHARD_PATTERN = re.compile(r".+\.tfrecord-\d{5}-of-\d{5}$")
 _SHARD_NAME = re.compile(r"^(.+)-(\d{5})-of-(\d{5})$")
+MIRRORED_VIEWPOINT = "right"  # the viewpoint whale records store mirrored (`mirror_right`), as if seen from the left
 LAYOUTS = ("exact", "compact", "original")  # how a record stores its photo (photoid.records.LAYOUT_CONTENTS); the
 # first is the default
 
@@ -134,6 +135,12 @@ class RecordsDir:
             return settings["dim_pre"], records_layout(settings), bool(settings.get("rotate_wide", False))
         except PhotoidError as err:
             raise PhotoidError(f"{self.manifest_path}: {err}") from None
+
+    def mirror_right(self) -> bool | None:
+        """Whether the records store right views mirrored: records.json's `mirror_right` (whale records say);
+        None where they do not say (records of other tasks, which never mirror)."""
+        value = self.setting("mirror_right", None)
+        return None if value is None else bool(value)
 
     def listed_rows(self, name: str) -> int | None:
         """The row count records.json lists for shard `name` (None: not listed)."""

@@ -103,6 +103,7 @@ def set_determinism(cfg: Config, fold: int = 0) -> None:
 
 
 def run_config(cfg: Config) -> int:
+    from photoid.pipeline import open_records
     from photoid.tasks import get_task
 
     started = time.time()
@@ -125,7 +126,8 @@ def run_config(cfg: Config) -> int:
     check_records_complete(cfg)
     stored = check_records_layout(cfg) if cfg.jobs & IMAGE_JOBS else None
     run_dir = Path(cfg.output_dir)
-    RunDir(run_dir).prepare(cfg, classes, original_ids, stored)
+    mirror_right = open_records(cfg.records_dir).mirror_right() if stored is not None else None
+    RunDir(run_dir).prepare(cfg, classes, original_ids, stored, mirror_right)
     print(f"run {run_dir}: recipe {cfg.model}, backbone {cfg.backbone} at {cfg.dim}px, {len(classes)} classes, folds {cfg.folds_to_run}")
 
     jobs = cfg.jobs

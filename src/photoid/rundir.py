@@ -201,13 +201,15 @@ class RunDir:
         return weights_sha256(self.best_weights(fold))
 
     # ------------------------------------------------------------------ writing
-    def prepare(self, cfg, classes: list[str], original_ids: list[str], records: tuple[int, str, bool] | None) -> None:
+    def prepare(self, cfg, classes: list[str], original_ids: list[str], records: tuple[int, str, bool] | None,
+                mirror_right: bool | None = None) -> None:
         """Create or reopen the run folder: labels, the training configuration, and one log line for this call.
 
         `config.json` and `preprocessing.json` say what the folds were trained with: written by the call that
         creates the run (or retrains it with --force), never by later calls. A later call preparing images otherwise
         than training did is refused: its predictions would not be what the models learnt from. `records` is the
-        records' (dim_pre, layout, rotate_wide), None where they do not say.
+        records' (dim_pre, layout, rotate_wide), None where they do not say; `mirror_right` whether they stored
+        right views mirrored (None: they do not say, as the records of tasks that never mirror).
         """
         self.path.mkdir(parents=True, exist_ok=True)
         text = "\n".join(classes) + "\n"
@@ -218,6 +220,8 @@ class RunDir:
             inputs.update(records_dim_pre=records[0], layout=records[1])
             if records[2]:  # only when set, so runs of records without it keep their preprocessing.json
                 inputs.update(rotate_wide=True)
+            if mirror_right is not None:  # whale records: single photos of right views are mirrored like them
+                inputs.update(mirror_right=mirror_right)
         rewrite = not self.config_file.exists() or (cfg.force and bool(cfg.jobs & {"train", "skip"}))
         if not rewrite and self.preprocessing_file.exists() and cfg.jobs & IMAGE_JOBS:
             _check_same_inputs(pio.read_json(self.preprocessing_file), inputs, self.preprocessing_file)

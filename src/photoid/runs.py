@@ -22,7 +22,7 @@ from photoid.config import REPO_ROOT, Config
 from photoid.errors import PhotoidError
 from photoid.pipeline import preprocess_image_bytes
 from photoid.records import check_layout_size, prepare_image_bytes
-from photoid.recordsdir import MANIFEST_NAME, records_layout
+from photoid.recordsdir import MANIFEST_NAME, MIRRORED_VIEWPOINT, RecordsDir, records_layout
 from photoid.rundir import BEST_WEIGHTS, RunDir
 
 
@@ -30,8 +30,9 @@ from photoid.rundir import BEST_WEIGHTS, RunDir
 class Preprocessing:
     """How a photo file becomes one model input: the records' preparation, then the reader's chain.
 
-    `records_dim_pre`/`layout`/`rotate_wide` are the records' settings (what `prepare_image_bytes` stored);
-    `dim_pre`/`dim` are the run's (what the reader resized to before and after the TTA transform).
+    `records_dim_pre`/`layout`/`rotate_wide`/`mirror_right` are the records' settings (what `prepare_image_bytes`
+    stored; whale records mirror right views); `dim_pre`/`dim` are the run's (what the reader resized to before and
+    after the TTA transform). A photo's viewpoint is only known when its caller says it (None: not mirrored).
     """
 
     dim: int
@@ -40,15 +41,21 @@ class Preprocessing:
     layout: str
     rotate_wide: bool = False
     inverted: bool = False  # the run's image_inverted
+    mirror_right: bool = False
 
     @property
-    def key(self) -> tuple[int, str, bool]:
-        """What decides the prepared bytes: photos are prepared once per key."""
-        return self.records_dim_pre, self.layout, self.rotate_wide
+    def key(self) -> tuple[int, str, bool, bool]:
+        """What decides the prepared bytes (with the photo's viewpoint): photos are prepared once per key."""
+        return self.records_dim_pre, self.layout, self.rotate_wide, self.mirror_right
 
-    def file_bytes(self, path: str | os.PathLike) -> bytes:
+    def mirrors(self, viewpoint: str | None) -> bool:
+        """Whether the records stored a photo of this viewpoint mirrored."""
+        return self.mirror_right and viewpoint == MIRRORED_VIEWPOINT
+
+    def file_bytes(self, path: str | os.PathLike, viewpoint: str | None = None) -> bytes:
         """The image bytes the records would hold for this photo (PhotoidError if it cannot be decoded)."""
-        jpeg = prepare_image_bytes(path, self.records_dim_pre, self.layout, rotate_wide=self.rotate_wide)
+        jpeg = prepare_image_bytes(path, self.records_dim_pre, self.layout, mirror=self.mirrors(viewpoint),
+                                   rotate_wide=self.rotate_wide)
         if self.layout == "original":
             # Kept files reach TensorFlow's decoder undecoded so far: a damaged one is refused here, as one
             # photo's problem, rather than failing a whole batch later.
@@ -63,30 +70,56 @@ class Preprocessing:
         return _compiled_preprocess(self.dim, self.dim_pre, tta, self.inverted)(tf.constant(jpeg)).numpy()
 
 
-def prepare_photos(paths, preprocessings) -> tuple[dict, dict[str, str]]:
+def prepare_photos(paths, preprocessings, viewpoints=None) -> tuple[dict, dict[str, str]]:
     """Each readable photo's prepared JPEG per preparation setting, and why the others cannot be read.
 
     Photos are prepared once per distinct `Preprocessing.key` among `preprocessings`, however many models share
-    that setting. Returns ({key: {path: bytes}}, {path: reason}).
+    that setting. `viewpoints` (one per path; None, or None for a photo: unknown) says which photos are right
+    views, mirrored for runs whose records mirrored them. Returns ({key: {path: bytes}}, {path: reason}).
     """
     from photoid.images import check_image_file, check_photo_file
 
     settings = {p.key: p for p in preprocessings}
     # Compact records were prepared by Pillow, from any photo format; the other layouts read JPEGs only.
     check = check_photo_file if all(p.layout == "compact" for p in settings.values()) else check_image_file
-    prepared: dict[tuple[int, str, bool], dict[str, bytes]] = {}
+    viewpoints = check_viewpoints(paths, viewpoints)
+    prepared: dict[tuple, dict[str, bytes]] = {}
     errors: dict[str, str] = {}
     for path in paths:
         reason = check(path)
         if reason is None:
             try:
                 for key, preprocessing in settings.items():
-                    prepared.setdefault(key, {})[path] = preprocessing.file_bytes(path)
+                    prepared.setdefault(key, {})[path] = preprocessing.file_bytes(path, viewpoints.get(path))
             except PhotoidError as err:
                 reason = str(err).removeprefix(f"{path}: ")
         if reason is not None:
             errors[path] = reason
     return prepared, errors
+
+
+def check_viewpoints(paths, viewpoints) -> dict[str, str | None]:
+    """{path: viewpoint} of `viewpoints` given one per path (None: every photo's is unknown)."""
+    if viewpoints is None:
+        return {}
+    viewpoints = list(viewpoints)
+    if len(viewpoints) != len(paths):
+        raise PhotoidError(f"{len(viewpoints)} viewpoints given for {len(paths)} photos")
+    given: dict[str, str | None] = {}
+    for path, viewpoint in zip(paths, viewpoints):
+        viewpoint = viewpoint or None  # "" (an empty table cell) is unknown too
+        if given.setdefault(path, viewpoint) != viewpoint:
+            raise PhotoidError(f"{path}: given twice, with viewpoints {given[path]!r} and {viewpoint!r}")
+    return given
+
+
+def check_viewpoint_applies(viewpoint: str | None, preprocessings, runs: str) -> None:
+    """Refuse a viewpoint for models whose records kept every view as it was: it would change nothing, and a
+    researcher passing it expects it to (Turtle Recall and generic records never mirror)."""
+    if viewpoint is not None and not any(p.mirror_right for p in preprocessings):
+        raise PhotoidError(f"--viewpoint {viewpoint}: {runs} trained on records that store every view as it is "
+                           "(only whale records mirror right views), so a photo's viewpoint changes nothing; "
+                           "leave --viewpoint out")
 
 
 @functools.lru_cache(maxsize=None)
@@ -146,6 +179,17 @@ def records_settings(records_dir: str, run_dir: Path) -> tuple[int, str, bool]:
     return open_records(records_dir).photo_settings()
 
 
+def _records_mirror_right(records_dir: str, run_dir: Path, task: str) -> bool:
+    """Whether a run's records mirrored right views, for runs whose preprocessing.json predates the setting: their
+    records.json says where it can be found; else the default of the task's records (whales: mirrored; records
+    of other tasks never mirror)."""
+    from photoid.tasks import get_task
+
+    found = None if "://" in records_dir else _existing(os.path.join(records_dir, MANIFEST_NAME), _bases(run_dir))
+    said = RecordsDir(found.parent).mirror_right() if found is not None else None
+    return said if said is not None else bool(get_task(task).record_options.get("mirror_right", False))
+
+
 def load_run(run_dir: str | os.PathLike, records_dir: str | None = None) -> RunInfo:
     """Read a run folder: configuration, labels, finished folds and the preprocessing of its records.
 
@@ -165,11 +209,16 @@ def load_run(run_dir: str | os.PathLike, records_dir: str | None = None) -> RunI
         # How training's records stored photos, kept in the run: records rebuilt since then do not change it.
         records_dim_pre, layout = int(settings["records_dim_pre"]), records_layout(settings)
         rotate_wide = bool(settings.get("rotate_wide", False))
+        mirror_right = settings.get("mirror_right")
     else:
         records_dim_pre, layout, rotate_wide = records_settings(records_dir or cfg.records_dir, run_dir)
+        mirror_right = None
+    if mirror_right is None:
+        mirror_right = _records_mirror_right(records_dir or cfg.records_dir, run_dir, cfg.task)
     check_layout_size(layout, records_dim_pre, cfg.dim_pre, records_dir or cfg.records_dir)
     preprocessing = Preprocessing(dim=cfg.dim, dim_pre=cfg.dim_pre, records_dim_pre=records_dim_pre, layout=layout,
-                                  rotate_wide=rotate_wide, inverted=cfg.image_inverted)
+                                  rotate_wide=rotate_wide, inverted=cfg.image_inverted,
+                                  mirror_right=bool(mirror_right))
     data_dir = _existing(cfg.data_dir, _bases(run_dir))
     return RunInfo(run_dir=run_dir, config=cfg, classes=classes, original_ids=original_ids,
                    preprocessing=preprocessing, folds=folds, data_dir=data_dir)

@@ -35,6 +35,7 @@ from photoid.catalog import summary
 from photoid.errors import PhotoidError
 from photoid.serve import decisions
 from photoid.serve.identifier import Identifier, Result
+from photoid.whales.data import VIEWPOINTS
 
 HERE = Path(__file__).parent
 TOKEN_COOKIE = "photoid_token"
@@ -60,7 +61,8 @@ def create_app(identifier: Identifier, *, token: str | None = None, allowed_host
     def page(request: Request, template: str, status: int = 200, **context) -> Response:
         catalog = identifier.catalog
         context.update(catalog_path=str(identifier.path), n_images=len(catalog.table),
-                       n_individuals=int(catalog.table["individual_id"].nunique()), new_label=identifier.new_label)
+                       n_individuals=int(catalog.table["individual_id"].nunique()), new_label=identifier.new_label,
+                       viewpoints=VIEWPOINTS if identifier.mirrors_right else ())
         return templates.TemplateResponse(request, template, context, status_code=status)
 
     def references(label: str) -> list[str]:
@@ -89,12 +91,20 @@ def create_app(identifier: Identifier, *, token: str | None = None, allowed_host
         received = []
         for upload in uploads:
             received.append(((upload.filename or "photo")[:200], await upload.read(limits.max_photo_bytes + 1)))
+        viewpoint = str(form.get("viewpoint") or "") or None  # of every photo of the upload; "": unknown
         await form.close()
+        if viewpoint is not None and not identifier.mirrors_right:
+            raise HTTPException(400, "this catalogue's models were trained on records that store every view as it "
+                                     "is, so a photo's viewpoint changes nothing; leave it out")
+        if viewpoint is not None and viewpoint not in VIEWPOINTS:
+            raise HTTPException(400, f"unknown viewpoint {viewpoint[:20]!r}; choose from {', '.join(VIEWPOINTS)}")
 
         def store_and_identify() -> list[Result]:  # one hop to a worker thread for the whole upload
             results = [Result("", name, error=f"is larger than {limits.max_photo_bytes / 2**20:.0f} MB")
                        if len(data) > limits.max_photo_bytes else identifier.store(data, name)
                        for name, data in received]
+            for result in results:
+                result.viewpoint = viewpoint
             return identifier.identify(results)
 
         results = await run_in_threadpool(store_and_identify)
@@ -138,7 +148,7 @@ def create_app(identifier: Identifier, *, token: str | None = None, allowed_host
         decision, individual = form.get("decision", ""), str(form.get("individual_id", "")).strip()
         embedding = None
         if decision in decisions.ADDING:
-            embedding = await run_in_threadpool(identifier.embed, result.path)
+            embedding = await run_in_threadpool(identifier.embed, result.path, result.viewpoint)
         await run_in_threadpool(decisions.decide, identifier.path, result.photo(), decision, individual, embedding,
                                 identifier.models)
         return RedirectResponse(f"/review/{review_id}#p-{sha}" if review_id in reviews else "/decisions",
@@ -236,6 +246,7 @@ def create_app(identifier: Identifier, *, token: str | None = None, allowed_host
 
 def _as_json(result: Result) -> dict:
     return {"file_name": result.file_name, "sha256": result.sha256, "error": result.error,
+            "viewpoint": result.viewpoint,
             "candidates": [{"label": label, "score": score} for label, score in zip(result.labels, result.scores)]}
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from photoid import io as pio
-from photoid.catalog import RESERVED_IDS, Catalog, catalog_transaction
+from photoid.catalog import RESERVED_IDS, VIEWPOINT_COLUMN, Catalog, catalog_transaction, with_viewpoints
 from photoid.tables import text_problem
 from photoid.embedder import check_same_models
 from photoid.errors import PhotoidError
@@ -48,6 +48,7 @@ class Photo:
     labels: Sequence[str]
     scores: Sequence[float]
     threshold: float
+    viewpoint: str | None = None  # as the uploader said (None: unknown); kept in the catalogue's table
 
     @property
     def image_id(self) -> str:
@@ -108,7 +109,9 @@ def decide(catalog_dir: str | Path, photo: Photo, decision: str, individual_id: 
                 raise PhotoidError(f"{individual_id!r} is already in the catalogue; confirm it instead")
             added = pd.DataFrame({"individual_id": [individual_id], "image_id": [photo.image_id],
                                   "source": [SOURCE], "path": [str(photo.path.resolve())]})
-            table = pd.concat([table, added], ignore_index=True)
+            if photo.viewpoint is not None:
+                added[VIEWPOINT_COLUMN] = photo.viewpoint
+            table = with_viewpoints(pd.concat([table, added], ignore_index=True))
             embeddings = np.concatenate([embeddings, np.asarray(embedding, np.float32).reshape(1, -1)])
         row = _row(log, photo.sha256, photo.image_id, photo.file_name, decision,
                    individual_id if decision in ADDING else "", "", photo.threshold,

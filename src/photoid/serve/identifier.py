@@ -55,9 +55,11 @@ class Result:
     scores: list[float] = field(default_factory=list)
     error: str | None = None
     threshold: float | None = None  # the one its verdict was drawn with
+    viewpoint: str | None = None  # as the uploader said (None: unknown): right views are mirrored for the models
 
     def photo(self) -> Photo:
-        return Photo(self.sha256, self.path, self.file_name, self.labels, self.scores, self.threshold)
+        return Photo(self.sha256, self.path, self.file_name, self.labels, self.scores, self.threshold,
+                     self.viewpoint)
 
 
 class Identifier:
@@ -75,6 +77,8 @@ class Identifier:
         self.models = self.embedder.signatures()
         first_run = self.embedder.members[0][0]
         self.task = first_run.config.task
+        # Runs trained on whale records saw right views mirrored: the page then asks each upload's viewpoint.
+        self.mirrors_right = self.embedder.mirrors_right
         self.new_label = get_task(self.task).new_label
         self.photos_dir = self.path / PHOTOS_DIR
         self.results: OrderedDict[str, Result] = OrderedDict()
@@ -141,7 +145,8 @@ class Identifier:
         """Fill in the candidates of readable stored photos (one batched model call with other requests')."""
         readable = [r for r in results if r.error is None]
         if readable:
-            answers, threshold = self._submit("identify", [str(r.path) for r in readable])
+            answers, threshold = self._submit("identify", [str(r.path) for r in readable],
+                                              [r.viewpoint for r in readable])
             for result, answer in zip(readable, answers):
                 if answer.error is not None:
                     result.error = answer.error
@@ -152,13 +157,13 @@ class Identifier:
                 self.remember(result)
         return results
 
-    def embed(self, path: Path) -> np.ndarray:
+    def embed(self, path: Path, viewpoint: str | None = None) -> np.ndarray:
         """One photo's catalogue embedding (to add it), computed by the same worker."""
-        return self._submit("embed", [str(path)])[0]
+        return self._submit("embed", [str(path)], [viewpoint])[0]
 
-    def _submit(self, kind: str, paths: list[str]):
+    def _submit(self, kind: str, paths: list[str], viewpoints: list[str | None]):
         done: Future = Future()
-        self._jobs.put((kind, paths, done))
+        self._jobs.put((kind, paths, viewpoints, done))
         return done.result()
 
     def _work(self) -> None:
@@ -176,23 +181,25 @@ class Identifier:
                     self._run(kind, batch)
 
     def _run(self, kind: str, jobs: list) -> None:
-        paths = [p for _, job_paths, _ in jobs for p in job_paths]
+        paths = [p for _, job_paths, _, _ in jobs for p in job_paths]
+        viewpoints = [v for _, _, job_viewpoints, _ in jobs for v in job_viewpoints]
         try:
             catalog = self.catalog
             # A catalogue rebuilt by other models meanwhile cannot be compared with these models' embeddings.
             check_same_models(catalog.models, self.models, f"catalogue {self.path}")
             if kind == "identify":
                 answers = list(identify_paths_with_catalog(catalog, paths, top=self.top, batch_size=self.batch_size,
-                                                           embedder=self.embedder, **self._operating))
+                                                           embedder=self.embedder, viewpoints=viewpoints,
+                                                           **self._operating))
                 threshold = operating_point(catalog, True, **self._operating)[1]
             else:
-                answers = list(self.embedder.embed_all(paths, self.batch_size))
+                answers = list(self.embedder.embed_all(paths, self.batch_size, viewpoints))
         except BaseException as err:  # noqa: BLE001  (handed to the waiting requests, which report it)
-            for _, _, done in jobs:
+            for *_, done in jobs:
                 done.set_exception(err)
             return
         start = 0
-        for _, job_paths, done in jobs:
+        for _, job_paths, _, done in jobs:
             part = answers[start:start + len(job_paths)]
             done.set_result((part, threshold) if kind == "identify" else part)
             start += len(job_paths)

@@ -47,8 +47,9 @@ class Task(Protocol):
         """Scores of the run's test predictions where the folder holds their truth (None: scored elsewhere)."""
 
     def labelled_photos(self, data_dir: str | os.PathLike, check_images: bool = True) -> pd.DataFrame:
-        """Every labelled photo: `individual_id, image_id, source, path` (absolute), in the folder's order
-        (catalogues hold them; the first of each individual is its reference photo in galleries)."""
+        """Every labelled photo: `individual_id, image_id, source, path` (absolute)[, `viewpoint` where the folder
+        has one], in the folder's order (catalogues hold them; the first of each individual is its reference photo
+        in galleries)."""
 
 
 def label_space(folds: pd.DataFrame, column: str) -> list[str]:

@@ -293,7 +293,8 @@ class GenericTask:
         data = load_generic(data_dir, check_images=check_images)
         train = data.train
         return pd.DataFrame({"individual_id": train["identity"], "image_id": train["image_id"], "source": "train",
-                             "path": [str(data.image_path(i).resolve()) for i in train["image_id"]]})
+                             "path": [str(data.image_path(i).resolve()) for i in train["image_id"]],
+                             "viewpoint": train["viewpoint"]})
 
 
 GENERIC = GenericTask()

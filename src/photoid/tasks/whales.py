@@ -82,7 +82,8 @@ class WhalesTask:
             raise PhotoidError(f"{data.root / 'metadata.csv'} has no whale_id column: these photos are unlabelled")
         meta = data.metadata
         return pd.DataFrame({"individual_id": meta["whale_id"], "image_id": meta["image_id"], "source": "metadata",
-                             "path": [str(data.image_path(i).resolve()) for i in meta["image_id"]]})
+                             "path": [str(data.image_path(i).resolve()) for i in meta["image_id"]],
+                             "viewpoint": meta["viewpoint"]})
 
 
 def check_record_views(cfg, folds) -> None:

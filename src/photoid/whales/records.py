@@ -28,14 +28,13 @@ import pandas as pd
 
 from photoid.errors import PhotoidError, ProblemList
 from photoid.io import write_csv
-from photoid.recordsdir import FOLDS_CSV
+from photoid.recordsdir import FOLDS_CSV, MIRRORED_VIEWPOINT
 from photoid.records import RecordsManifest, check_record_options, image_preparer, write_records
 from photoid.whales.data import BelugaData, load_belugas, make_whale_folds
 
 WHALE_STRING_COLUMNS = ("image_id", "whale_id", "viewpoint", "encounter_id")
 WHALE_INT_COLUMNS = ("label",)
 WHALE_FOLD_COLUMNS = ["image_id", "whale_id", "label", "fold", "viewpoint", "encounter_id"]
-MIRRORED_VIEWPOINT = "right"
 DEFAULT_SEED = 42  # the winner's StratifiedKFold random_state
 
 
