@@ -115,7 +115,8 @@ def beluga_dir(tmp_path_factory):
 def whale_records(beluga_dir):
     from photoid.whales.records import build_whale_records
 
-    build_whale_records(beluga_dir, n_folds=2, dim_pre=TINY_DIM, workers=1)
+    # Right views mirrored (the option, not the default): the single-photo paths are tested preparing them alike.
+    build_whale_records(beluga_dir, n_folds=2, dim_pre=TINY_DIM, workers=1, mirror_right=True)
     return beluga_dir / "tfrec"
 
 

@@ -169,6 +169,6 @@ def test_records_and_older_runs_say_whether_right_views_are_mirrored(whale_run, 
     assert load_run(older).preprocessing.mirror_right   # its records.json says so
     unreadable = tmp_path / "no-records"
     unreadable.mkdir()
-    assert load_run(older, records_dir=str(unreadable)).preprocessing.mirror_right   # whale records' default
-    (unreadable / "records.json").write_text(json.dumps({"settings": {"mirror_right": False}}))
-    assert not load_run(older, records_dir=str(unreadable)).preprocessing.mirror_right
+    assert not load_run(older, records_dir=str(unreadable)).preprocessing.mirror_right   # records that do not say
+    (unreadable / "records.json").write_text(json.dumps({"settings": {"mirror_right": True}}))
+    assert load_run(older, records_dir=str(unreadable)).preprocessing.mirror_right

@@ -80,13 +80,14 @@ def test_the_same_pipeline_runs_on_every_task(name, request, tmp_path, capsys):
     assert new.labels[0] == task.new_label == (NEW_TURTLE if name == "turtles" else NEW_INDIVIDUAL)
 
 
-@pytest.mark.parametrize("name, folder, records", [("turtles", "turtle_dir", "turtle_records"),
-                                                   ("whales", "beluga_dir", "whale_records")])
-def test_photoid_records_writes_what_the_task_command_writes(name, folder, records, request, tmp_path, capsys):
+@pytest.mark.parametrize("name, folder, records, options", [("turtles", "turtle_dir", "turtle_records", []),
+                                                            ("whales", "beluga_dir", "whale_records", ["--mirror_right"])])
+def test_photoid_records_writes_what_the_task_command_writes(name, folder, records, options, request, tmp_path,
+                                                             capsys):
     data_dir, built = request.getfixturevalue(folder), request.getfixturevalue(records)
     out = tmp_path / "records"
     assert main(["records", "--data_dir", str(data_dir), "--out", str(out), "--n_folds", "2", "--dim_pre", "32",
-                 "--workers", "1"]) == 0
+                 "--workers", "1", *options]) == 0
     assert f"task: {name} (found from the folder)" in capsys.readouterr().out
     assert (out / "folds.csv").read_bytes() == (built / "folds.csv").read_bytes()
     ours, theirs = (json.loads((d / "records.json").read_text()) for d in (out, built))

@@ -113,6 +113,21 @@ def test_right_views_are_stored_mirrored(beluga_dir, whale_records):
         assert np.abs(stored - reference).mean() < 3.0 < np.abs(stored - other).mean()
 
 
+def test_by_default_right_views_are_stored_as_they_are_as_the_winner_did(beluga_dir, tmp_path):
+    from photoid.io import read_json
+    from photoid.pipeline import fold_files
+    from photoid.records import prepare_image_bytes
+    from photoid.whales.records import build_whale_records
+
+    build_whale_records(beluga_dir, tmp_path, n_folds=2, dim_pre=TINY_DIM, workers=1)
+    assert read_json(tmp_path / "records.json")["settings"]["mirror_right"] is False
+    right = [r for r in read_records(fold_files(tmp_path, [0, 1])) if r["viewpoint"] == "right"]
+    assert right
+    for record in right:
+        path = beluga_dir / "images" / f"{record['image_id']}.jpg"
+        assert record["image"] == prepare_image_bytes(path, TINY_DIM, "compact", rotate_wide=True)
+
+
 def test_keep_original_with_mirror_re_encodes_at_the_photos_size(beluga_dir):
     from photoid.records import prepare_image_bytes
 

@@ -179,15 +179,11 @@ def records_settings(records_dir: str, run_dir: Path) -> tuple[int, str, bool]:
     return open_records(records_dir).photo_settings()
 
 
-def _records_mirror_right(records_dir: str, run_dir: Path, task: str) -> bool:
+def _records_mirror_right(records_dir: str, run_dir: Path) -> bool:
     """Whether a run's records mirrored right views, for runs whose preprocessing.json predates the setting: their
-    records.json says where it can be found; else the default of the task's records (whales: mirrored; records
-    of other tasks never mirror)."""
-    from photoid.tasks import get_task
-
+    records.json says (whale records always wrote it); records that do not say never mirrored."""
     found = None if "://" in records_dir else _existing(os.path.join(records_dir, MANIFEST_NAME), _bases(run_dir))
-    said = RecordsDir(found.parent).mirror_right() if found is not None else None
-    return said if said is not None else bool(get_task(task).record_options.get("mirror_right", False))
+    return bool(found is not None and RecordsDir(found.parent).mirror_right())
 
 
 def load_run(run_dir: str | os.PathLike, records_dir: str | None = None) -> RunInfo:
@@ -214,7 +210,7 @@ def load_run(run_dir: str | os.PathLike, records_dir: str | None = None) -> RunI
         records_dim_pre, layout, rotate_wide = records_settings(records_dir or cfg.records_dir, run_dir)
         mirror_right = None
     if mirror_right is None:
-        mirror_right = _records_mirror_right(records_dir or cfg.records_dir, run_dir, cfg.task)
+        mirror_right = _records_mirror_right(records_dir or cfg.records_dir, run_dir)
     check_layout_size(layout, records_dim_pre, cfg.dim_pre, records_dir or cfg.records_dir)
     preprocessing = Preprocessing(dim=cfg.dim, dim_pre=cfg.dim_pre, records_dim_pre=records_dim_pre, layout=layout,
                                   rotate_wide=rotate_wide, inverted=cfg.image_inverted,

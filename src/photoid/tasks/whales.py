@@ -27,7 +27,7 @@ class WhalesTask:
     takes_image_inverted = False
     ranks_scenarios = True
     record_options = {"n_folds": 5, "seed": 42, "dim_pre": 512, "layout": None, "keep_original": False,
-                      "grouped": True, "train_on_scenarios": False, "mirror_right": True, "shards": 1,
+                      "grouped": True, "train_on_scenarios": False, "mirror_right": False, "shards": 1,
                       "workers": None, "force": False, "views": "", "rotate_wide": True, "pair_lateral": False}
 
     def detect(self, data_dir: Path) -> bool:

@@ -8,8 +8,9 @@ on both sides of a split) or with the winner's StratifiedKFold(5, shuffle, 42).
 
 Records (`pipeline.feature_spec(WHALE_STRING_COLUMNS, WHALE_INT_COLUMNS)`): `image_id`, `image`, `whale_id`, `label`,
 `viewpoint`, `encounter_id`. `label` indexes the sorted whale ids of the training images (-1 for a whale they do
-not hold, or an unlabelled folder). Right views are stored mirrored, so every lateral photo looks like a left view
-(the stored `viewpoint` stays `right`). Photos wider than tall (in the real data every lateral photo, and no top
+not hold, or an unlabelled folder). Right views are stored as they are, as the winner stored them; with
+`mirror_right` they are stored mirrored, so every lateral photo looks like a left view (the stored `viewpoint` stays
+`right`). Photos wider than tall (in the real data every lateral photo, and no top
 photo) are turned 90° clockwise to stand tall, as the winner turned them for every model in training and at
 inference; the horizontal flip of training and TTA then flips a lateral photo's upright image, i.e. the whale
 upside down, as it did for the winner (`--no-rotate_wide` keeps them as they are).
@@ -98,7 +99,7 @@ def evaluation_table(evaluation: pd.DataFrame, classes: list[str]) -> pd.DataFra
 
 def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, n_folds: int = 5,
                         dim_pre: int = 512, grouped: bool = True, train_on_scenarios: bool = False,
-                        mirror_right: bool = True, keep_original: bool = False, shards: int = 1,
+                        mirror_right: bool = False, keep_original: bool = False, shards: int = 1,
                         workers: int | None = None, seed: int = DEFAULT_SEED, force: bool = False,
                         views: str = "", rotate_wide: bool = True, pair_lateral: bool = False) -> dict:
     """Validate a Where's Whale-do folder, then write folds.csv, one record set per fold and the test records.
@@ -209,8 +210,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="folds grouped by encounter (--no-grouped: the winner's StratifiedKFold on the whale)")
     parser.add_argument("--train_on_scenarios", action="store_true",
                         help="also train on the scenario images and their encounters (their mAP is then flattered)")
-    parser.add_argument("--mirror_right", action=argparse.BooleanOptionalAction, default=True,
-                        help="store right views mirrored, so every lateral photo looks like a left view")
+    parser.add_argument("--mirror_right", action=argparse.BooleanOptionalAction, default=False,
+                        help="store right views mirrored, so every lateral photo looks like a left view (the winner "
+                             "never mirrored; with wide photos turned upright a mirrored right view is the upright "
+                             "photo flipped top to bottom, which the training flip does not undo)")
     parser.add_argument("--keep_original", action="store_true",
                         help="store each photo's JPEG file as it is (mirrored photos are re-encoded at their size)")
     parser.add_argument("--shards", type=int, default=1, help="files per fold and for the test set")
