@@ -255,3 +255,15 @@ def test_a_folder_without_test_photos_trains_with_the_default_job(tmp_path, caps
         _without_missing_test_set(Config(data_tfrec_dir=str(tmp_path), task="generic", job="test"))
     write_json(tmp_path / "records.json", {"settings": {"dataset": "generic", "has_test": True}, "shards": {}})
     assert _without_missing_test_set(Config(data_tfrec_dir=str(tmp_path), task="generic")).job == Config.job
+
+
+def test_a_catalogue_of_runs_trained_on_some_views_holds_only_those_views(whale_run, beluga_dir, tmp_path):
+    from photoid import io as pio
+    from photoid.catalog import build_catalog
+
+    top_run = tmp_path / "top-run"  # the session's whale run, as if its recipe had trained on top photos only
+    shutil.copytree(whale_run, top_run)
+    config = pio.read_json(top_run / "config.json")
+    pio.write_json(top_run / "config.json", {**config, "views": "top"})
+    catalog = build_catalog([str(top_run)], beluga_dir, tmp_path / "catalog", folds=[0])
+    assert len(catalog.table) and set(catalog.table["viewpoint"]) == {"top"}

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from photoid.catalog_store import MANIFEST, VIEWPOINT_COLUMN, Catalog, _now, catalog_transaction, read_catalog
-from photoid.config import parse_folds
+from photoid.config import parse_folds, view_list
 from photoid.errors import PhotoidError, ProblemList
 from photoid.labels import NEW_INDIVIDUAL, NEW_TURTLE
 from photoid.results import Identification
@@ -187,6 +187,13 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
     _check_build_target(out, force)  # before the slow work, and again under the lock
     runs = [load_run(d, records_dir) for d in run_dirs]
     table = get_task(runs[0].config.task).labelled_photos(data_dir)
+    views = {view for run in runs for view in view_list(run.config.views)}
+    if views and all(run.config.views for run in runs) and VIEWPOINT_COLUMN in table.columns:
+        # Runs trained on some views only (the winner's top models) embed only photos of those views.
+        table = table[table[VIEWPOINT_COLUMN].isin(views)].reset_index(drop=True)
+        if table.empty:
+            raise PhotoidError(f"{data_dir} has no labelled photo of the views the runs were trained on "
+                               f"({', '.join(sorted(views))})")
     embedder = Embedder([(run, fold) for run in runs for fold in choose_folds(run, folds)])
     started = time.time()
     viewpoints = table[VIEWPOINT_COLUMN].tolist() if VIEWPOINT_COLUMN in table.columns else None
