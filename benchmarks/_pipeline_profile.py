@@ -30,6 +30,8 @@ class StageCosts:
     transforms: dict[str, float]
     augment_mean: float  # over the original's draw probabilities
     finish: float
+    finish_crop: float  # a 45-degree crop's resize to dim and scale, as the reader does it (float pixels)
+    finish_crop_uint8: float  # the same from uint8 pixels, as the original's code did: the same values, slower
     kernel_rotations: dict[str, float]  # the same rotations the tfa way: the projective kernel on the whole image
     same_pixels_as_kernel: bool  # whether the reader's rotations give exactly the kernel's pixels
 
@@ -55,6 +57,7 @@ def stage_costs(original_bytes: list[bytes], resized_bytes: list[bytes], dim: in
     decode = compiled(lambda data: decode_image(data, dim_pre))
     decode_scaled = compiled(lambda data: scaled_decoder(data, dim_pre))
     images = [decode(data) for data in resized]
+    crops = [apply_transform(image, TRANSFORM_NAMES.index("rotate_45_crop")) for image in images]
     transforms = {name: _ms_per_call(compiled(lambda image, t=t: apply_transform(image, t)), images, repeats)
                   for t, name in enumerate(TRANSFORM_NAMES)}
     # Draws 0..AUG_NUMBER-1 apply transforms 1..AUG_NUMBER; the other draws leave the photo as it is.
@@ -76,6 +79,9 @@ def stage_costs(original_bytes: list[bytes], resized_bytes: list[bytes], dim: in
         transforms=transforms,
         augment_mean=augment_mean,
         finish=_ms_per_call(compiled(lambda image: finish_image(image, dim)), images, repeats),
+        finish_crop=_ms_per_call(compiled(lambda image: finish_image(image, dim)), crops, repeats),
+        finish_crop_uint8=_ms_per_call(compiled(lambda image: tf.image.resize(image, [dim, dim]) / 255.0), crops,
+                                       repeats),
         kernel_rotations={name: _ms_per_call(way, images, repeats) for name, way in kernel_ways.items()},
         same_pixels_as_kernel=same,
     )
@@ -93,6 +99,8 @@ def describe(costs: StageCosts) -> str:
             f"{costs.decode_scaled:.1f} ms), an exact-layout record {costs.decode_resized:.1f} ms; augmentation "
             f"{costs.augment_mean:.1f} ms on average over the draws (a quarter turn {span(quarter)}, a 45-degree "
             f"turn and crop {span(diagonal)}, a flip {costs.transforms['flip_left_right']:.1f} ms; 7 of every 18 "
-            f"draws rotate), resize to dim and scale {costs.finish:.1f} ms. The same rotations the tfa way (the "
+            f"draws rotate), resize to dim and scale {costs.finish:.1f} ms ({costs.finish_crop:.1f} ms after a "
+            f"45-degree crop, which needs a real resize; {costs.finish_crop_uint8:.1f} ms resizing the crop's uint8 "
+            f"pixels instead of float ones, for the same values). The same rotations the tfa way (the "
             f"projective kernel over the whole image) take {span(kernel)}; the reader's give "
             + ("exactly the same pixels." if costs.same_pixels_as_kernel else "OTHER PIXELS (a defect)."))

@@ -226,9 +226,14 @@ def run(preset: str, cache_dir: Path) -> list[Result]:
             f"(see the profile). Larger photos widen the gap (see the other sizes). Tried: DCT-scaled decoding of "
             f"the original bytes (figures above); rotations that skip the projective kernel (quarter turns by "
             f"`rot90`, 45-degree turns gathering only the pixels the crop keeps; same pixels, see the profile); no "
-            f"resize when an image is already at dim; one fused map from serialized record to augmented image, "
-            f"shuffling serialized records instead of decoded ones (no gain beyond the run-to-run spread of about "
-            f"10%, so not kept).")
+            f"resize when an image is already at dim; the final resize from float pixels (kept: same values, faster, "
+            f"see the profile); one fused map from serialized record to augmented image, shuffling serialized "
+            f"records instead of decoded ones (no gain beyond the run-to-run spread of about 10%, so not kept); "
+            f"batching uint8 images and converting whole batches to float (cheaper per photo alone, but the "
+            f"45-degree crops need their own float resize, and carrying them beside the uint8 batch, ragged or "
+            f"padded, cost more processor time than it saved, so not kept). A one-pass uint8-to-float conversion "
+            f"(tf.quantization.dequantize) multiplies by 1/255, which differs from the original's division in the "
+            f"last bit for 126 of the 256 values, so it cannot be used.")
     return [Result(
         id="B1", what=f"training input pipeline at dim {settings.dim}, photos of {head_side} px",
         ours=head["ours"], baseline=head["baseline"], unit="images/s", ratio=ratio,

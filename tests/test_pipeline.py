@@ -83,6 +83,22 @@ def test_reader_follows_the_originals_steps(records):
     assert np.array_equal(unchanged, resized)
 
 
+@pytest.mark.parametrize("tta, dim", [(0, 384), (6, 512), (6, 384), (3, 384)])
+def test_resizing_gives_the_originals_values_bit_for_bit(tta, dim):
+    # The reader converts to float before resizing (the kernel's vectorised float path); the original's `norm`
+    # resized the uint8 image, then converted. Both run in tf.data maps, as here, on noise using all 256 values.
+    pixels = np.random.default_rng(5).integers(0, 256, size=(512, 512, 3), dtype=np.uint8)
+    image = apply_transform(tf.constant(pixels), tta)
+
+    def originals_norm(x):
+        x = tf.reshape(tf.image.resize(x, [dim, dim]), [dim, dim, 3])
+        return tf.cast(x, tf.float32) / 255.0
+
+    ours, originals = (next(iter(tf.data.Dataset.from_tensors(image).map(fn))).numpy()
+                       for fn in (lambda x: finish_image(x, dim), originals_norm))
+    assert ours.shape == (dim, dim, 3) and np.array_equal(ours, originals)
+
+
 @pytest.mark.parametrize("tta, numpy_transform", [
     (1, lambda a: a[:, ::-1]), (2, lambda a: a[::-1]), (3, lambda a: np.rot90(a, 1)),
     (4, lambda a: a[::-1, ::-1]), (5, lambda a: np.rot90(a, 3)),
