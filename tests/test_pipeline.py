@@ -261,3 +261,26 @@ def test_image_inverted_gives_one_minus_the_image_everywhere(records):
     single = preprocess_image_bytes(prepare_image_bytes(records["paths"][3], DIM_PRE, "compact"), 16, DIM_PRE, 2,
                                     inverted=True)
     np.testing.assert_allclose(single.numpy(), inverted[3], atol=1e-6)
+
+
+@pytest.mark.parametrize("tta, inverted", [(0, False), (6, True)])
+def test_a_single_photos_model_input_equals_the_readers_bit_for_bit(tta, inverted):
+    # identify, the catalogue and serve prepare one photo in a compiled function; the reader maps over records in
+    # tf.data. A compiled division by the constant 255 would become a multiplication (a float step off on a third
+    # of the values), so the scale is an argument there.
+    import io
+
+    from PIL import Image
+
+    from photoid.pipeline import preprocess_image_bytes
+    from photoid.runs import Preprocessing
+
+    pixels = (np.random.default_rng(0).random((70, 50, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    jpeg = buffer.getvalue()
+    reader = tf.data.Dataset.from_tensors(tf.constant(jpeg)).map(
+        lambda data: preprocess_image_bytes(data, 48, 64, tta, inverted))
+    expected = next(iter(reader)).numpy()
+    got = Preprocessing(48, 64, 64, "exact", inverted=inverted).model_input(jpeg, tta)
+    assert np.array_equal(got, expected)

@@ -68,10 +68,13 @@ def decode_image(data: tf.Tensor, dim_pre: int) -> tf.Tensor:
     return tf.reshape(image, [dim_pre, dim_pre, 3])
 
 
-def finish_image(image: tf.Tensor, dim: int, inverted: bool = False) -> tf.Tensor:
+def finish_image(image: tf.Tensor, dim: int, inverted: bool = False, scale: float | tf.Tensor = 255.0) -> tf.Tensor:
     """uint8 image of any size (the 45-degree transforms crop) -> float32 dim x dim x 3 in [0, 1].
 
-    `inverted` gives (255 - x) / 255, as the original's `image_inverted`.
+    `inverted` gives (255 - x) / 255, as the original's `image_inverted`. `scale` is 255; a compiled caller
+    passes it as a tensor argument (see `photoid.runs`), because a tf.function's graph optimiser turns a division by
+    a constant into a multiplication by its reciprocal, which rounds a third of the values one float step
+    differently from tf.data's map (the original's reader).
 
     An image already dim x dim skips the resize: bilinear resizing to the same size samples every pixel at its own
     centre, so it would return the same values at the cost of a resize (graphs after a drawn transform cannot
@@ -86,16 +89,16 @@ def finish_image(image: tf.Tensor, dim: int, inverted: bool = False) -> tf.Tenso
                     lambda: image,
                     lambda: tf.image.resize(image, [dim, dim], method="bilinear"))
     image = tf.reshape(image, [dim, dim, 3])
-    return (255.0 - image if inverted else image) / 255.0
+    return (255.0 - image if inverted else image) / scale
 
 
 def preprocess_image_bytes(data: bytes | tf.Tensor, dim: int, dim_pre: int, tta: int = 0,
-                           inverted: bool = False) -> tf.Tensor:
+                           inverted: bool = False, scale: float | tf.Tensor = 255.0) -> tf.Tensor:
     """One photo's model input: decode, resize to dim_pre, TTA transform `tta` (0 = none), resize to dim, scale.
 
     Give it the bytes of `photoid.records.prepare_image_bytes` to get what the records hold for that photo.
     """
-    return finish_image(apply_transform(decode_image(data, dim_pre), tta), dim, inverted)
+    return finish_image(apply_transform(decode_image(data, dim_pre), tta), dim, inverted, scale)
 
 
 def _check_arguments(files: Sequence[str], dim: int, dim_pre: int, batch_size: int, training: bool,

@@ -67,7 +67,7 @@ class Preprocessing:
 
     def model_input(self, jpeg: bytes, tta: int) -> np.ndarray:
         """float32 (dim, dim, 3) in [0, 1]: what the reader gives the model for these bytes and TTA transform."""
-        return _compiled_preprocess(self.dim, self.dim_pre, tta, self.inverted)(tf.constant(jpeg)).numpy()
+        return _compiled_preprocess(self.dim, self.dim_pre, tta, self.inverted)(tf.constant(jpeg), _SCALE).numpy()
 
 
 def prepare_photos(paths, preprocessings, viewpoints=None) -> tuple[dict, dict[str, str]]:
@@ -125,7 +125,13 @@ def check_viewpoint_applies(viewpoint: str | None, preprocessings, runs: str) ->
 @functools.lru_cache(maxsize=None)
 def _compiled_preprocess(dim: int, dim_pre: int, tta: int, inverted: bool):
     # Traced once per setting instead of running op by op: the same ops as the reader's graph, faster per photo.
-    return tf.function(lambda jpeg: preprocess_image_bytes(jpeg, dim, dim_pre, tta, inverted))
+    # The scale comes in as an argument: a constant would be folded into a multiplication (see finish_image), and
+    # the inputs would then differ from the records' by a float step.
+    return tf.function(lambda jpeg, scale: preprocess_image_bytes(jpeg, dim, dim_pre, tta, inverted, scale),
+                       input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.float32)])
+
+
+_SCALE = tf.constant(255.0)
 
 
 @dataclass(frozen=True)
