@@ -131,7 +131,7 @@ def _compiled_preprocess(dim: int, dim_pre: int, tta: int, inverted: bool):
                        input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.float32)])
 
 
-_SCALE = tf.constant(255.0)
+_SCALE = np.float32(255.0)  # a numpy value: a tensor made at import would start TensorFlow before a strategy is set
 
 
 @dataclass(frozen=True)
