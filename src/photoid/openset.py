@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from photoid.labels import NEW_INDIVIDUAL, top_labels
-from photoid.retrieval import normalize_rows, search_inner_product
+from photoid.retrieval import normalize_rows, raced_search, search_inner_product
 
 TOP_K = 5
 # Blend weights tried by calibration: similarities spread over a narrow band while probabilities span [0, 1], so
@@ -41,8 +41,7 @@ NEIGHBOURS = 1000  # faiss: catalogue images retrieved per photo before taking e
 # gallery rounded to a power of 4) and remembered for the process. No fixed size switch is right everywhere: at 490
 # queries × 100,000 × 512 numpy's search took 0.50 s and faiss' 1,000 nearest alone 0.45 s on a 2-core Intel
 # machine, while faiss' exact index was 3.3× faster than numpy's product on an AMD EPYC (B5's ranking).
-RACE_QUERIES = 64
-_FASTER: dict[int, str] = {}
+_FASTER: dict[int, str] = {}  # size class -> the faster exact search here (raced_search)
 
 
 def individual_codes(individual_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -155,32 +154,22 @@ def _faiss_similarities(q, g, codes, n_individuals, exclude, neighbours, chunk_s
 
 
 def _search_auto(q, g, codes, n_individuals, exclude, neighbours, chunk_size) -> np.ndarray:
-    """The faster exact search for this size on this machine (both give the same scores).
+    """The faster exact search for this size on this machine (both give the same scores; `raced_search`).
 
-    The first search of a size class runs numpy on every query (its answer is returned) and faiss on the first
-    RACE_QUERIES, whose time per query, times the number of queries, is faiss' cost; later searches of the class
-    use whichever was cheaper. faiss' time per query is lower on large batches than on a few queries (it switches
-    to BLAS products), so this errs towards numpy, whose cost per query is the same at any count.
+    numpy answers the first search of a size class and faiss is timed on its first RACE_QUERIES: faiss' time per
+    query is lower on large batches than on a few queries (it switches to BLAS products), so this errs towards
+    numpy, whose cost per query is the same at any count.
     """
-    import time
-
     try:
         import faiss  # noqa: F401
     except ImportError:
         return _dense_similarities(q, g, codes, n_individuals, exclude, chunk_size)
-    size_class = int(np.log(max(1, len(q) * len(g))) / np.log(4))
-    if size_class in _FASTER:
-        if _FASTER[size_class] == "faiss":
-            return _faiss_similarities(q, g, codes, n_individuals, exclude, neighbours, chunk_size, exact=True)
-        return _dense_similarities(q, g, codes, n_individuals, exclude, chunk_size)
-    head = slice(0, RACE_QUERIES)
-    started = time.perf_counter()
-    _faiss_similarities(q[head], g, codes, n_individuals, exclude[head], neighbours, chunk_size, exact=True)
-    faiss_cost = (time.perf_counter() - started) / min(len(q), RACE_QUERIES) * len(q)
-    started = time.perf_counter()
-    out = _dense_similarities(q, g, codes, n_individuals, exclude, chunk_size)
-    _FASTER[size_class] = "numpy" if time.perf_counter() - started <= faiss_cost else "faiss"
-    return out
+    searches = {
+        "numpy": lambda rows: _dense_similarities(q[rows], g, codes, n_individuals, exclude[rows], chunk_size),
+        "faiss": lambda rows: _faiss_similarities(q[rows], g, codes, n_individuals, exclude[rows], neighbours,
+                                                  chunk_size, exact=True),
+    }
+    return raced_search(_FASTER, len(q), len(g), searches, answer="numpy")
 
 
 def catalogue_scores(queries: np.ndarray, gallery: np.ndarray, codes: np.ndarray, n_individuals: int,

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from photoid.retrieval import normalize_rows, search_inner_product
+from photoid.retrieval import normalize_rows, raced_search, search_inner_product
 
 SUBMISSION_COLUMNS = ["query_id", "database_image_id", "score"]
 # The winner's query-expansion blend: weights of the query's own similarities and of its first and second
@@ -28,8 +28,7 @@ BACKENDS = ("auto", "numpy", "faiss")
 # (queries × database rounded to a power of 4; see `_search_auto`) and remembered for the process. faiss' exact IndexFlatIP
 # ranged from 1.17× (Intel) to 3.3× (AMD EPYC) faster than the numpy search at 1000 × 100,000 × 512, and is slower
 # on the small databases of the competition's scenarios, so no fixed size switch is right everywhere.
-RACE_QUERIES = 64
-_FASTER: dict[int, str] = {}
+_FASTER: dict[int, str] = {}  # size class -> the faster exact search here (raced_search)
 
 
 def rank_scenario(query_ids: Sequence[str], query_image_ids: Sequence[str], query_emb: np.ndarray,
@@ -152,32 +151,18 @@ def _expand(sims: np.ndarray, d: np.ndarray, own: np.ndarray, has_own: np.ndarra
 
 
 def _search_auto(q, d, own, top_k, query_expansion, chunk_size):
-    """The faster of numpy and faiss for this size on this machine.
+    """The faster of numpy and faiss for this size on this machine (`raced_search`).
 
-    The first search of a size class runs faiss on all its queries and numpy on its first RACE_QUERIES, whose time
-    per query, times the number of queries, is numpy's cost (its blocked products cost the same per query at any
-    count). faiss' is timed whole because it is not: it switches to BLAS products for larger query batches (here
-    64 queries × 100,000 took 0.46 s, 1000 took 0.36 s). Both are exact, so faiss' rows are this search's answer
-    either way; the class's later searches use whichever was faster.
+    faiss answers the first search of a size class, timed whole because its cost per query falls with the batch
+    (it switches to BLAS products: here 64 queries × 100,000 took 0.46 s, 1000 took 0.36 s); numpy is timed on its
+    first RACE_QUERIES, its blocked products costing the same per query at any count. Both are exact.
     """
-    import time
-
     if query_expansion or len(q) == 0:
         return _search_numpy(q, d, own, top_k, query_expansion, chunk_size)
     try:
         import faiss  # noqa: F401
     except ImportError:
         return _search_numpy(q, d, own, top_k, False, chunk_size)
-    size_class = int(np.log(max(1, len(q) * len(d))) / np.log(4))
-    if size_class in _FASTER:
-        if _FASTER[size_class] == "faiss":
-            return search_inner_product(q, d, own, top_k)
-        return _search_numpy(q, d, own, top_k, False, chunk_size)
-    head = slice(0, RACE_QUERIES)
-    started = time.perf_counter()
-    _search_numpy(q[head], d, own[head], top_k, False, chunk_size)
-    numpy_cost = (time.perf_counter() - started) / min(len(q), RACE_QUERIES) * len(q)
-    started = time.perf_counter()
-    found = search_inner_product(q, d, own, top_k)
-    _FASTER[size_class] = "faiss" if time.perf_counter() - started < numpy_cost else "numpy"
-    return found
+    searches = {"numpy": lambda rows: _search_numpy(q[rows], d, own[rows], top_k, False, chunk_size),
+                "faiss": lambda rows: search_inner_product(q[rows], d, own[rows], top_k)}
+    return raced_search(_FASTER, len(q), len(d), searches, answer="faiss")
