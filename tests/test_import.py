@@ -310,7 +310,9 @@ def test_catalogue_dates_become_days_and_a_date_without_a_day_is_refused():
     assert _date_text(float("nan")) == "" and _date_text(None) == ""
     # Kept as they are, so that the writer names the row: pandas would make "2019" the 1st of January.
     assert _date_text("2019") == "2019" and _date_text("last spring") == "last spring"
-    assert not generic._is_iso_date("2019") and generic._is_iso_date("2017-08-07")
+    from photoid.tables import is_iso_date
+
+    assert not is_iso_date("2019") and is_iso_date("2017-08-07")
 
 
 def test_wildlife_datasets_errors_name_the_data_set_file_and_row(wildlife, beluga_root, tmp_path, capsys):

@@ -8,6 +8,7 @@ readers (`photoid.data`, `photoid.whales.data`, `photoid.tasks.generic`) say whi
 
 from __future__ import annotations
 
+import datetime
 import io
 import re
 import unicodedata
@@ -19,6 +20,7 @@ import pandas as pd
 from photoid.errors import ProblemList
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def read_table(path: str | Path, name: str | None, problems: ProblemList, columns: tuple[str, ...] | list[str] = (),
@@ -116,6 +118,17 @@ def image_id_problem(value: str) -> str | None:
     if PureWindowsPath(value).drive:
         return "is an absolute path; it must be a plain file name"
     return None
+
+
+def is_iso_date(value: str) -> bool:
+    """Whether `value` is a real date written YYYY-MM-DD (four-digit year, two-digit month and day)."""
+    if not _ISO_DATE.fullmatch(value):
+        return False
+    try:
+        datetime.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def relative_path_problem(value: str) -> str | None:

@@ -13,7 +13,6 @@ import that stops part-way never leaves a folder that looks complete.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import re
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from photoid.tables import text_problem
+from photoid.tables import is_iso_date, text_problem
 from photoid.tasks.generic import METADATA_FILE as METADATA_CSV, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, load_generic
 from photoid.errors import PhotoidError, ProblemList, ValidationError
 from photoid.images import PHOTO_SUFFIXES as IMAGE_EXTENSIONS, check_photo_file
@@ -37,7 +36,6 @@ SPLITS = ("train", "test")
 # (named in error messages).
 ROW_COLUMNS = ["image_id", "identity", "viewpoint", "date", "encounter", "split", "source", "origin"]
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # no leading dot: no hidden file, no "." or ".."
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def safe_image_id(value: str) -> str:
@@ -133,7 +131,7 @@ def _check_rows(rows: pd.DataFrame, suffixes: list[str]) -> None:
             value = getattr(row, column)
             if value and text_problem(value):
                 problems.add(where, None, f"{column} {value!r} {text_problem(value)}")
-        if row.date and not _is_iso_date(row.date):
+        if row.date and not is_iso_date(row.date):
             problems.add(where, None, f"date {row.date!r} is not a date written YYYY-MM-DD")
         if suffix.lower() not in IMAGE_EXTENSIONS:
             problems.add(where, None, f"photo {row.source}: extension {suffix or '(none)'!r} is not one of "
@@ -143,16 +141,6 @@ def _check_rows(rows: pd.DataFrame, suffixes: list[str]) -> None:
             if reason:
                 problems.add(where, None, f"photo {row.source}: {reason}")
     problems.raise_if_any(title="cannot import")
-
-
-def _is_iso_date(value: str) -> bool:
-    if not _ISO_DATE.fullmatch(value):
-        return False
-    try:
-        datetime.date.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _prepare_out(out: Path, force: bool) -> None:

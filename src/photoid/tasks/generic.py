@@ -74,10 +74,8 @@ def load_generic(data_dir: str | os.PathLike, check_images: bool = True,
                  metadata: str | os.PathLike | None = None) -> GenericData:
     """Read and validate a generic folder; ValidationError lists every problem (file, line, reason) at once.
     `metadata` reads the table from another file of the folder (an importer checks its table before naming it)."""
-    import pandas as pd
-
     from photoid.images import PHOTO_SUFFIXES, check_photo_file
-    from photoid.tables import check_ids, check_unique, read_table, relative_path_problem, text_problem
+    from photoid.tables import check_ids, check_unique, is_iso_date, read_table, relative_path_problem, text_problem
 
     root = Path(data_dir)
     if not root.is_dir():
@@ -126,11 +124,9 @@ def load_generic(data_dir: str | os.PathLike, check_images: bool = True,
             problems.add(file, line, f"identity {value!r} {reason}" + (" (train rows need one)" if value == "" else ""))
     for column in ("viewpoint", "encounter"):
         check_ids(frame, file, column, problems, file_safe=False, allow_empty=True)
-    # Four-digit year, two-digit month and day: pandas alone would also take 2022-6-1.
-    dates = pd.to_datetime(frame["date"].where(frame["date"].str.fullmatch(r"\d{4}-\d{2}-\d{2}")),
-                           format="%Y-%m-%d", errors="coerce")
-    for line, value in frame["date"][(frame["date"] != "") & dates.isna()].items():
-        problems.add(file, line, f"date {value!r} is not a YYYY-MM-DD date (or empty)")
+    for line, value in frame["date"].items():
+        if value and not is_iso_date(value):
+            problems.add(file, line, f"date {value!r} is not a YYYY-MM-DD date (or empty)")
     named = frame[(frame["encounter"] != "") & ~is_test]
     identities = named.groupby("encounter")["identity"].nunique()
     for encounter in identities.index[identities > 1]:
