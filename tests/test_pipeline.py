@@ -270,9 +270,6 @@ def test_a_single_photos_model_input_equals_the_readers_bit_for_bit(tta, inverte
     # of the values), so the scale is an argument there.
     import io
 
-    from PIL import Image
-
-    from photoid.pipeline import preprocess_image_bytes
     from photoid.runs import Preprocessing
 
     pixels = (np.random.default_rng(0).random((70, 50, 3)) * 255).astype(np.uint8)

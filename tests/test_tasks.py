@@ -246,15 +246,18 @@ def test_a_folder_without_test_photos_trains_with_the_default_job(tmp_path, caps
     # The default job names test and subm; records of a generic folder without split=test rows have no test set.
     from photoid.config import Config
     from photoid.io import write_json
+    from photoid.pipeline import open_records
     from photoid.run import _without_missing_test_set
 
     write_json(tmp_path / "records.json", {"settings": {"dataset": "generic", "has_test": False}, "shards": {}})
-    cfg = _without_missing_test_set(Config(data_tfrec_dir=str(tmp_path), task="generic"))
+    cfg = _without_missing_test_set(Config(data_tfrec_dir=str(tmp_path), task="generic"), open_records(str(tmp_path)))
     assert cfg.job == "train_val_score" and "holds no test photos" in capsys.readouterr().out
     with pytest.raises(PhotoidError, match="needs test photos"):
-        _without_missing_test_set(Config(data_tfrec_dir=str(tmp_path), task="generic", job="test"))
+        _without_missing_test_set(Config(data_tfrec_dir=str(tmp_path), task="generic", job="test"),
+                                  open_records(str(tmp_path)))
     write_json(tmp_path / "records.json", {"settings": {"dataset": "generic", "has_test": True}, "shards": {}})
-    assert _without_missing_test_set(Config(data_tfrec_dir=str(tmp_path), task="generic")).job == Config.job
+    assert _without_missing_test_set(Config(data_tfrec_dir=str(tmp_path), task="generic"),
+                                     open_records(str(tmp_path))).job == Config.job
 
 
 def test_a_catalogue_of_runs_trained_on_some_views_holds_only_those_views(whale_run, beluga_dir, tmp_path):

@@ -46,25 +46,21 @@ def resolve_run_config(args: argparse.Namespace) -> Config:
 
 
 
-def check_records_layout(cfg: Config) -> tuple[int, str, bool] | None:
+def check_records_layout(cfg: Config, records) -> tuple[int, str, bool] | None:
     """The records' (dim_pre, layout, rotate_wide), refusing a dim_pre the layout cannot give exactly (None: no records.json)."""
-    from photoid.pipeline import open_records
     from photoid.records import check_layout_size
     from photoid.runs import records_settings
 
     # A remote folder must have its records.json (records_settings says so); a local one may predate it.
-    if "://" in cfg.records_dir or open_records(cfg.records_dir).has_manifest():
+    if "://" in cfg.records_dir or records.has_manifest():
         records_dim_pre, layout, rotate_wide = records_settings(cfg.records_dir, Path(cfg.output_dir))
         check_layout_size(layout, records_dim_pre, cfg.dim_pre, cfg.records_dir)
         return records_dim_pre, layout, rotate_wide
     return None
 
 
-def check_records_complete(cfg: Config) -> None:
+def check_records_complete(cfg: Config, records) -> None:
     """Refuse, before the run folder is touched, record sets the jobs need that are missing or lack shards."""
-    from photoid.pipeline import open_records
-
-    records = open_records(cfg.records_dir)
     files: list[str] = []
     if cfg.jobs & {"train", "skip"}:  # a fold trains on every other fold
         files += records.fold_files(range(cfg.n_folds))
@@ -75,12 +71,10 @@ def check_records_complete(cfg: Config) -> None:
     records.check_complete(files)
 
 
-def _without_missing_test_set(cfg: Config) -> Config:
+def _without_missing_test_set(cfg: Config, records) -> Config:
     """A folder without test photos (a generic folder without split=test rows) has no test records: its jobs that
-    need them are dropped, with a note, rather than refused."""
-    from photoid.pipeline import open_records
-
-    if not cfg.jobs & {"test", "subm"} or open_records(cfg.records_dir).setting("has_test", True):
+    need them are dropped, with a note, rather than refused. `records`: the run's RecordsDir."""
+    if not cfg.jobs & {"test", "subm"} or records.setting("has_test", True):
         return cfg
     kept = "_".join(word for word in cfg.job.split("_") if word not in ("test", "subm"))
     if not kept:
@@ -118,13 +112,14 @@ def run_config(cfg: Config) -> int:
     if n_folds_in_records != cfg.n_folds:
         raise PhotoidError(f"--n_folds {cfg.n_folds} but the records in {cfg.records_dir} have {n_folds_in_records} folds")
     cfg = task.check_training(cfg, folds)
-    cfg = _without_missing_test_set(cfg)
+    records = open_records(cfg.records_dir)  # read once for the checks below
+    cfg = _without_missing_test_set(cfg, records)
     classes, original_ids = task.label_space(folds)
     if cfg.n_classes and cfg.n_classes != len(classes):
         raise PhotoidError(f"--n_classes {cfg.n_classes}, but {folds_path} has {len(classes)} classes: the class count "
                            "comes from the records (leave --n_classes out)")
-    check_records_complete(cfg)
-    stored = check_records_layout(cfg) if cfg.jobs & IMAGE_JOBS else None
+    check_records_complete(cfg, records)
+    stored = check_records_layout(cfg, records) if cfg.jobs & IMAGE_JOBS else None
     run_dir = Path(cfg.output_dir)
     mirror_right = open_records(cfg.records_dir).mirror_right() if stored is not None else None
     RunDir(run_dir).prepare(cfg, classes, original_ids, stored, mirror_right)
