@@ -6,6 +6,7 @@ their command runs, so `photoid --help` answers without loading TensorFlow.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import importlib
 import os
@@ -82,12 +83,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 INTERRUPTED = "interrupted: stopped by the user; finished outputs are complete, nothing half-written was kept"
-# Ctrl-C ends a command through KeyboardInterrupt, but TensorFlow's C++ code does not always let it through: one that
-# lands while a tf.function is traced (the first batch of training) comes out as a RuntimeError, or leaves the tracer
-# looping forever (both seen with TF 2.21). So after a Ctrl-C any exception is the interruption, and the first Ctrl-C
-# starts this clock: a command still running when it runs out ends there, as a second Ctrl-C ends it at once.
+# Ctrl-C ends a command through KeyboardInterrupt, raised where Python checks for signals. Raised while TensorFlow
+# traces a function (the first batch of training, a data set's map), it can leave TensorFlow's C++ state broken: seen
+# with TF 2.21 as a segmentation fault a moment later, as a RuntimeError, or as a tracer looping forever. So a Ctrl-C
+# that lands inside a trace is held, and raised as soon as the trace is over (polled every RETRY_S). In case
+# TensorFlow still mishandles it, after a Ctrl-C any exception is the interruption, and the first Ctrl-C starts a
+# clock: a command still running when it runs out ends there, as a second Ctrl-C ends it at once.
 # Outputs are written under temporary names, so ending abruptly keeps the old files.
 INTERRUPT_GRACE_S = 30.0
+RETRY_S = 0.05
 
 
 def run_guarded(fn, *args) -> int:
@@ -120,6 +124,9 @@ class _CtrlC:
     def __init__(self) -> None:
         self.pressed = False
         self._timer: threading.Timer | None = None
+        self._retry: threading.Timer | None = None
+        self._retrying = False
+        self._closed = False
         self._active = (threading.current_thread() is threading.main_thread()
                         and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
 
@@ -129,19 +136,47 @@ class _CtrlC:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        self._closed = True
+        for timer in (self._timer, self._retry):
+            if timer is not None:
+                timer.cancel()
         if self._active:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-        if self._timer is not None:
-            self._timer.cancel()
 
     def _on_ctrl_c(self, signum, frame) -> None:
+        if self._retrying:  # not a press: the poll of a held Ctrl-C (see _raise_when_safe)
+            self._retrying = False
+            self._raise_when_safe()
+            return
         if self.pressed:
             _exit_interrupted()
         self.pressed = True
         self._timer = threading.Timer(INTERRUPT_GRACE_S, _exit_interrupted)
         self._timer.daemon = True
         self._timer.start()
-        raise KeyboardInterrupt
+        self._raise_when_safe()
+
+    def _raise_when_safe(self) -> None:
+        if not _inside_a_trace():
+            raise KeyboardInterrupt
+        self._retry = threading.Timer(RETRY_S, self._poll)
+        self._retry.daemon = True
+        self._retry.start()
+
+    def _poll(self) -> None:
+        # Runs the SIGINT handler in the main thread at its next signal check, without sending a real signal
+        # (a real one would interrupt TensorFlow's system calls).
+        if self._closed:
+            return
+        self._retrying = True
+        _thread.interrupt_main(signal.SIGINT)
+
+
+def _inside_a_trace() -> bool:
+    """Whether the main thread is tracing a TensorFlow function now (TensorFlow is never imported to answer)."""
+    tf = sys.modules.get("tensorflow")
+    inside_function = getattr(tf, "inside_function", None)
+    return bool(inside_function is not None and inside_function())
 
 
 def _exit_interrupted() -> None:

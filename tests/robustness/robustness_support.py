@@ -103,6 +103,7 @@ def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # a child that crashes writes where (every thread's Python stack) to its stderr
     return env
 
 
