@@ -370,7 +370,12 @@ def test_ctrl_c_inside_a_trace_is_held_until_the_trace_is_over():
             events.append(("interrupted", tf.inside_function()))
             raise
 
-    assert run_guarded(command) == 130
+    # Python's own Ctrl-C handling, whatever this pytest inherited (under nohup, SIGINT is ignored).
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert run_guarded(command) == 130
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert events == [("traced to the end", True), ("called", False), ("interrupted", False)]
 
 
