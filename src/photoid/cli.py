@@ -115,7 +115,8 @@ def run_guarded(fn, *args) -> int:
 
 
 class _CtrlC:
-    """While a command runs: the first Ctrl-C raises KeyboardInterrupt and arms INTERRUPT_GRACE_S; a second exits.
+    """While a command runs: the first Ctrl-C raises KeyboardInterrupt (once outside any TensorFlow trace) and arms
+    INTERRUPT_GRACE_S; a second exits.
 
     Only where Python handles Ctrl-C itself (the main thread, the default handler): a caller that ignores or
     handles it keeps its own way.
