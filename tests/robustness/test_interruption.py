@@ -79,7 +79,8 @@ def test_ctrl_c_during_record_building_is_one_line(synthetic_turtles, tmp_path):
     process, _, err_path = start_photoid("tfrecords", "--data_dir", synthetic_turtles, "--out_dir", out, *RECORDS,
                                          log_dir=tmp_path, name="tfrecords")
     wait_until(lambda: len(listed_shards(out)) >= 1, process, timeout=300, what="the first finished shard")
-    assert kill(process, signal.SIGINT) == 130
+    code = kill(process, signal.SIGINT)
+    assert code == 130, err_path.read_text()[-4000:]
     assert_one_line_interruption(err_path.read_text())
     assert temporary_files(out) == []  # the shard being written was dropped, not left half-written
 
