@@ -56,6 +56,12 @@ def check_seed(seed: int) -> int:
     return int(seed)
 
 
+def refuse_invalid_settings(problems: list[str]) -> None:
+    """Refuse a generator's settings with every problem found, one per line (nothing when there is none)."""
+    if problems:
+        raise PhotoidError("invalid synthetic data settings:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
 def resolve_workers(workers: int | None) -> int:
     """`None` means every core; anything below 1 is refused rather than silently changed."""
     if workers is None:

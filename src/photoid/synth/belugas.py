@@ -44,7 +44,8 @@ from PIL import Image, ImageFilter
 
 from photoid.errors import PhotoidError
 from photoid.io import write_csv, write_json
-from photoid.synth import check_seed, derive_rng, map_in_order, resolve_workers, staged_output_dir
+from photoid.synth import (check_seed, derive_rng, map_in_order, refuse_invalid_settings, resolve_workers,
+                           staged_output_dir)
 from photoid.whales.data import METADATA_COLUMNS, read_metadata
 
 LAYOUT_STREAM, SUBSET_STREAM, SCENARIO_STREAM, WHALE_STREAM, ENCOUNTER_STREAM, IMAGE_STREAM = range(6)
@@ -373,8 +374,7 @@ def _check_settings(n_whales: int, images_per_whale: int, size: int, max_images:
         problems.append(f"size (long side in px) must be at least 32, got {size}")
     if max_images is not None and max_images < 1:
         problems.append(f"max_images must be at least 1, got {max_images}")
-    if problems:
-        raise PhotoidError("invalid synthetic data settings:\n" + "\n".join(f"  - {p}" for p in problems))
+    refuse_invalid_settings(problems)
 
 
 def _summary(rows: pd.DataFrame, scenarios, truth: pd.DataFrame, seed: int, size: int, metadata) -> dict:

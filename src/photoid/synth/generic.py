@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from photoid.errors import PhotoidError
 from photoid.io import write_csv, write_json
-from photoid.synth import (UPPER_DIGITS, check_seed, derive_rng, map_in_order, random_codes, resolve_workers,
-                           staged_output_dir)
+from photoid.synth import (UPPER_DIGITS, check_seed, derive_rng, map_in_order, random_codes,
+                           refuse_invalid_settings, resolve_workers, staged_output_dir)
 from photoid.synth.markings import VIEWS, draw_individual, photograph, render_individual
 from photoid.synth.turtles import template_side
 
@@ -89,8 +88,7 @@ def generate_generic(out_dir: str | Path, *, seed: int = 0, n_individuals: int =
         problems.append(f"n_unknown must be 0 or more, got {n_unknown}")
     if size < 32:
         problems.append(f"size (long side in px) must be at least 32, got {size}")
-    if problems:
-        raise PhotoidError("invalid synthetic data settings:\n" + "\n".join(f"  - {p}" for p in problems))
+    refuse_invalid_settings(problems)
     workers = resolve_workers(workers)
     plan = plan_generic(seed, n_individuals, encounters_per_individual, n_unknown)
     is_test = plan["split"] == "test"

@@ -28,11 +28,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from photoid.errors import PhotoidError
 from photoid.io import write_csv, write_json
 from photoid.labels import NEW_TURTLE
 from photoid.synth import (MIXED_DIGITS, UPPER_DIGITS, check_seed, derive_rng, map_in_order, random_codes,
-                           resolve_workers, staged_output_dir)
+                           refuse_invalid_settings, resolve_workers, staged_output_dir)
 from photoid.synth.markings import VIEWS, draw_individual, photograph, render_individual
 
 PLAN_STREAM, INDIVIDUAL_STREAM, IMAGE_STREAM, ROW_ORDER_STREAM = 0, 1, 2, 3
@@ -165,8 +164,7 @@ def _check(n_original: int, n_extra: int, n_overlap: int, images_per_turtle: int
         problems.append(f"n_test must be at least 2 (original and new turtles), got {n_test}")
     if size < 32:
         problems.append(f"size (long side in px) must be at least 32, got {size}")
-    if problems:
-        raise PhotoidError("invalid synthetic data settings:\n" + "\n".join(f"  - {p}" for p in problems))
+    refuse_invalid_settings(problems)
 
 
 def generate_turtles(out_dir: str | Path, *, seed: int = 0, n_original: int = 100, n_extra: int = 100,
