@@ -162,6 +162,27 @@ def test_seed_gives_identical_batches(records):
     assert not all(np.array_equal(x, y) for x, y in zip(a, c))
 
 
+def dataset_ops(ds) -> set[str]:
+    graph = tf.compat.v1.GraphDef()
+    graph.ParseFromString(tf.raw_ops.DatasetToGraphV2(input_dataset=ds._variant_tensor).numpy())
+    return {node.op for node in graph.node}
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_the_last_map_and_the_batch_can_be_fused_and_give_the_same_batches(records, training):
+    # tf.data fuses a map followed by a plain batch (each image written straight into its batch, B1's largest
+    # saving); it never fuses a parallel batch.
+    kwargs = dict(dim=16, dim_pre=DIM_PRE, batch_size=4, training=training, seed=3, buffer_size=10)
+    fused = build_dataset(records["files"], **kwargs)
+    ops = dataset_ops(fused)
+    assert "BatchDatasetV2" in ops and "ParallelBatchDataset" not in ops
+    options = tf.data.Options()
+    options.experimental_optimization.map_and_batch_fusion = False
+    unfused = build_dataset(records["files"], **kwargs).with_options(options)
+    for a, b in zip(collect(fused.take(5)), collect(unfused.take(5))):
+        assert np.array_equal(a, b)
+
+
 def test_cache_gives_the_same_images(records):
     kwargs = dict(dim=16, dim_pre=DIM_PRE, batch_size=4, training=False, repeat=True)
     cached = build_dataset(records["files"], cache=True, **kwargs).take(5)

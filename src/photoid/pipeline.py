@@ -180,7 +180,10 @@ def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: i
 
         ds = ds.map(transform, num_parallel_calls=AUTOTUNE)
 
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
+    # A plain batch right after the parallel map lets tf.data fuse the two (map_and_batch_fusion): each image is
+    # written straight into its batch. A parallel batch is never fused and copies every float image once more,
+    # about a sixth of the training pipeline's time at dim 512 (benchmarks/results.md, B1).
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     options = tf.data.Options()
     # Unordered parallel maps are faster; they are allowed only where no one can tell (training without a seed).
     options.deterministic = not training or seed is not None

@@ -102,7 +102,8 @@ def build_paired_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_
     ds = ds.enumerate(start=skip if training else 0).map(finish, num_parallel_calls=AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True
-    return ds.batch(batch_size, num_parallel_calls=AUTOTUNE).with_options(options).prefetch(AUTOTUNE)
+    # A plain batch, fused with the map above (see `photoid.pipeline.build_dataset`).
+    return ds.batch(batch_size).with_options(options).prefetch(AUTOTUNE)
 
 
 def paired_train_model(train_model):
