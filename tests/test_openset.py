@@ -245,3 +245,21 @@ def test_top_candidates_of_concatenated_trials_line_up():
 def test_individual_codes_are_sorted_ids():
     names, codes = individual_codes(["t2", "t1", "t2", "t3"])
     assert names == ["t1", "t2", "t3"] and codes.tolist() == [1, 0, 1, 2]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_are_normalised_block_by_block_as_a_whole_array_pass_would(monkeypatch, dtype):
+    import photoid.retrieval as retrieval
+
+    monkeypatch.setattr(retrieval, "NORMALIZE_BLOCK_ROWS", 7)  # several blocks and a partial last one
+    x = np.random.default_rng(4).standard_normal((30, 9)).astype(dtype) * 5
+    x[[3, 20]] = 0
+    whole = x.astype(np.float32) / np.maximum(np.linalg.norm(x.astype(np.float32), axis=1, keepdims=True),
+                                              np.float32(1e-12))
+    got = retrieval.normalize_rows(x)
+    assert got.dtype == np.float32 and np.array_equal(got, whole)
+    assert not got[[3, 20]].any()
+    take = np.array([29, 0, 3, 3, 14, 8, 21, 7, 6, 1])
+    assert np.array_equal(retrieval.normalize_rows(x, take=take), whole[take])
+    with pytest.raises(ValueError, match="2-D"):
+        retrieval.normalize_rows(x[0])

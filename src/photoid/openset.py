@@ -39,7 +39,7 @@ BLOCK_ELEMENTS = 1 << 25  # similarities computed at once by the numpy search (1
 NEIGHBOURS = 1000  # faiss: catalogue images retrieved per photo before taking each individual's best
 # "auto": the exact search that was faster on this machine, raced on the first search of each size class (queries ×
 # gallery rounded to a power of 4) and remembered for the process. No fixed size switch is right everywhere: at 490
-# queries × 100,000 × 512 numpy's search took 0.50 s and faiss' 1,000 nearest alone 0.45 s on a 2-core Intel
+# queries × 100,000 × 512 numpy's search took 0.46 s and faiss' 1,000 nearest alone 0.45 s on a 2-core Intel
 # machine, while faiss' exact index was 3.3× faster than numpy's product on an AMD EPYC (B5's ranking).
 _FASTER: dict[int, str] = {}  # size class -> the faster exact search here (raced_search)
 
@@ -68,7 +68,8 @@ def individual_similarities(queries: np.ndarray, gallery: np.ndarray, codes: np.
     - faiss_approximate (opt-in): the retrieval alone; individuals not retrieved score 0. Its best individuals
       are numpy's, the others' scores are not.
     """
-    q, g = normalize_rows(queries), normalize_rows(gallery)
+    # The gallery stays as given: each search normalises it where it reads it (the numpy one in its own order).
+    q, g = normalize_rows(queries), np.asarray(gallery)
     codes = np.asarray(codes, dtype=np.int64)
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
         raise ValueError(f"queries {q.shape} and gallery {g.shape} must be 2-D with the same width")
@@ -90,9 +91,9 @@ def individual_similarities(queries: np.ndarray, gallery: np.ndarray, codes: np.
 
 
 def _dense_similarities(q, g, codes, n_individuals, exclude, chunk_size) -> np.ndarray:
-    out = np.full((len(q), n_individuals), -np.inf, dtype=np.float32)
+    """`individual_similarities` by numpy: `q` unit rows, `g` the gallery as given (normalised here)."""
     if len(g) == 0 or len(q) == 0:
-        return out
+        return np.full((len(q), n_individuals), -np.inf, dtype=np.float32)
     # The gallery is laid out in groups of individuals with the same number of images, and within a group slot by
     # slot (every individual's first image, then every second one, ...), so a group's per-individual best is an
     # elementwise maximum of `count` contiguous slices: 10× faster than a maximum per individual (reduceat) at
@@ -103,31 +104,36 @@ def _dense_similarities(q, g, codes, n_individuals, exclude, chunk_size) -> np.n
     slot = np.empty_like(codes)
     slot[by_individual] = np.arange(len(codes)) - first
     layout = np.lexsort((codes, slot, counts[codes]))
-    column_of = np.empty_like(layout)
-    column_of[layout] = np.arange(len(layout))
-    g_laid = g[layout]
+    image_row = np.empty_like(layout)
+    image_row[layout] = np.arange(len(layout))
+    g_laid = normalize_rows(g, take=layout)
     groups, start = [], 0
     for count in np.unique(counts[counts > 0]):
         members = np.flatnonzero(counts == count)
         groups.append((start, int(count), members))
         start += int(count) * len(members)
-    # Rows per block: at most `chunk_size`, and at most BLOCK_ELEMENTS similarities held at once.
-    rows = max(1, min(chunk_size, BLOCK_ELEMENTS // len(g)))
-    for begin in range(0, len(q), rows):
-        block = slice(begin, begin + rows)
-        sims = q[block] @ g_laid.T
+    # Products are gallery × queries and scores individuals × queries (transposed once at the end): a group's
+    # slots and its individuals' scores are then whole rows, so the maximum reads contiguous slabs and each
+    # individual's scores are written as one row, where a column-wise write cost as much as the maximum itself.
+    out = np.full((n_individuals, len(q)), -np.inf, dtype=np.float32)
+    # Queries per block: at most `chunk_size`, and at most BLOCK_ELEMENTS similarities held at once.
+    n_block = max(1, min(chunk_size, BLOCK_ELEMENTS // len(g)))
+    for begin in range(0, len(q), n_block):
+        block = slice(begin, begin + n_block)
+        sims = g_laid @ q[block].T
         own = np.flatnonzero(exclude[block] >= 0)
-        sims[own, column_of[exclude[block][own]]] = -np.inf
+        sims[image_row[exclude[block][own]], own] = -np.inf
         for start, count, members in groups:
-            best = sims[:, start:start + count * len(members)].reshape(len(sims), count, len(members)).max(axis=1)
+            best = sims[start:start + count * len(members)].reshape(count, len(members), -1).max(axis=0)
             # Clipped after the maximum, once per individual rather than per image: clipping is monotone, so the
             # result is the same; -inf (an individual whose only image is excluded) stays -inf.
             np.clip(best, 0.0, 1.0, out=best, where=best > -np.inf)
-            out[block, members] = best
-    return out
+            out[members, block] = best
+    return np.ascontiguousarray(out.T)
 
 
 def _faiss_similarities(q, g, codes, n_individuals, exclude, neighbours, chunk_size, exact) -> np.ndarray:
+    """`individual_similarities` by faiss: `q` unit rows, `g` the gallery as given (normalised here)."""
     counts = np.bincount(codes, minlength=n_individuals)
     out = np.where(counts > 0, 0.0, -np.inf).astype(np.float32)[None, :].repeat(len(q), axis=0)
     # An individual whose only image is the excluded one has nothing left to compare with.
@@ -136,7 +142,7 @@ def _faiss_similarities(q, g, codes, n_individuals, exclude, neighbours, chunk_s
     out[rows[alone], codes[exclude[rows[alone]]]] = -np.inf
     if len(g) == 0 or len(q) == 0:
         return out
-    columns, scores = search_inner_product(q, g, exclude, neighbours)
+    columns, scores = search_inner_product(q, normalize_rows(g), exclude, neighbours)
     found = np.isfinite(scores)
     row_index = np.broadcast_to(np.arange(len(q))[:, None], columns.shape)
     np.maximum.at(out, (row_index[found], codes[columns[found]]), scores[found])
