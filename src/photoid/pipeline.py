@@ -180,14 +180,28 @@ def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: i
 
         ds = ds.map(transform, num_parallel_calls=AUTOTUNE)
 
-    # A plain batch right after the parallel map lets tf.data fuse the two (map_and_batch_fusion): each image is
-    # written straight into its batch. A parallel batch is never fused and copies every float image once more,
-    # about a sixth of the training pipeline's time at dim 512 (benchmarks/results.md, B1).
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = batch_after_map(ds, batch_size, drop_remainder, every_batch_full=repeat or drop_remainder)
     options = tf.data.Options()
     # Unordered parallel maps are faster; they are allowed only where no one can tell (training without a seed).
     options.deterministic = not training or seed is not None
     return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def batch_after_map(ds: tf.data.Dataset, batch_size: int, drop_remainder: bool,
+                    every_batch_full: bool) -> tf.data.Dataset:
+    """Batches of the images a parallel map just made.
+
+    Where every batch is full (a repeated stream, or the remainder dropped), a plain batch: tf.data then fuses it
+    with the map (map_and_batch_fusion) and each image is written straight into its batch, where a parallel batch
+    (never fused) copies every float image once more, about a sixth of the training pipeline's time at dim 512
+    (benchmarks/results.md, B1). A stream that ends in a partial batch keeps the parallel batch: a distribution
+    strategy splits a plain batch's last partial one by rewriting the batch, which can leave a replica an empty
+    batch (6 and 0 of 6 images over 2 replicas, where a parallel batch gives 3 and 3), and TensorFlow's CPU
+    convolution fails on an empty batch.
+    """
+    if every_batch_full:
+        return ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
 
 
 def augment_image(image: tf.Tensor, augment: str, aug_number: int, aug_percentage: float,

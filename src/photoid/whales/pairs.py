@@ -61,7 +61,7 @@ def build_paired_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_
     """
     import tensorflow as tf
 
-    from photoid.pipeline import AUTOTUNE, augment_image, decode_image, finish_image
+    from photoid.pipeline import AUTOTUNE, augment_image, batch_after_map, decode_image, finish_image
     from photoid.pipeline import feature_spec
     from photoid.recordsdir import IMAGE_FEATURE
 
@@ -102,8 +102,8 @@ def build_paired_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_
     ds = ds.enumerate(start=skip if training else 0).map(finish, num_parallel_calls=AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True
-    # A plain batch, fused with the map above (see `photoid.pipeline.build_dataset`).
-    return ds.batch(batch_size).with_options(options).prefetch(AUTOTUNE)
+    return batch_after_map(ds, batch_size, drop_remainder=False, every_batch_full=training).with_options(
+        options).prefetch(AUTOTUNE)
 
 
 def paired_train_model(train_model):
