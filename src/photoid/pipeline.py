@@ -193,7 +193,7 @@ def batch_after_map(ds: tf.data.Dataset, batch_size: int, drop_remainder: bool,
 
     Where every batch is full (a repeated stream, or the remainder dropped), a plain batch: tf.data then fuses it
     with the map (map_and_batch_fusion) and each image is written straight into its batch, where a parallel batch
-    (never fused) copies every float image once more, about a sixth of the training pipeline's time at dim 512
+    (never fused) copies every float image once more: the fused training pipeline is 1.16× as fast at dim 512
     (benchmarks/results.md, B1). A stream that ends in a partial batch keeps the parallel batch: a distribution
     strategy splits a plain batch's last partial one by rewriting the batch, which can leave a replica an empty
     batch (6 and 0 of 6 images over 2 replicas, where a parallel batch gives 3 and 3), and TensorFlow's CPU

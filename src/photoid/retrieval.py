@@ -25,8 +25,8 @@ def normalize_rows(embeddings: np.ndarray, take: np.ndarray | None = None) -> np
 
     `take`: only these rows, in this order; the same values as `normalize_rows(embeddings)[take]`, in one pass.
     Rows go through in blocks that stay in the processor's cache, each row's own float32 norm and division as a
-    whole-array pass would give, so memory is read once and written once (a 100,000 × 512 gallery: 0.06 s
-    instead of 0.18 s normalised, then reordered, on a 2-core machine).
+    whole-array pass would give, with no full-size temporaries (a 100,000 × 512 gallery in a new order: 0.13 s,
+    where normalising it, then reordering it, took 0.18 s on a 2-core machine).
     """
     x = np.asarray(embeddings)
     if x.ndim != 2:
