@@ -47,13 +47,13 @@ def resolve_run_config(args: argparse.Namespace) -> Config:
 
 
 def check_records_layout(cfg: Config, records) -> tuple[int, str, bool] | None:
-    """The records' (dim_pre, layout, rotate_wide), refusing a dim_pre the layout cannot give exactly (None: no records.json)."""
+    """The records' (dim_pre, layout, rotate_wide), refusing a dim_pre the layout cannot give exactly (None: no records.json).
+    `records`: the run's RecordsDir."""
     from photoid.records import check_layout_size
-    from photoid.runs import records_settings
 
-    # A remote folder must have its records.json (records_settings says so); a local one may predate it.
+    # A remote folder must have its records.json (photo_settings says so); a local one may predate it.
     if "://" in cfg.records_dir or records.has_manifest():
-        records_dim_pre, layout, rotate_wide = records_settings(cfg.records_dir, Path(cfg.output_dir))
+        records_dim_pre, layout, rotate_wide = records.photo_settings()
         check_layout_size(layout, records_dim_pre, cfg.dim_pre, cfg.records_dir)
         return records_dim_pre, layout, rotate_wide
     return None
@@ -121,7 +121,7 @@ def run_config(cfg: Config) -> int:
     check_records_complete(cfg, records)
     stored = check_records_layout(cfg, records) if cfg.jobs & IMAGE_JOBS else None
     run_dir = Path(cfg.output_dir)
-    mirror_right = open_records(cfg.records_dir).mirror_right() if stored is not None else None
+    mirror_right = records.mirror_right() if stored is not None else None
     RunDir(run_dir).prepare(cfg, classes, original_ids, stored, mirror_right)
     print(f"run {run_dir}: recipe {cfg.model}, backbone {cfg.backbone} at {cfg.dim}px, {len(classes)} classes, folds {cfg.folds_to_run}")
 
