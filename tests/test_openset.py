@@ -81,7 +81,7 @@ def test_exact_faiss_search_equals_numpy_and_the_approximate_one_keeps_the_best(
     assert np.isinf(dense[1, 57]) and np.isinf(dense[2, 58]) and np.isfinite(dense[0, 59])
     completed = []
     product = openset._dense_similarities
-    monkeypatch.setattr(openset, "_dense_similarities", lambda q, *a: completed.append(len(q)) or product(q, *a))
+    monkeypatch.setattr(openset, "_dense_similarities", lambda q, *a, **k: completed.append(len(q)) or product(q, *a, **k))
     for neighbours in (400, 150, 12):
         completed.clear()
         exact = individual_similarities(queries, gallery, codes, n, exclude=exclude, backend="faiss",

@@ -90,8 +90,9 @@ def individual_similarities(queries: np.ndarray, gallery: np.ndarray, codes: np.
     return _dense_similarities(q, g, codes, n_individuals, exclude, chunk_size)
 
 
-def _dense_similarities(q, g, codes, n_individuals, exclude, chunk_size) -> np.ndarray:
-    """`individual_similarities` by numpy: `q` unit rows, `g` the gallery as given (normalised here)."""
+def _dense_similarities(q, g, codes, n_individuals, exclude, chunk_size, unit_gallery: bool = False) -> np.ndarray:
+    """`individual_similarities` by numpy: `q` unit rows, `g` the gallery as given (normalised here), or already
+    normalised with `unit_gallery` (then only reordered: the same values)."""
     if len(g) == 0 or len(q) == 0:
         return np.full((len(q), n_individuals), -np.inf, dtype=np.float32)
     # The gallery is laid out in groups of individuals with the same number of images, and within a group slot by
@@ -106,7 +107,7 @@ def _dense_similarities(q, g, codes, n_individuals, exclude, chunk_size) -> np.n
     layout = np.lexsort((codes, slot, counts[codes]))
     image_row = np.empty_like(layout)
     image_row[layout] = np.arange(len(layout))
-    g_laid = normalize_rows(g, take=layout)
+    g_laid = g[layout] if unit_gallery else normalize_rows(g, take=layout)
     groups, start = [], 0
     for count in np.unique(counts[counts > 0]):
         members = np.flatnonzero(counts == count)
@@ -142,7 +143,8 @@ def _faiss_similarities(q, g, codes, n_individuals, exclude, neighbours, chunk_s
     out[rows[alone], codes[exclude[rows[alone]]]] = -np.inf
     if len(g) == 0 or len(q) == 0:
         return out
-    columns, scores = search_inner_product(q, normalize_rows(g), exclude, neighbours)
+    unit = normalize_rows(g)
+    columns, scores = search_inner_product(q, unit, exclude, neighbours)
     found = np.isfinite(scores)
     row_index = np.broadcast_to(np.arange(len(q))[:, None], columns.shape)
     np.maximum.at(out, (row_index[found], codes[columns[found]]), scores[found])
@@ -155,7 +157,8 @@ def _faiss_similarities(q, g, codes, n_individuals, exclude, neighbours, chunk_s
         candidates = np.isfinite(out).sum(axis=1)
         redo = np.flatnonzero((seen.sum(axis=1) < candidates) & (scores[:, -1] > 0))
         if len(redo):
-            out[redo] = _dense_similarities(q[redo], g, codes, n_individuals, exclude[redo], chunk_size)
+            out[redo] = _dense_similarities(q[redo], unit, codes, n_individuals, exclude[redo], chunk_size,
+                                            unit_gallery=True)
     return out
 
 
