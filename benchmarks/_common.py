@@ -116,7 +116,7 @@ def turtle_records(cache_dir: Path, data_dir: Path, dim_pre: int, layout: str,
 
     The writer keeps shards whose inputs have not changed, so a rerun finds them complete and writes nothing.
     """
-    from photoid.records import build_turtle_records
+    from photoid.turtles.records import build_turtle_records
 
     out = Path(cache_dir) / f"records-{Path(data_dir).name}-{layout}{dim_pre}"
     build_turtle_records(data_dir, out, dim_pre=dim_pre, layout=layout, workers=workers)

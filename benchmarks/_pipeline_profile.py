@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import photoid  # noqa: F401  (selects tf-keras before TensorFlow is imported)
 import tensorflow as tf
 
-from photoid.augment import TRANSFORM_NAMES, apply_transform, augment_draw_range
-from photoid.pipeline import decode_image, finish_image
+from photoid.records.transforms import TRANSFORM_NAMES, apply_transform
+from photoid.turtles.augment import augment_draw_range
+from photoid.records.reader import decode_image, finish_image
 
 # The reader's defaults: 9 transforms, each drawn with probability 1/18, identity otherwise.
 AUG_NUMBER, AUG_PERCENTAGE = 9, 0.5

@@ -2,7 +2,7 @@
 
 Ours: `photoid tfrecords` records of the default, exact layout (each photo decoded and resized to `dim_pre` by the
 original's own steps once, when the records are written, and stored as that uint8 image) read by
-`photoid.pipeline.build_dataset(training=True)`; the model inputs are bit for bit the baseline's. Baseline: the
+`photoid.records.reader.build_dataset(training=True)`; the model inputs are bit for bit the baseline's. Baseline: the
 original solution's layout — records holding each photo's original JPEG bytes, decoded in full and resized to
 `dim_pre` on every epoch — read by the same `build_dataset`, so the only difference is what the records hold. The
 compact layout (resized by Pillow, re-encoded as JPEG) is measured too. Another figure tries libjpeg's DCT scaling
@@ -93,7 +93,7 @@ def dct_scaled_decoding() -> Iterator[None]:
     `build_dataset` looks the decoder up when it traces its map function, so swapping the module attribute while
     the dataset is built changes exactly that step and nothing else.
     """
-    from photoid import pipeline
+    from photoid.records import reader as pipeline
 
     original = pipeline.decode_image
     pipeline.decode_image = decode_with_dct_scaling
@@ -104,8 +104,8 @@ def dct_scaled_decoding() -> Iterator[None]:
 
 
 def _training_dataset(records_dir: Path, settings: Settings, aug_number: int = 9):
-    from photoid.pipeline import build_dataset
-    from photoid.pipeline import fold_files
+    from photoid.records.reader import build_dataset
+    from photoid.records.reader import fold_files
 
     return build_dataset(fold_files(records_dir, range(5)), dim=settings.dim, dim_pre=settings.dim_pre,
                          batch_size=settings.batch_size, training=True, seed=0, aug_number=aug_number)
@@ -123,7 +123,7 @@ def _without_map_and_batch_fusion(dataset):
 
 def _mib_per_photo(records_dir: Path) -> float:
     files = list(Path(records_dir).glob("*.tfrecord-*"))
-    from photoid.pipeline import count_records
+    from photoid.records.reader import count_records
 
     return sum(f.stat().st_size for f in files) / count_records([str(f) for f in files]) / 2**20
 
@@ -157,8 +157,8 @@ def compact_error(data_dir: Path, settings: Settings, n_photos: int = 16) -> dic
     """How far the compact layout's model inputs (TTA 0, at dim) are from the original's, in 1/255 steps."""
     import numpy as np
 
-    from photoid.pipeline import preprocess_image_bytes
-    from photoid.records import prepare_image_bytes
+    from photoid.records.reader import preprocess_image_bytes
+    from photoid.records.writer import prepare_image_bytes
 
     errors = []
     for path in image_paths(data_dir)[:n_photos]:
@@ -173,7 +173,7 @@ def compact_error(data_dir: Path, settings: Settings, n_photos: int = 16) -> dic
 
 def profile_steps(data_dir: Path, settings: Settings, n_photos: int = 8) -> str:
     """What each step of the reader costs per photo, for the notes (see `_pipeline_profile`)."""
-    from photoid.records import prepare_image_bytes
+    from photoid.records.writer import prepare_image_bytes
 
     import _pipeline_profile
 

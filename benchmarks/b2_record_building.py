@@ -1,6 +1,6 @@
 """B2 — record building: images/s of `photoid tfrecords` on all cores vs one worker.
 
-Both ways run the project's `photoid.records.build_turtle_records` (validation, folds, five fold record sets and
+Both ways run the project's `photoid.records.writer.build_turtle_records` (validation, folds, five fold record sets and
 the test set, photos resized to `dim_pre` 512 in the compact layout, which worker processes prepare; the exact
 layout's threads are not measured here) into a fresh folder each time, so no shard is kept from an earlier run;
 only `workers` differs. The headline set has about 2000 photos, as a real catalogue has thousands: starting
@@ -43,7 +43,7 @@ def build_once(data_dir: Path, scratch: Path, dim_pre: int, workers: int | None,
     Appends to `seen["cpu"]` the processor seconds per photo, and to `seen["others"]` the share of the machine
     that other programs took meanwhile.
     """
-    from photoid.records import build_turtle_records
+    from photoid.turtles.records import build_turtle_records
 
     out = Path(tempfile.mkdtemp(prefix="records-", dir=scratch))
     try:
@@ -62,7 +62,7 @@ def build_once(data_dir: Path, scratch: Path, dim_pre: int, workers: int | None,
 def preparation_rates(data_dir: Path, dim_pre: int, rounds: int, n_photos: int) -> dict[str, float]:
     """Images/s of the photo preparation alone (`image_preparer`: read, decode, resize, encode; nothing written) on
     all cores and on one: how far the photo work itself scales on this machine, whatever the writing costs."""
-    from photoid.records import image_preparer
+    from photoid.records.writer import image_preparer
 
     jobs = [(path, dim_pre, "compact", False) for path in image_paths(data_dir)[:n_photos]]
 

@@ -1,6 +1,6 @@
 """B3 — training step throughput: the real record pipeline vs the same batches from memory, same small model.
 
-Ours: `build_dataset(training=True)` over pre-resized records feeding `fit`, as `photoid.train` does. Baseline: the
+Ours: `build_dataset(training=True)` over pre-resized records feeding `fit`, as `photoid.training.fold` does. Baseline: the
 first batches of that same pipeline, held in memory and replayed, so the model does identical work and only the
 input differs. A ratio near 1 means the pipeline keeps up with the model; below 1, steps wait for input (or, on a
 CPU-only machine, decoding takes processor time from the model).
@@ -89,9 +89,9 @@ def batches_in_memory(dataset, steps: int):
 
 
 def run(preset: str, cache_dir: Path) -> list[Result]:
-    from photoid.model import build_models, compile_for_training
-    from photoid.pipeline import build_dataset
-    from photoid.pipeline import fold_files
+    from photoid.models.factory import build_models, compile_for_training
+    from photoid.records.reader import build_dataset
+    from photoid.records.reader import fold_files
 
     devices = accelerators()
     if preset == "full" and devices:

@@ -1,8 +1,8 @@
 """B4 — test-set prediction of a 5-fold ensemble: batched, photos decoded once for all folds, vs one call per photo.
 
 Ours: what `photoid train --job test` does — the test records read and decoded once
-(`photoid.pipeline.build_dataset(training=False)`), each batch going through all five fold models in one Keras
-`predict` (`photoid.inference.FoldStack`). Fold-by-fold prediction (`predict_files` per fold model, decoding the test
+(`photoid.records.reader.build_dataset(training=False)`), each batch going through all five fold models in one Keras
+`predict` (`photoid.inference.fold_models.FoldStack`). Fold-by-fold prediction (`predict_files` per fold model, decoding the test
 set again for every fold) is measured too, and its probabilities must equal ours, which checks that both compute
 the same thing. Baseline: the original
 notebook's loop — for every fold, for every test photo, read and decode the original JPEG, resize it to `dim`,
@@ -52,21 +52,21 @@ PRESETS = {
 
 def predict_all_folds(stack, files: list[str], settings: Settings) -> np.ndarray:
     """Probabilities [folds, photos, classes] from a `FoldStack`: the records are decoded once, each batch feeds
-    every fold's model (as `photoid.predict.predict_test`, which builds one stack for all its TTA passes)."""
-    from photoid.predict import predict_files
+    every fold's model (as `photoid.training.predictions.predict_test`, which builds one stack for all its TTA passes)."""
+    from photoid.training.predictions import predict_files
 
     return np.moveaxis(predict_files(stack, files, _config(settings), tta=0)[0], 1, 0)
 
 
 def _config(settings: Settings):
-    from photoid.config import Config
+    from photoid.runs.config import Config
 
     return Config(dim=settings.dim, dim_pre=settings.dim_pre, batch_size=settings.batch_size)
 
 
 def predict_fold_by_fold(models: list, files: list[str], settings: Settings) -> np.ndarray:
     """`predict_files` per fold, each reading and decoding the test records again."""
-    from photoid.predict import predict_files
+    from photoid.training.predictions import predict_files
 
     return np.stack([predict_files(model, files, _config(settings), tta=0)[0] for model in models])
 
@@ -92,8 +92,8 @@ def _rate(predict, n_photos: int) -> float:
 def run(preset: str, cache_dir: Path) -> list[Result]:
     import pandas as pd
 
-    from photoid.model import build_models
-    from photoid.pipeline import test_files
+    from photoid.models.factory import build_models
+    from photoid.records.reader import test_files
 
     settings = PRESETS[preset]
     side, n_photos = settings.photos
@@ -106,7 +106,7 @@ def run(preset: str, cache_dir: Path) -> list[Result]:
     models = [build_models(backbone=settings.backbone, dim=settings.dim, n_classes=N_CLASSES).predict
               for _ in range(settings.folds)]
 
-    from photoid.inference import FoldStack
+    from photoid.inference.fold_models import FoldStack
 
     stack = FoldStack(models)
     ours, by_fold = predict_all_folds(stack, files, settings), predict_fold_by_fold(models, files, settings)

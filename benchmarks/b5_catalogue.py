@@ -1,6 +1,6 @@
 """B5-catalogue — the catalogue's search: each query's best similarity to every individual, against faiss.
 
-Ours: `photoid.openset.individual_similarities` with its default backend "auto": the faster, on this machine, of
+Ours: `photoid.catalog.openset.individual_similarities` with its default backend "auto": the faster, on this machine, of
 two exact searches (numpy's blocked product with a per-individual maximum; faiss' nearest images completed by the
 product where they leave an individual's best unknown), raced on the first search of each size and remembered.
 Reference: faiss' exact inner-product index (`IndexFlatIP`) retrieving each query's `openset.NEIGHBOURS` nearest
@@ -59,7 +59,7 @@ def make_catalogue(n_gallery: int, settings: Settings, seed: int = 0) -> Catalog
 
 
 def search(c: Catalogue, backend: str):
-    from photoid.openset import individual_similarities
+    from photoid.catalog.openset import individual_similarities
 
     return individual_similarities(c.queries, c.gallery, c.codes, c.n_individuals, exclude=c.exclude,
                                    backend=backend)
@@ -69,8 +69,8 @@ def faiss_retrieval(c: Catalogue):
     """faiss' exact index over the unit gallery rows, each query's NEIGHBOURS + 1 nearest (one is its own)."""
     import faiss
 
-    from photoid.openset import NEIGHBOURS
-    from photoid.retrieval import normalize_rows
+    from photoid.catalog.openset import NEIGHBOURS
+    from photoid.core.retrieval import normalize_rows
 
     index = faiss.IndexFlatIP(c.gallery.shape[1])
     index.add(normalize_rows(c.gallery))
@@ -78,7 +78,7 @@ def faiss_retrieval(c: Catalogue):
 
 
 def measure_size(n_gallery: int, settings: Settings) -> dict[str, float]:
-    import photoid.openset as openset
+    import photoid.catalog.openset as openset
 
     c = make_catalogue(n_gallery, settings)
     openset._FASTER.clear()

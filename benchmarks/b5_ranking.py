@@ -87,7 +87,7 @@ def faiss_flat_inner_product(s: Scenario, top_k: int):
     """Exact search with faiss on unit-length embeddings, one extra neighbour to drop a query's own image."""
     import faiss
 
-    from photoid.retrieval import normalize_rows
+    from photoid.core.retrieval import normalize_rows
 
     index = faiss.IndexFlatIP(s.database.shape[1])
     index.add(normalize_rows(s.database))

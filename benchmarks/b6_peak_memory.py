@@ -2,9 +2,9 @@
 
 Nothing should hold the data set in memory unless `cache` is asked for, so the peak should hardly move when the
 data set grows eightfold. Each measurement runs in a fresh process (this file, run as a script) so that earlier
-work leaves nothing behind: record building is `photoid.records.write_records` for five folds (the rows cycle over
+work leaves nothing behind: record building is `photoid.records.writer.write_records` for five folds (the rows cycle over
 a few hundred generated photos, each row prepared from its file like any other); the epoch is
-`photoid.train.train_fold` on fold 0 of those records, validation included, as `photoid train` runs it. The peak
+`photoid.training.fold.train_fold` on fold 0 of those records, validation included, as `photoid train` runs it. The peak
 is the process's exact peak RSS (VmHWM); the private memory of the process and its worker processes together
 (sampled every 0.1 s) shows that the workers do not grow either.
 
@@ -56,7 +56,7 @@ PRESETS = {
 def write_fold_records(photos_dir: Path, rows: int, out: Path, dim_pre: int) -> None:
     import pandas as pd
 
-    from photoid.records import RecordsManifest, image_preparer, write_records
+    from photoid.records.writer import RecordsManifest, image_preparer, write_records
 
     photos = image_paths(photos_dir)
     table = pd.DataFrame({"image_id": [f"ID_{i:07d}" for i in range(rows)], "label": [i % N_CLASSES
@@ -79,7 +79,7 @@ def recorded_datasets(force_uncached: bool) -> Iterator[list[dict]]:
     With `force_uncached` each of those datasets is built with `cache=False`, whatever the caller asked for.
     `train_fold` looks `build_dataset` up when it runs, so swapping the module attribute reaches its calls.
     """
-    from photoid import pipeline
+    from photoid.records import reader as pipeline
 
     original, calls = pipeline.build_dataset, []
 
@@ -99,8 +99,8 @@ def train_one_epoch(records: Path, run_dir: Path, settings: Settings, uncached: 
     import photoid  # noqa: F401
     import tensorflow as tf
 
-    from photoid.config import Config
-    from photoid.train import train_fold
+    from photoid.runs.config import Config
+    from photoid.training.fold import train_fold
 
     cfg = Config(backbone="simple-cnn", dim=settings.dim, dim_pre=settings.dim_pre, batch_size=settings.batch_size,
                  lr=1e-3, n_epochs=1, n_folds=N_FOLDS, data_tfrec_dir=str(records), run_dir=str(run_dir),

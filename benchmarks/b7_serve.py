@@ -57,11 +57,11 @@ PRESETS = {
 def calibrated_catalog(cache_dir: Path, settings: Settings) -> tuple[Path, Path]:
     """(data folder, catalogue) of a 2-fold, 1-epoch cpu-demo run at `dim`: the models' size, not their skill,
     sets the latency. Cached; the catalogue is copied afresh by each run (the load test may not change it)."""
-    from photoid.calibrate import calibrate
-    from photoid.catalog import build_catalog, read_catalog
-    from photoid.catalog_store import update_manifest
-    from photoid.config import add_config_arguments, resolve_config
-    from photoid.run import run_config
+    from photoid.catalog.calibrate import calibrate
+    from photoid.catalog.build import build_catalog, read_catalog
+    from photoid.catalog.store import update_manifest
+    from photoid.runs.config import add_config_arguments, resolve_config
+    from photoid.training.kfold import run_config
 
     data = synthetic_turtles(cache_dir, *settings.photos)
     records = turtle_records(cache_dir, data, dim_pre=settings.dim, layout="compact")
@@ -127,7 +127,8 @@ def start_server(catalog_dir: Path) -> tuple[subprocess.Popen, str]:
 
 
 def run(preset: str, cache_dir: Path) -> list[Result]:
-    from photoid.catalog import identify_paths_with_catalog, load_catalog_embedder, read_catalog
+    from photoid.catalog.identify import identify_paths_with_catalog
+    from photoid.catalog.build import load_catalog_embedder, read_catalog
 
     settings = PRESETS[preset]
     data, cached = calibrated_catalog(Path(cache_dir), settings)

@@ -40,8 +40,8 @@ def measure(recipe: str, dim: int, mixed: bool, batch_size: int | None, steps: i
     import tensorflow as tf
     import tf_keras
 
-    from photoid.config import Config, read_recipe, find_recipe
-    from photoid.model import build_models_from_config, compile_for_training
+    from photoid.runs.config import Config, read_recipe, find_recipe
+    from photoid.models.factory import build_models_from_config, compile_for_training
 
     cfg = Config(**{**read_recipe(find_recipe(recipe)), "weights": "none", "dim": dim, "dim_pre": dim})
     batch = batch_size or cfg.batch_size
@@ -87,7 +87,7 @@ def rows(measures: list[Measure], dim: int, epochs_per_fold: int) -> list[str]:
 
 def write_section(results: Path, text: str) -> None:
     """Put `text` as the GPU section of `results`, replacing an earlier one (atomically)."""
-    from photoid.io import write_text
+    from photoid.core.io import write_text
 
     page = results.read_text(encoding="utf-8") if results.exists() else ""
     pattern = re.compile(re.escape(SECTION) + r".*?(?=^## |\Z)", flags=re.S | re.M)

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     print(_report.table(results))
     print(_report.failures_section(failures), end="")
     if args.out:
-        from photoid.io import write_text
+        from photoid.core.io import write_text
 
         write_text(args.out, _report.markdown(results, failures, header, _common.versions()))
         print(f"results written to {args.out}")

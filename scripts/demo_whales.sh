@@ -75,9 +75,9 @@ import numpy as np
 import pandas as pd
 import tf_keras
 
-from photoid.io import read_json
-from photoid.model import build_models_from_config
-from photoid.runs import load_run
+from photoid.core.io import read_json
+from photoid.models.factory import build_models_from_config
+from photoid.runs.loaded import load_run
 from photoid.whales.data import load_belugas, load_truth
 from photoid.whales.embed import embed_files, join_embeddings, records_and_ids
 from photoid.whales.rank import RANDOM_DRAWS, random_ranking

@@ -32,7 +32,7 @@ def turtle_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def turtle_records(turtle_dir) -> Path:
-    from photoid.records import build_turtle_records
+    from photoid.turtles.records import build_turtle_records
 
     out = turtle_dir / "tfrec"
     build_turtle_records(turtle_dir, out, n_folds=2, dim_pre=TINY_DIM, workers=1)
@@ -41,7 +41,7 @@ def turtle_records(turtle_dir) -> Path:
 
 def tiny_args(turtle_dir: Path, run_dir: Path, **overrides) -> argparse.Namespace:
     """run.py options for a 2-fold, 1-epoch run of the small CNN at 32 px."""
-    from photoid.config import add_config_arguments
+    from photoid.runs.config import add_config_arguments
 
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)
@@ -56,8 +56,8 @@ def tiny_args(turtle_dir: Path, run_dir: Path, **overrides) -> argparse.Namespac
 @pytest.fixture(scope="session")
 def trained_run(turtle_dir, turtle_records, tmp_path_factory) -> Path:
     """One tiny run: 2 folds × 1 epoch, predictions for TTA 0 and 1, CV scores and its own submission."""
-    from photoid.config import resolve_config
-    from photoid.run import run_config
+    from photoid.runs.config import resolve_config
+    from photoid.training.kfold import run_config
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     assert run_config(resolve_config(tiny_args(turtle_dir, run_dir))) == 0
@@ -67,9 +67,9 @@ def trained_run(turtle_dir, turtle_records, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def serve_catalog(trained_run, turtle_dir, tmp_path_factory):
     """A calibrated catalogue of the tiny run (tests that change it work on their own copy)."""
-    from photoid.calibrate import calibrate
-    from photoid.catalog import build_catalog
-    from photoid.catalog_store import update_manifest
+    from photoid.catalog.calibrate import calibrate
+    from photoid.catalog.build import build_catalog
+    from photoid.catalog.store import update_manifest
 
     catalog = build_catalog([str(trained_run)], turtle_dir, tmp_path_factory.mktemp("serve") / "catalog")
     return update_manifest(catalog, calibration=calibrate(catalog, repeats=1))
@@ -125,8 +125,8 @@ def whale_run(beluga_dir, whale_records, tmp_path_factory):
     """The whale-cpu-demo recipe, 2 folds x 1 epoch at 32 px, through run.py."""
     import argparse
 
-    from photoid.config import add_config_arguments, resolve_config
-    from photoid.run import run_config
+    from photoid.runs.config import add_config_arguments, resolve_config
+    from photoid.training.kfold import run_config
 
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)
@@ -138,7 +138,7 @@ def whale_run(beluga_dir, whale_records, tmp_path_factory):
     return run_dir
 
 
-# --- a generic folder (photoid.tasks.generic), its records and one run ---
+# --- a generic folder (photoid.generic.data), its records and one run ---
 
 @pytest.fixture(scope="session")
 def generic_dir(tmp_path_factory) -> Path:
@@ -164,7 +164,7 @@ def generic_records(generic_dir) -> Path:
 @pytest.fixture(scope="session")
 def generic_run(generic_dir, generic_records, tmp_path_factory) -> Path:
     """The whale-cpu-demo recipe (ArcFace head, embeddings) on the generic folder: its task comes from the records."""
-    from photoid.run import resolve_run_config, run_config
+    from photoid.training.kfold import resolve_run_config, run_config
 
     run_dir = tmp_path_factory.mktemp("generic-runs") / "arcface"
     args = tiny_args(generic_dir, run_dir, model="whale-cpu-demo", job="train_val_test_score")

@@ -8,9 +8,8 @@ import pytest
 import photoid  # noqa: F401
 import tensorflow as tf
 
-from photoid.augment import (N_TRANSFORMS, TRANSFORM_NAMES, apply_transform, augment_draw_range,
-                             diagonal_source_map, draw_transform_index, random_augment, rotate_ccw,
-                             rotation_transform)
+from photoid.records.transforms import N_TRANSFORMS, TRANSFORM_NAMES, apply_transform, diagonal_source_map, rotate_ccw, rotation_transform
+from photoid.turtles.augment import augment_draw_range, draw_transform_index, random_augment
 
 
 @pytest.fixture(scope="module")

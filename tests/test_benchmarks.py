@@ -98,7 +98,7 @@ def test_dct_scaled_decoding_stays_at_least_dim_pre_and_close_to_the_full_decode
     import tensorflow as tf
     from PIL import Image
 
-    from photoid.pipeline import decode_image
+    from photoid.records.reader import decode_image
 
     b1 = importlib.import_module("b1_input_pipeline")
     y, x = np.mgrid[0:600, 0:900]

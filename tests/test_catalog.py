@@ -11,19 +11,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from photoid import io as pio
-from photoid.catalog import (add_photos, build_catalog, identify_paths_with_catalog, identify_with_catalog,
-                             load_catalog_embedder, operating_point, read_catalog)
-from photoid.catalog_store import update_manifest
-from photoid.calibrate import calibrate
+from photoid.core import io as pio
+from photoid.catalog.build import add_photos, build_catalog, load_catalog_embedder, read_catalog
+from photoid.catalog.identify import identify_paths_with_catalog, identify_with_catalog, operating_point
+from photoid.catalog.store import update_manifest
+from photoid.catalog.calibrate import calibrate
 from photoid.cli import main
-from photoid.data import load_turtles
-from photoid.io import file_sha256
-from photoid.labels import classes_sha256
-from photoid.rundir import RunDir
-from photoid.errors import PhotoidError
-from photoid.metrics import NEW_TURTLE
-from photoid.openset import BLEND_WEIGHTS
+from photoid.turtles.data import load_turtles
+from photoid.core.io import file_sha256
+from photoid.core.labels import classes_sha256
+from photoid.runs.folder import RunDir
+from photoid.core.errors import PhotoidError
+from photoid.core.metrics import NEW_TURTLE
+from photoid.catalog.openset import BLEND_WEIGHTS
 
 
 @pytest.fixture(scope="module")

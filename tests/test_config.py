@@ -4,9 +4,9 @@ import argparse
 
 import pytest
 
-from photoid.backbones import BACKBONES
-from photoid.config import RECIPES_DIR, Config, add_config_arguments, read_recipe, resolve_config
-from photoid.errors import PhotoidError
+from photoid.models.backbones import BACKBONES
+from photoid.runs.config import RECIPES_DIR, Config, add_config_arguments, read_recipe, resolve_config
+from photoid.core.errors import PhotoidError
 
 ORIGINAL = {  # DESIGN.md: the six runs of the original, all at 512 px
     "ef1b7": ("efficientnet-b7", "imagenet", 64, 5e-4, "val_acc"),

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 from sklearn.preprocessing import LabelEncoder
 
-from photoid.data import load_test_labels, load_turtles
-from photoid.errors import PhotoidError, ValidationError
-from photoid.images import check_image_file, image_size
+from photoid.turtles.data import load_test_labels, load_turtles
+from photoid.core.errors import PhotoidError, ValidationError
+from photoid.core.images import check_image_file, image_size
 
 # Appearance order differs from sorted order ("t_Mid" sorts first: upper case before lower case), and
 # "t_alpha" is in both train.csv and extra_images.csv.

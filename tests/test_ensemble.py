@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from photoid.cli import main
-from photoid.ensemble import make_submission, top_labels
-from photoid.labels import classes_sha256
-from photoid.rundir import RunDir, load_run_predictions, weights_sha256
-from photoid.errors import PhotoidError
+from photoid.turtles.ensemble import make_submission, top_labels
+from photoid.core.labels import classes_sha256
+from photoid.runs.folder import RunDir, load_run_predictions, weights_sha256
+from photoid.core.errors import PhotoidError
 
 NT = "new_turtle"
 ORIGINALS = [f"o{i}" for i in range(7)]

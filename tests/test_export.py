@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from photoid.cli import main
-from photoid.config import Config
-from photoid.export import export_run
-from photoid.model import build_models
-from photoid.inference import load_fold_models
-from photoid.runs import load_run
+from photoid.runs.config import Config
+from photoid.inference.export import export_run
+from photoid.models.factory import build_models
+from photoid.inference.fold_models import load_fold_models
+from photoid.runs.loaded import load_run
 
 LOAD_AND_PREDICT = textwrap.dedent("""
     import sys
@@ -106,7 +106,7 @@ def fake_run(root: Path, n_trained: int, **settings) -> Path:
 
 
 @pytest.mark.parametrize("settings, n_trained, modules", [
-    (dict(backbone="simple-cnn", head="arcface", pooling="gem", embedding_size=8), 2, ["photoid.layers"]),
+    (dict(backbone="simple-cnn", head="arcface", pooling="gem", embedding_size=8), 2, ["photoid.models.layers"]),
     pytest.param(dict(backbone="efficientnet-b0"), 1, ["efficientnet.tfkeras"], marks=pytest.mark.slow),
 ], ids=["gem-arcface", "efficientnet"])
 def test_custom_layers_load_with_only_the_modules_the_export_names(tmp_path, settings, n_trained, modules):

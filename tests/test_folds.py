@@ -12,10 +12,10 @@ import pytest
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import LabelEncoder
 
-import photoid.folds
-from photoid.data import load_turtles
-from photoid.errors import PhotoidError, ValidationError
-from photoid.folds import FOLD_COLUMNS, make_folds, read_folds, write_folds
+import photoid.turtles.folds
+from photoid.turtles.data import load_turtles
+from photoid.core.errors import PhotoidError, ValidationError
+from photoid.turtles.folds import FOLD_COLUMNS, make_folds, read_folds, write_folds
 
 
 def random_name(rng: np.random.Generator, prefix: str, letters: str) -> str:
@@ -159,7 +159,7 @@ def test_an_empty_fold_is_refused(folder, monkeypatch):
             for _ in range(self.n_splits - 1):
                 yield everything, everything[:0]
 
-    monkeypatch.setattr(photoid.folds, "StratifiedKFold", SplitterLeavingFoldOneEmpty)
+    monkeypatch.setattr(photoid.turtles.folds, "StratifiedKFold", SplitterLeavingFoldOneEmpty)
     with pytest.raises(PhotoidError, match=r"fold\(s\) 1, 2 would be empty"):
         quiet_folds(load_turtles(folder, check_images=False).labeled, n_folds=3)
 

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from photoid.cli import main
-from photoid.gallery import HEADER_PX, IMAGE_PX, ROW_HEIGHT_PX, TILE_WIDTH_PX, TITLE_PX
-from photoid.identify import ensemble_from_runs, identify_paths, predict_paths
-from photoid.metrics import NEW_TURTLE
-from photoid.runs import load_run
+from photoid.inference.gallery import HEADER_PX, IMAGE_PX, ROW_HEIGHT_PX, TILE_WIDTH_PX, TITLE_PX
+from photoid.inference.identify import ensemble_from_runs, identify_paths, predict_paths
+from photoid.core.metrics import NEW_TURTLE
+from photoid.runs.loaded import load_run
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_candidates_follow_the_probabilities_and_the_new_turtle_rule(run_info, t
 def test_models_are_loaded_once_per_call_and_photos_streamed_in_batches(trained_run, test_photos, capsys,
                                                                         monkeypatch):
     loads = []
-    from photoid import inference
+    from photoid.inference import fold_models as inference
 
     original = inference.build_fold_model
     monkeypatch.setattr(inference, "build_fold_model",

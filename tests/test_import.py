@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from photoid.cli import main
-from photoid.data import load_turtles
-from photoid.errors import PhotoidError
-from photoid.folds import make_folds, read_folds
+from photoid.turtles.data import load_turtles
+from photoid.core.errors import PhotoidError
+from photoid.turtles.folds import make_folds, read_folds
 from photoid.importers import generic
 
 TINY = 32
@@ -82,7 +82,7 @@ def test_a_turtle_recall_folder_imports_with_the_folds_and_labels_of_photoid_tfr
     columns = ["image_id", "turtle_id", "label", "fold"]
     pd.testing.assert_frame_equal(generic_folds[columns], tfrecords_folds[columns], check_dtype=False)
     # The generic task's own reader and folds give the same.
-    from photoid.tasks.generic import generic_folds as task_folds, load_generic
+    from photoid.generic.data import generic_folds as task_folds, load_generic
 
     by_task = task_folds(load_generic(imported_turtles), n_folds).rename(columns={"identity": "turtle_id"})
     pd.testing.assert_frame_equal(by_task[columns].reset_index(drop=True),
@@ -310,7 +310,7 @@ def test_catalogue_dates_become_days_and_a_date_without_a_day_is_refused():
     assert _date_text(float("nan")) == "" and _date_text(None) == ""
     # Kept as they are, so that the writer names the row: pandas would make "2019" the 1st of January.
     assert _date_text("2019") == "2019" and _date_text("last spring") == "last spring"
-    from photoid.tables import is_iso_date
+    from photoid.core.tables import is_iso_date
 
     assert not is_iso_date("2019") and is_iso_date("2017-08-07")
 

@@ -27,9 +27,22 @@ def test_a_light_module_importing_tensorflow_breaks_the_contract(tmp_path):
     # A copy of the package where a light module reaches TensorFlow inside a function: the contract must see it.
     shutil.copytree(REPO / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    labels = tmp_path / "src" / "photoid" / "labels.py"
+    labels = tmp_path / "src" / "photoid" / "core" / "labels.py"
     labels.write_text(labels.read_text(encoding="utf-8") + "\n\ndef _late():\n    import tensorflow  # noqa\n",
                       encoding="utf-8")
     result = _lint(tmp_path)
     assert result.returncode != 0
-    assert "photoid.labels -> tensorflow" in result.stdout
+    assert "photoid.core.labels -> tensorflow" in result.stdout
+
+
+def test_shared_machinery_importing_a_competition_breaks_the_layers(tmp_path):
+    # The catalogue reaching into Turtle Recall's folder directly (not through the registry): the layers contract
+    # must name that import.
+    shutil.copytree(REPO / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    store = tmp_path / "src" / "photoid" / "catalog" / "store.py"
+    store.write_text(store.read_text(encoding="utf-8") + "\n\ndef _late():\n    import photoid.turtles.data  # noqa\n",
+                     encoding="utf-8")
+    result = _lint(tmp_path)
+    assert result.returncode != 0
+    assert "photoid.catalog.store -> photoid.turtles.data" in result.stdout

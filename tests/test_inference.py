@@ -9,17 +9,17 @@ import sys
 import numpy as np
 import pytest
 
-from photoid.errors import PhotoidError
-from photoid.io import write_json
-from photoid.labels import classes_sha256
-from photoid.recordsdir import RecordsDir, shard_name
-from photoid.rundir import RunDir
+from photoid.core.errors import PhotoidError
+from photoid.core.io import write_json
+from photoid.core.labels import classes_sha256
+from photoid.records.folder import RecordsDir, shard_name
+from photoid.runs.folder import RunDir
 
 CLASSES = ["t_a", "t_b", "t_c"]
 
 
 def test_light_owners_do_not_import_tensorflow():
-    code = "import sys, photoid.rundir, photoid.recordsdir; print('tensorflow' in sys.modules)"
+    code = "import sys, photoid.runs.folder, photoid.records.folder; print('tensorflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
@@ -60,7 +60,7 @@ def test_run_dir_reads_its_checked_predictions_and_refuses_stale_or_missing_ones
 
 
 def test_run_dir_refuses_to_reopen_a_run_with_other_inputs(tmp_path):
-    from photoid.config import Config
+    from photoid.runs.config import Config
 
     run = RunDir(tmp_path / "run")
     cfg = Config(dim=32, dim_pre=32, run_dir=str(run.path))
@@ -100,13 +100,13 @@ def test_records_dir_settings_shards_and_completeness(tmp_path):
 
 @pytest.fixture(scope="module")
 def run_info(trained_run):
-    from photoid.runs import load_run
+    from photoid.runs.loaded import load_run
 
     return load_run(trained_run)
 
 
 def test_fold_models_carry_their_weights_and_refuse_untrained_folds(run_info, trained_run):
-    from photoid.inference import load_fold_models
+    from photoid.inference.fold_models import load_fold_models
 
     with pytest.raises(PhotoidError, match=r"fold\(s\) \[5\] not trained"):
         load_fold_models(run_info, [5])
@@ -117,10 +117,10 @@ def test_fold_models_carry_their_weights_and_refuse_untrained_folds(run_info, tr
 
 def test_predictor_over_photo_files_equals_over_records(run_info, turtle_dir, turtle_records):
     """The two sources of one fold model's outputs: photo files prepared as the records were, and the records."""
-    from photoid.inference import EMBEDDING_VIEWS, Member, Predictor, load_fold_models, predict_records, \
+    from photoid.inference.fold_models import EMBEDDING_VIEWS, Member, Predictor, load_fold_models, predict_records, \
         read_record_ids
-    from photoid.pipeline import test_files
-    from photoid.retrieval import normalize_rows
+    from photoid.records.reader import test_files
+    from photoid.core.retrieval import normalize_rows
 
     [model] = load_fold_models(run_info, [0])
     files = test_files(str(turtle_records))

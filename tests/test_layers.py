@@ -11,7 +11,7 @@ import photoid  # noqa: F401  (selects tf-keras before TensorFlow is imported)
 import tensorflow as tf
 import tf_keras
 
-from photoid.layers import ArcFace, GeMPooling2D
+from photoid.models.layers import ArcFace, GeMPooling2D
 
 
 def numpy_arcface(x, w, labels, scale, margin):

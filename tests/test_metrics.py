@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, top_k_accuracy_score
 
-from photoid.metrics import (accuracy, apk, classification_scores, map_at_k_from_labels, map_at_k_from_probs,
+from photoid.core.metrics import (accuracy, apk, classification_scores, map_at_k_from_labels, map_at_k_from_probs,
                              mapk, top_k_accuracy)
 
 

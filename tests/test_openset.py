@@ -7,8 +7,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from photoid.metrics import mapk
-from photoid.openset import (NEW_INDIVIDUAL, TopCandidates, best_threshold, blend_scores, catalogue_scores,
+from photoid.core.metrics import mapk
+from photoid.catalog.openset import (NEW_INDIVIDUAL, TopCandidates, best_threshold, blend_scores, catalogue_scores,
                              individual_codes, individual_similarities, map5_by_threshold, open_set_metrics,
                              rank_with_new, search_operating_point, top_candidates)
 
@@ -74,7 +74,7 @@ def same_scores_and_order(got, expected):
 @needs_faiss
 @pytest.mark.parametrize("centre_offset", [2.0, 0.0])  # all cosines positive / many at or below the clip
 def test_exact_faiss_search_equals_numpy_and_the_approximate_one_keeps_the_best(monkeypatch, centre_offset):
-    import photoid.openset as openset
+    import photoid.catalog.openset as openset
 
     queries, gallery, codes, n, exclude = clustered_search_case(1, centre_offset)
     dense = individual_similarities(queries, gallery, codes, n, exclude=exclude, backend="numpy")
@@ -106,7 +106,7 @@ def test_exact_faiss_search_equals_numpy_and_the_approximate_one_keeps_the_best(
 
 @needs_faiss
 def test_auto_search_races_once_per_size_and_returns_numpys_scores(monkeypatch):
-    import photoid.openset as openset
+    import photoid.catalog.openset as openset
 
     queries, gallery, codes, n, exclude = clustered_search_case(2, 0.0)
     dense = individual_similarities(queries, gallery, codes, n, exclude=exclude, backend="numpy")
@@ -249,7 +249,7 @@ def test_individual_codes_are_sorted_ids():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_rows_are_normalised_block_by_block_as_a_whole_array_pass_would(monkeypatch, dtype):
-    import photoid.retrieval as retrieval
+    import photoid.core.retrieval as retrieval
 
     monkeypatch.setattr(retrieval, "NORMALIZE_BLOCK_ROWS", 7)  # several blocks and a partial last one
     x = np.random.default_rng(4).standard_normal((30, 9)).astype(dtype) * 5

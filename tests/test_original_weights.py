@@ -19,11 +19,11 @@ import tensorflow as tf
 import tf_keras
 
 from photoid.cli import main
-from photoid.data import load_turtles
-from photoid.errors import PhotoidError
-from photoid.identify import ensemble_from_weights, identify_paths
-from photoid.model import load_weights_file
-from photoid.pipeline import preprocess_image_bytes
+from photoid.turtles.data import load_turtles
+from photoid.core.errors import PhotoidError
+from photoid.inference.identify import ensemble_from_weights, identify_paths
+from photoid.models.factory import load_weights_file
+from photoid.records.reader import preprocess_image_bytes
 
 DIM = 32
 

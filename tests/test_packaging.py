@@ -28,7 +28,7 @@ def test_the_wheel_carries_every_module_and_the_recipes_which_load_from_any_fold
     zipfile.ZipFile(wheel).extractall(installed)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    check = ("import sys; from photoid.config import RECIPES_DIR, find_recipe, read_recipe; "
+    check = ("import sys; from photoid.runs.config import RECIPES_DIR, find_recipe, read_recipe; "
              "names = sorted(p.stem for p in RECIPES_DIR.glob('*.toml')); "
              "[read_recipe(find_recipe(n)) for n in names]; print(RECIPES_DIR, len(names))")
     out = subprocess.run([sys.executable, "-c", check], cwd=elsewhere, env={"PYTHONPATH": str(installed)},

@@ -10,11 +10,11 @@ from PIL import Image
 import photoid  # noqa: F401
 import tensorflow as tf
 
-from photoid.augment import apply_transform
-from photoid.errors import PhotoidError
-from photoid.pipeline import build_dataset, count_records, decode_image, finish_image, preprocess_image_bytes
-from photoid.records import (MANIFEST_NAME, TURTLE_INT_COLUMNS, TURTLE_STRING_COLUMNS, RecordsManifest,
-                             prepare_image_bytes, write_records)
+from photoid.records.transforms import apply_transform
+from photoid.core.errors import PhotoidError
+from photoid.records.reader import build_dataset, count_records, decode_image, finish_image, preprocess_image_bytes
+from photoid.records.writer import MANIFEST_NAME, RecordsManifest, prepare_image_bytes, write_records
+from photoid.turtles.records import TURTLE_INT_COLUMNS, TURTLE_STRING_COLUMNS
 
 DIM_PRE = 24
 N_IMAGES = 10
@@ -292,7 +292,7 @@ def test_a_single_photos_model_input_equals_the_readers_bit_for_bit(tta, inverte
     # of the values), so the scale is an argument there.
     import io
 
-    from photoid.runs import Preprocessing
+    from photoid.runs.loaded import Preprocessing
 
     pixels = (np.random.default_rng(0).random((70, 50, 3)) * 255).astype(np.uint8)
     buffer = io.BytesIO()

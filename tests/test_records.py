@@ -14,13 +14,15 @@ from PIL import Image, ImageDraw
 import photoid  # noqa: F401
 import tensorflow as tf
 
-from photoid import cli, pipeline
-from photoid.errors import PhotoidError, ValidationError
-from photoid.folds import read_folds
-from photoid.io import read_json
-from photoid.pipeline import feature_spec, fold_files
-from photoid.records import (MANIFEST_NAME, TURTLE_INT_COLUMNS, TURTLE_STRING_COLUMNS, RecordsManifest,
-                             build_turtle_records, prepare_image_bytes, write_records)
+from photoid import cli
+
+from photoid.records import reader as pipeline
+from photoid.core.errors import PhotoidError, ValidationError
+from photoid.turtles.folds import read_folds
+from photoid.core.io import read_json
+from photoid.records.reader import feature_spec, fold_files
+from photoid.records.writer import MANIFEST_NAME, RecordsManifest, prepare_image_bytes, write_records
+from photoid.turtles.records import TURTLE_INT_COLUMNS, TURTLE_STRING_COLUMNS, build_turtle_records
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"dim_pre": 24, "layout": "compact"}
@@ -334,8 +336,8 @@ def test_workers_that_cannot_start_give_an_error_not_a_hang(tmp_path):
     make_jpeg(tmp_path / "b.JPG", 40, 30, seed=2)
     script = f"""
 import pandas as pd
-from photoid.errors import PhotoidError
-from photoid.records import RecordsManifest, write_records
+from photoid.core.errors import PhotoidError
+from photoid.records.writer import RecordsManifest, write_records
 rows = pd.DataFrame({{"image_id": ["a", "b"], "label": [0, 1]}})
 manifest = RecordsManifest.open({str(tmp_path / 'rec')!r}, {{"dim_pre": 16}})
 try:

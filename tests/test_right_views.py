@@ -20,9 +20,9 @@ import pytest
 def from_records(whale_run, whale_records, beluga_dir):
     """Fold 0's outputs for every record, by image id: probabilities (TTA 0) and the catalogue's embedding (the
     normalised sum over the photo and its flip); with each photo's file and viewpoint."""
-    from photoid.inference import EMBEDDING_VIEWS, load_fold_models, predict_records, read_record_ids
-    from photoid.pipeline import open_records
-    from photoid.runs import load_run
+    from photoid.inference.fold_models import EMBEDDING_VIEWS, load_fold_models, predict_records, read_record_ids
+    from photoid.records.reader import open_records
+    from photoid.runs.loaded import load_run
 
     run = load_run(whale_run)
     model = load_fold_models(run, [0])[0]
@@ -44,9 +44,9 @@ def from_records(whale_run, whale_records, beluga_dir):
 
 def test_a_right_view_identified_alone_gets_its_records_probabilities(from_records, whale_run, capsys):
     from photoid.cli import main
-    from photoid.identify import ensemble_from_runs, predict_paths
+    from photoid.inference.identify import ensemble_from_runs, predict_paths
 
-    from photoid import io as pio
+    from photoid.core import io as pio
 
     run, rights = from_records["run"], from_records["rights"]
     assert pio.read_json(whale_run / "preprocessing.json")["mirror_right"] is True   # the records' setting
@@ -74,7 +74,7 @@ def test_turtle_models_refuse_a_viewpoint_and_their_page_asks_none(trained_run, 
     from starlette.testclient import TestClient
 
     from photoid.cli import main
-    from photoid.runs import load_run
+    from photoid.runs.loaded import load_run
     from photoid.serve.app import create_app
     from photoid.serve.identifier import Identifier
 
@@ -93,7 +93,8 @@ def test_catalog_build_add_and_serve_mirror_right_views_as_the_records(from_reco
                                                                        tmp_path):
     from starlette.testclient import TestClient
 
-    from photoid.catalog import build_catalog, identify_paths_with_catalog, read_catalog
+    from photoid.catalog.build import build_catalog, read_catalog
+    from photoid.catalog.identify import identify_paths_with_catalog
     from photoid.cli import main
     from photoid.serve.app import create_app
     from photoid.serve.identifier import Identifier
@@ -146,7 +147,7 @@ def test_records_and_older_runs_say_whether_right_views_are_mirrored(whale_run, 
     setting asks its records, else its task's records' default."""
     import json
 
-    from photoid.recordsdir import RecordsDir
+    from photoid.records.folder import RecordsDir
 
     def mirror_right(settings):
         folder = tmp_path / str(len(list(tmp_path.iterdir())))
@@ -158,8 +159,8 @@ def test_records_and_older_runs_say_whether_right_views_are_mirrored(whale_run, 
     assert mirror_right({"dataset": "wheres-whale-do", "mirror_right": True}) is True
     assert mirror_right({"dataset": "turtle-recall"}) is None
 
-    from photoid import io as pio
-    from photoid.runs import load_run
+    from photoid.core import io as pio
+    from photoid.runs.loaded import load_run
 
     older = tmp_path / "older-run"
     shutil.copytree(whale_run, older)

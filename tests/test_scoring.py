@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from photoid.cli import main
-from photoid.errors import ValidationError
-from photoid.scoring import score_submission
+from photoid.core.errors import ValidationError
+from photoid.turtles.scoring import score_submission
 
 PREDICTIONS = [f"prediction{i}" for i in range(1, 6)]
 NT = "new_turtle"

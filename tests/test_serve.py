@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
-from photoid.catalog import read_catalog
+from photoid.catalog.build import read_catalog
 from photoid.cli import main
 from photoid.serve import decisions, is_loopback
 from photoid.serve.app import Limits, create_app, loopback_hosts
@@ -190,7 +190,7 @@ def test_a_decision_that_fails_to_commit_leaves_the_catalogue_and_its_log(serve_
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("photoid.io.save_npy", full_disk)
+    monkeypatch.setattr("photoid.core.io.save_npy", full_disk)
     with pytest.raises(OSError, match="No space"):
         decisions.decide(path, photo, "confirm", known, before.embeddings[0], before.models)
     after = read_catalog(path)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import REAL_BELUGAS
 from photoid.cli import main
-from photoid.errors import PhotoidError, ValidationError
+from photoid.core.errors import PhotoidError, ValidationError
 from photoid.synth.belugas import generate_belugas
 from photoid.whales.data import METADATA_COLUMNS, load_belugas, load_truth
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from photoid.cli import main
-from photoid.errors import PhotoidError
+from photoid.core.errors import PhotoidError
 from photoid.synth import turtles
 from photoid.synth.turtles import NEW_TURTLE, generate_turtles
 

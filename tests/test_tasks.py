@@ -14,14 +14,14 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from photoid.calibrate import calibrate
-from photoid.catalog import build_catalog
-from photoid.catalog_store import update_manifest
+from photoid.catalog.calibrate import calibrate
+from photoid.catalog.build import build_catalog
+from photoid.catalog.store import update_manifest
 from photoid.cli import main
-from photoid.errors import PhotoidError, ValidationError
-from photoid.labels import NEW_INDIVIDUAL, NEW_TURTLE
+from photoid.core.errors import PhotoidError, ValidationError
+from photoid.core.labels import NEW_INDIVIDUAL, NEW_TURTLE
 from photoid.tasks import TASKS, detect_task, get_task
-from photoid.tasks.generic import load_generic
+from photoid.generic.data import load_generic
 
 # task -> (its data folder fixture, its trained run fixture)
 PIPELINES = {"turtles": ("turtle_dir", "trained_run"), "whales": ("beluga_dir", "whale_run"),
@@ -33,7 +33,8 @@ def test_the_same_pipeline_runs_on_every_task(name, request, tmp_path, capsys):
     """records -> 2 folds x 1 epoch -> CV scores -> catalogue -> calibration -> identify --catalog -> serve."""
     from starlette.testclient import TestClient
 
-    from photoid.catalog import identify_paths_with_catalog, read_catalog
+    from photoid.catalog.identify import identify_paths_with_catalog
+    from photoid.catalog.build import read_catalog
     from photoid.serve.app import create_app
     from photoid.serve.identifier import Identifier
 
@@ -125,7 +126,7 @@ def test_generic_folds_without_encounters_are_the_turtle_recall_rule(generic_dir
     """StratifiedKFold(shuffle, seed 33) over the train rows in file order, then the rows shuffled with seed 34."""
     from sklearn.model_selection import StratifiedKFold
 
-    from photoid.tasks.generic import generic_folds
+    from photoid.generic.data import generic_folds
 
     data = load_generic(generic_dir, check_images=False)
     data = type(data)(data.root, data.table.assign(encounter=""), data.classes)
@@ -147,7 +148,7 @@ def test_generic_test_predictions_are_scored_open_set(generic_dir, generic_run):
 
 
 def test_generic_reference_photos_of_any_format_are_drawn(generic_dir):
-    from photoid.gallery import _thumbnail, reference_photos
+    from photoid.inference.gallery import _thumbnail, reference_photos
 
     train = load_generic(generic_dir, check_images=False).train
     references = reference_photos(generic_dir)
@@ -237,17 +238,17 @@ def test_nothing_outside_the_task_registry_branches_on_the_task():
     assert found == []
     assert TASK_BRANCH.search('if cfg.task == "whales":') and TASK_BRANCH.search("x = 'turtles' != name")
     assert set(TASKS) == {"turtles", "whales", "generic"}
-    from photoid.config import TASK_NAMES  # the configuration's list of task names, below the registry
+    from photoid.runs.config import TASK_NAMES  # the configuration's list of task names, below the registry
 
     assert list(TASKS) == list(TASK_NAMES)
 
 
 def test_a_folder_without_test_photos_trains_with_the_default_job(tmp_path, capsys):
     # The default job names test and subm; records of a generic folder without split=test rows have no test set.
-    from photoid.config import Config
-    from photoid.io import write_json
-    from photoid.pipeline import open_records
-    from photoid.run import _without_missing_test_set
+    from photoid.runs.config import Config
+    from photoid.core.io import write_json
+    from photoid.records.reader import open_records
+    from photoid.training.kfold import _without_missing_test_set
 
     write_json(tmp_path / "records.json", {"settings": {"dataset": "generic", "has_test": False}, "shards": {}})
     cfg = _without_missing_test_set(Config(data_tfrec_dir=str(tmp_path), task="generic"), open_records(str(tmp_path)))
@@ -261,8 +262,8 @@ def test_a_folder_without_test_photos_trains_with_the_default_job(tmp_path, caps
 
 
 def test_a_catalogue_of_runs_trained_on_some_views_holds_only_those_views(whale_run, beluga_dir, tmp_path):
-    from photoid import io as pio
-    from photoid.catalog import build_catalog
+    from photoid.core import io as pio
+    from photoid.catalog.build import build_catalog
 
     top_run = tmp_path / "top-run"  # the session's whale run, as if its recipe had trained on top photos only
     shutil.copytree(whale_run, top_run)

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, TINY_DIM, tiny_args
-from photoid import io as pio
-from photoid.config import resolve_config
-from photoid.labels import classes_sha256
-from photoid.run import run_config
+from photoid.core import io as pio
+from photoid.runs.config import resolve_config
+from photoid.core.labels import classes_sha256
+from photoid.training.kfold import run_config
 
 
 def test_each_fold_keeps_its_best_checkpoint_history_and_curve(trained_run):
@@ -72,7 +72,7 @@ def test_a_finished_fold_is_not_trained_again(trained_run, turtle_dir, capsys):
 def test_mixed_precision_keeps_a_float32_head():
     import tf_keras
 
-    from photoid.model import build_models
+    from photoid.models.factory import build_models
 
     tf_keras.mixed_precision.set_global_policy("mixed_float16")
     try:
@@ -86,9 +86,9 @@ def test_mixed_precision_keeps_a_float32_head():
 
 
 def test_each_fold_starts_from_its_own_seeded_head():
-    from photoid.config import Config
-    from photoid.model import build_models
-    from photoid.run import model_session
+    from photoid.runs.config import Config
+    from photoid.models.factory import build_models
+    from photoid.training.kfold import model_session
 
     def first_head(fold: int) -> np.ndarray:
         with model_session(Config(seed=33), fold):
@@ -100,8 +100,8 @@ def test_each_fold_starts_from_its_own_seeded_head():
 
 @pytest.mark.slow  # builds an 86M-parameter BEiT (about 10 s on 2 cores)
 def test_beit_head_starts_as_kecams_and_other_heads_as_a_keras_dense():
-    from photoid.backbones import BACKBONES
-    from photoid.model import build_models
+    from photoid.models.backbones import BACKBONES
+    from photoid.models.factory import build_models
 
     assert BACKBONES["beit-large-patch16"].head_init == BACKBONES["beit-base-patch16"].head_init == "kecam-beit"
     kernel, bias = build_models(backbone="beit-base-patch16", dim=32, n_classes=2265).predict.get_layer(
@@ -117,11 +117,11 @@ def test_beit_head_starts_as_kecams_and_other_heads_as_a_keras_dense():
 
 @pytest.mark.parametrize("suffix", [".h5", ".hdf5", ".weights.h5", ".keras"])
 def test_every_weights_file_suffix_loads_for_training_and_prediction(tmp_path, suffix):
-    from photoid.config import Config
-    from photoid.errors import PhotoidError
-    from photoid.model import build_models, load_weights_file
-    from photoid.inference import build_predict_model
-    from photoid.train import initial_models
+    from photoid.runs.config import Config
+    from photoid.core.errors import PhotoidError
+    from photoid.models.factory import build_models, load_weights_file
+    from photoid.inference.fold_models import build_predict_model
+    from photoid.training.fold import initial_models
 
     saved = build_models(backbone="simple-cnn", dim=32, n_classes=5).predict
     path = tmp_path / f"trained{suffix}"
@@ -143,8 +143,8 @@ def test_later_calls_keep_the_training_config_log_themselves_and_must_prepare_im
                                                                                             tmp_path):
     import shutil
 
-    from photoid.errors import PhotoidError
-    from photoid.runs import load_run
+    from photoid.core.errors import PhotoidError
+    from photoid.runs.loaded import load_run
 
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)
@@ -167,7 +167,7 @@ def test_later_calls_keep_the_training_config_log_themselves_and_must_prepare_im
 def test_test_prediction_fold_by_fold_equals_all_folds_at_once(trained_run, turtle_dir, tmp_path):
     import shutil
 
-    from photoid.predict import folds_at_once
+    from photoid.training.predictions import folds_at_once
 
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)
@@ -183,7 +183,7 @@ def test_test_prediction_fold_by_fold_equals_all_folds_at_once(trained_run, turt
 
 
 def test_a_class_count_other_than_the_records_is_refused(turtle_dir, turtle_records, tmp_path):
-    from photoid.errors import PhotoidError
+    from photoid.core.errors import PhotoidError
 
     with pytest.raises(PhotoidError, match="--n_classes 7, but .*folds.csv has"):
         run_config(resolve_config(tiny_args(turtle_dir, tmp_path / "run", n_classes=7)))
@@ -191,8 +191,8 @@ def test_a_class_count_other_than_the_records_is_refused(turtle_dir, turtle_reco
 
 
 def test_named_weights_that_cannot_load_are_an_error_not_random_weights():
-    from photoid.backbones import build_backbone
-    from photoid.errors import PhotoidError
+    from photoid.models.backbones import build_backbone
+    from photoid.core.errors import PhotoidError
 
     with pytest.raises(PhotoidError, match="could not be loaded.*--weights FILE"):
         build_backbone("efficientnet-v2-b0", (32, 32, 3), "imagenet")
@@ -232,10 +232,10 @@ def test_a_weights_file_predicts_as_it_is_without_training(trained_run, turtle_d
 def test_test_set_predicted_once_for_all_folds_equals_fold_by_fold(trained_run, turtle_records):
     """The run decodes the test records once per TTA for every fold (`FoldStack`); each fold's file must hold what
     that fold's model alone predicts."""
-    from photoid.inference import build_fold_model, fold_weights
-    from photoid.predict import FoldStack, predict_files
-    from photoid.pipeline import test_files
-    from photoid.rundir import RunDir
+    from photoid.inference.fold_models import build_fold_model, fold_weights
+    from photoid.training.predictions import FoldStack, predict_files
+    from photoid.records.reader import test_files
+    from photoid.runs.folder import RunDir
 
     cfg = RunDir(trained_run).config()
     classes = (trained_run / "classes.txt").read_text().split()

@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from photoid.cli import main
-from photoid.errors import ValidationError
+from photoid.core.errors import ValidationError
 from photoid.whales.scoring import read_submission, score_ranking
 
 

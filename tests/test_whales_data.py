@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import REAL_BELUGAS
-from photoid.errors import PhotoidError, ValidationError
+from photoid.core.errors import PhotoidError, ValidationError
 from photoid.synth.belugas import generate_belugas
 from photoid.whales.data import load_belugas, load_truth, make_whale_folds
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import TINY_DIM
-from photoid.errors import PhotoidError, ValidationError
+from photoid.core.errors import PhotoidError, ValidationError
 
 @pytest.fixture(scope="session")
 def ranking(beluga_dir, whale_run, tmp_path_factory):
@@ -35,7 +35,7 @@ def ranking(beluga_dir, whale_run, tmp_path_factory):
 def read_records(files):
     import tensorflow as tf
 
-    from photoid.pipeline import feature_spec
+    from photoid.records.reader import feature_spec
     from photoid.whales.records import WHALE_INT_COLUMNS, WHALE_STRING_COLUMNS
 
     spec = feature_spec(WHALE_STRING_COLUMNS, WHALE_INT_COLUMNS)
@@ -56,7 +56,7 @@ def scenario_images(beluga_dir) -> set[str]:
 # --- records --------------------------------------------------------------------------------------------------
 
 def test_records_hold_the_training_folds_and_every_scenario_image_in_test(beluga_dir, whale_records):
-    from photoid.pipeline import fold_files, test_files
+    from photoid.records.reader import fold_files, test_files
     from photoid.whales.records import read_whale_folds
 
     metadata = pd.read_csv(beluga_dir / "metadata.csv", dtype=str).set_index("image_id")
@@ -88,8 +88,8 @@ def test_records_hold_the_training_folds_and_every_scenario_image_in_test(beluga
 
 
 def test_right_views_are_stored_mirrored(beluga_dir, whale_records):
-    from photoid.pipeline import fold_files, test_files
-    from photoid.records import prepare_image_bytes
+    from photoid.records.reader import fold_files, test_files
+    from photoid.records.writer import prepare_image_bytes
 
     records = read_records(fold_files(whale_records, [0, 1]) + test_files(whale_records))
     for viewpoint in ("right", "left", "top"):
@@ -114,9 +114,9 @@ def test_right_views_are_stored_mirrored(beluga_dir, whale_records):
 
 
 def test_by_default_right_views_are_stored_as_they_are_as_the_winner_did(beluga_dir, tmp_path):
-    from photoid.io import read_json
-    from photoid.pipeline import fold_files
-    from photoid.records import prepare_image_bytes
+    from photoid.core.io import read_json
+    from photoid.records.reader import fold_files
+    from photoid.records.writer import prepare_image_bytes
     from photoid.whales.records import build_whale_records
 
     build_whale_records(beluga_dir, tmp_path, n_folds=2, dim_pre=TINY_DIM, workers=1)
@@ -129,7 +129,7 @@ def test_by_default_right_views_are_stored_as_they_are_as_the_winner_did(beluga_
 
 
 def test_keep_original_with_mirror_re_encodes_at_the_photos_size(beluga_dir):
-    from photoid.records import prepare_image_bytes
+    from photoid.records.writer import prepare_image_bytes
 
     path = next((beluga_dir / "images").glob("*.jpg"))
     original = np.asarray(Image.open(path), dtype=np.float32)
@@ -195,7 +195,7 @@ def test_fold_files_with_wrong_labels_are_refused(tmp_path):
 # --- training -------------------------------------------------------------------------------------------------
 
 def test_arcface_training_through_run_py_keeps_checkpoints(whale_run, whale_records):
-    from photoid import io as pio
+    from photoid.core import io as pio
 
     folds = pd.read_csv(whale_records / "folds.csv", dtype=str)
     config = pio.read_json(whale_run / "config.json")
@@ -212,10 +212,10 @@ def test_arcface_training_through_run_py_keeps_checkpoints(whale_run, whale_reco
 def test_flip_tta_embedding_is_the_mean_of_both_normalised_embeddings(whale_run, whale_records):
     import dataclasses
 
-    from photoid.model import build_models_from_config, load_weights_file
-    from photoid.pipeline import build_dataset
-    from photoid.pipeline import test_files
-    from photoid.runs import load_run
+    from photoid.models.factory import build_models_from_config, load_weights_file
+    from photoid.records.reader import build_dataset
+    from photoid.records.reader import test_files
+    from photoid.runs.loaded import load_run
     from photoid.whales.embed import embed_files
 
     run = load_run(whale_run)
@@ -279,7 +279,7 @@ def test_score_ranking_reads_the_rank_output(ranking, beluga_dir, tmp_path, caps
 
 
 def test_joined_embeddings_give_the_mean_cosine():
-    from photoid.retrieval import join_embeddings
+    from photoid.core.retrieval import join_embeddings
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(5, 8)), rng.normal(size=(5, 3))   # two models, different widths

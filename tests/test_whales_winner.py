@@ -15,7 +15,7 @@ needs_real_data = pytest.mark.skipif(not (REAL_DIR / "metadata.csv").exists(), r
 
 
 def recipe(name: str, **overrides):
-    from photoid.config import add_config_arguments, resolve_config
+    from photoid.runs.config import add_config_arguments, resolve_config
 
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)
@@ -38,7 +38,7 @@ def test_the_learning_rate_logged_per_epoch_is_the_winners(name, tmp_path):
     """Train a one-weight model for the recipe's 20 epochs with the recipe's callbacks and read the logged lr."""
     import tf_keras
 
-    from photoid.train import LossGuard, make_callbacks
+    from photoid.training.fold import LossGuard, make_callbacks
 
     cfg = recipe(name)
     assert cfg.n_epochs == 20
@@ -62,7 +62,7 @@ def test_a_resumed_fold_keeps_the_winners_learning_rate_trace(tmp_path):
     per-epoch schedule, not the rate restored from the backup, sets the first resumed epoch's."""
     import tf_keras
 
-    from photoid.train import LossGuard, align_history, make_callbacks, resumed_epoch
+    from photoid.training.fold import LossGuard, align_history, make_callbacks, resumed_epoch
 
     class StopAfter(tf_keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -241,7 +241,7 @@ def test_routes_follow_the_scenarios_viewpoints():
 def test_the_b5_neck_is_three_copies_then_batchnorm_then_a_dense_layer_with_bias():
     import tf_keras
 
-    from photoid.model import IMAGENET_MEAN, IMAGENET_STD, build_models
+    from photoid.models.factory import IMAGENET_MEAN, IMAGENET_STD, build_models
 
     models = build_models(backbone="simple-cnn", dim=32, n_classes=4, pooling="gem", head="arcface",
                           embedding_size=16, neck_kind="bn_dense", input_norm="imagenet")
@@ -269,7 +269,7 @@ def test_the_b5_neck_is_three_copies_then_batchnorm_then_a_dense_layer_with_bias
 
 
 def test_the_effv2_neck_is_batchnorm_of_the_pooled_vector():
-    from photoid.model import build_models
+    from photoid.models.factory import build_models
 
     models = build_models(backbone="simple-cnn", dim=32, n_classes=4, pooling="gem", head="arcface", neck_kind="bn")
     assert [layer.name for layer in models.embed.layers][-2:] == ["gem_pooling2d", "embedding"]
@@ -277,8 +277,8 @@ def test_the_effv2_neck_is_batchnorm_of_the_pooled_vector():
 
 
 def test_drop_connect_rate_reaches_the_kecam_backbone():
-    from photoid.backbones import build_backbone
-    from photoid.errors import PhotoidError
+    from photoid.models.backbones import build_backbone
+    from photoid.core.errors import PhotoidError
 
     def drop_rates(model):
         return sorted({layer.rate for layer in model.layers if type(layer).__name__ == "Dropout"})
@@ -299,7 +299,7 @@ def test_whale_recipes_use_the_winners_neck_and_backbone_settings(name):
 def test_the_winners_neck_saves_and_reloads(tmp_path):
     import tf_keras
 
-    from photoid.model import build_models, load_weights_file
+    from photoid.models.factory import build_models, load_weights_file
 
     options = dict(backbone="simple-cnn", dim=32, n_classes=4, pooling="gem", head="arcface", embedding_size=8,
                    neck_kind="bn_dense", input_norm="imagenet")
@@ -343,8 +343,8 @@ def test_no_grouped_folds_of_the_top_rows_are_the_winners_split():
 
 
 def test_a_recipe_with_views_refuses_records_holding_other_views(tmp_path):
-    from photoid.errors import PhotoidError
-    from photoid.tasks.whales import check_record_views
+    from photoid.core.errors import PhotoidError
+    from photoid.whales.task import check_record_views
 
     folds = pd.DataFrame({"image_id": ["a", "b"], "viewpoint": ["top", "left"]})
     with pytest.raises(PhotoidError, match=r"also hold left photos.*--views top"):
@@ -355,8 +355,8 @@ def test_a_recipe_with_views_refuses_records_holding_other_views(tmp_path):
 
 
 def test_whale_records_for_top_views_train_on_top_photos_and_test_every_scenario_image(tmp_path):
-    from photoid.inference import read_record_ids
-    from photoid.pipeline import test_files
+    from photoid.inference.fold_models import read_record_ids
+    from photoid.records.reader import test_files
     from photoid.synth.belugas import generate_belugas
     from photoid.whales.records import build_whale_records
 
@@ -379,9 +379,9 @@ def test_whale_records_for_top_views_train_on_top_photos_and_test_every_scenario
 def test_monitor_last_keeps_the_last_epoch_and_never_stops_early(tmp_path):
     import tf_keras
 
-    from photoid.io import read_json, write_json
-    from photoid.recordsdir import RecordsDir
-    from photoid.train import BestCheckpoint, LossGuard, make_callbacks
+    from photoid.core.io import read_json, write_json
+    from photoid.records.folder import RecordsDir
+    from photoid.training.fold import BestCheckpoint, LossGuard, make_callbacks
 
     cfg = recipe("whale-top", monitor="last")
     callbacks = make_callbacks(cfg, tmp_path, None, LossGuard())
@@ -402,7 +402,7 @@ def test_monitor_last_keeps_the_last_epoch_and_never_stops_early(tmp_path):
 
 
 def test_the_second_top_family_is_an_efficientnetv2_with_a_batchnorm_embedding():
-    from photoid.model import build_models_from_config
+    from photoid.models.factory import build_models_from_config
 
     cfg = recipe("whale-top-v2", weights="none", dim=64, dim_pre=64)
     assert (cfg.views, cfg.neck, cfg.drop_connect_rate, cfg.lr_schedule) == ("top", "bn", 0.0, "whaledo")
@@ -419,8 +419,8 @@ def test_wide_photos_are_turned_90_degrees_clockwise_in_records_and_single_photo
 
     from PIL import Image
 
-    from photoid.records import prepare_image_bytes
-    from photoid.runs import Preprocessing
+    from photoid.records.writer import prepare_image_bytes
+    from photoid.runs.loaded import Preprocessing
 
     wide = np.zeros((20, 40, 3), np.uint8)   # 20 high, 40 wide: a lateral photo
     wide[:, :8] = (255, 0, 0)                 # its left edge red
@@ -479,9 +479,9 @@ def paired_folder(tmp_path_factory):
 def test_paired_records_hold_a_lateral_partner_of_the_same_whale_row_for_row(paired_folder):
     import tensorflow as tf
 
-    from photoid.pipeline import fold_files
-    from photoid.pipeline import feature_spec
-    from photoid.whales.pairs import pair_files
+    from photoid.records.reader import fold_files
+    from photoid.records.reader import feature_spec
+    from photoid.records.pairs import pair_files
     from photoid.whales.records import WHALE_INT_COLUMNS, WHALE_STRING_COLUMNS
 
     spec = feature_spec(WHALE_STRING_COLUMNS, WHALE_INT_COLUMNS)
@@ -499,11 +499,11 @@ def test_paired_records_hold_a_lateral_partner_of_the_same_whale_row_for_row(pai
 
 
 def test_a_paired_run_trains_each_view_through_the_same_network(paired_folder, tmp_path):
-    from photoid.io import read_json
-    from photoid.run import run_config
-    from photoid.whales.pairs import build_paired_dataset
+    from photoid.core.io import read_json
+    from photoid.training.kfold import run_config
+    from photoid.records.pairs import build_paired_dataset
 
-    from photoid.pipeline import fold_files
+    from photoid.records.reader import fold_files
 
     (top, lateral, label), (y1, y2) = next(iter(build_paired_dataset(
         fold_files(paired_folder / "pairs", [0]), dim=32, dim_pre=32, batch_size=4, training=True, seed=1)))
@@ -524,7 +524,7 @@ def test_a_paired_run_trains_each_view_through_the_same_network(paired_folder, t
 
     unpaired = recipe("whale-cpu-demo", paired=True, data_dir=paired_folder / "data",
                       data_tfrec_dir=paired_folder / "data" / "missing", run_dir=tmp_path / "run2", n_folds=2)
-    from photoid.errors import PhotoidError
+    from photoid.core.errors import PhotoidError
 
     with pytest.raises(PhotoidError):
         run_config(unpaired)

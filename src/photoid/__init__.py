@@ -12,3 +12,7 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
+
+from photoid import _moved  # noqa: E402  (old import paths keep working)
+
+_moved.install()

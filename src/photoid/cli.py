@@ -15,25 +15,25 @@ import sys
 import threading
 import warnings
 
-from photoid.quiet import VERBOSE_ENV, quiet_tensorflow_start
+from photoid.core.quiet import VERBOSE_ENV, quiet_tensorflow_start
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("photoid.synth.cli", "write a synthetic data set in a competition's exact format"),
-    "tfrecords": ("photoid.records", "validate a Turtle Recall folder, write folds.csv and TFRecords"),
-    "records": ("photoid.tasks.cli", "validate any task's folder (the task found from its files), write its records"),
-    "recipes": ("photoid.config", "list the built-in recipes (models/*.toml)"),
-    "train": ("photoid.run", "train, predict and score a recipe k-fold (same as run.py)"),
-    "ensemble": ("photoid.ensemble", "average runs' test predictions into a submission"),
-    "score": ("photoid.scoring", "score a Turtle Recall submission against test_labels.csv (MAP@5)"),
-    "identify": ("photoid.identify", "name the individual in new photos with trained runs"),
-    "export": ("photoid.export", "export a run's fold ensemble as one self-contained model"),
+    "tfrecords": ("photoid.turtles.records", "validate a Turtle Recall folder, write folds.csv and TFRecords"),
+    "records": ("photoid.commands.records", "validate any task's folder (the task found from its files), write its records"),
+    "recipes": ("photoid.commands.recipes", "list the built-in recipes (models/*.toml)"),
+    "train": ("photoid.commands.train", "train, predict and score a recipe k-fold (same as run.py)"),
+    "ensemble": ("photoid.turtles.ensemble", "average runs' test predictions into a submission"),
+    "score": ("photoid.turtles.scoring", "score a Turtle Recall submission against test_labels.csv (MAP@5)"),
+    "identify": ("photoid.commands.identify", "name the individual in new photos with trained runs"),
+    "export": ("photoid.commands.export", "export a run's fold ensemble as one self-contained model"),
     "whale-records": ("photoid.whales.records", "validate a Where's Whale-do folder and write its TFRecords"),
     "embed": ("photoid.whales.embed", "write every scenario image's embedding from trained whale runs (.npz)"),
     "rank": ("photoid.whales.rank", "rank each query against its scenario's database (Where's Whale-do)"),
     "score-ranking": ("photoid.whales.scoring", "score a ranking submission with the organisers' mAP"),
-    "catalog": ("photoid.catalog", "build, grow and list an embedding catalogue of known individuals"),
-    "calibrate": ("photoid.calibrate", "choose the new-individual threshold and blend weight on held-out data"),
+    "catalog": ("photoid.commands.catalog", "build, grow and list an embedding catalogue of known individuals"),
+    "calibrate": ("photoid.commands.calibrate", "choose the new-individual threshold and blend weight on held-out data"),
     "serve": ("photoid.serve", "a web page to identify photos, confirm matches and grow a catalogue"),
     "import": ("photoid.importers", "write a generic folder (metadata.csv, images/) from a wildlife-datasets data "
                                     "set or a Turtle Recall folder"),
@@ -96,7 +96,7 @@ RETRY_S = 0.05
 
 def run_guarded(fn, *args) -> int:
     """Run a command; user errors and Ctrl-C become one line on stderr and a non-zero exit code."""
-    from photoid.errors import PhotoidError
+    from photoid.core.errors import PhotoidError
 
     with _CtrlC() as ctrl_c:
         try:

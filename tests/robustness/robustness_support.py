@@ -95,7 +95,7 @@ def file_bytes(path: Path) -> dict[str, bytes]:
 
 
 def temporary_files(path: Path) -> list[str]:
-    """Files left under a temporary name by `photoid.io.atomic_path` (".NAME.XXXX.tmpSUFFIX")."""
+    """Files left under a temporary name by `photoid.core.io.atomic_path` (".NAME.XXXX.tmpSUFFIX")."""
     return [name for name in files_under(path) if Path(name).name.startswith(".") and ".tmp" in Path(name).name]
 
 

@@ -197,7 +197,7 @@ def test_missing_data_folder(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def records(tmp_path_factory) -> Path:
     """Two folds of the small folder, two shards per record set."""
-    from photoid.records import build_turtle_records
+    from photoid.turtles.records import build_turtle_records
 
     root = tmp_path_factory.mktemp("bad_input_records")
     data = write_turtle_folder(root / "data")

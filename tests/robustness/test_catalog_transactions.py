@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from photoid.catalog_store import LOCK, catalog_transaction, read_catalog
-from photoid.quiet import TF_LOG_LINE
+from photoid.catalog.store import LOCK, catalog_transaction, read_catalog
+from photoid.core.quiet import TF_LOG_LINE
 from robustness_support import kill, reaped, start_photoid, subprocess_env, temporary_files, wait_until
 
 N_PARALLEL = 8
@@ -28,7 +28,7 @@ N_KILLS = 20
 
 @pytest.fixture(scope="module")
 def catalogue(trained_run, turtle_dir, tmp_path_factory) -> Path:
-    from photoid.catalog import build_catalog
+    from photoid.catalog.build import build_catalog
 
     return build_catalog([str(trained_run)], turtle_dir, tmp_path_factory.mktemp("tx") / "cat").path
 
@@ -66,7 +66,7 @@ def test_parallel_adds_all_keep_their_photos_and_readers_never_see_a_mix(catalog
     watcher.join()
     assert codes == [0] * N_PARALLEL, [err.read_text() for _, _, err in processes]
     assert all("added 1 photo(s)" in out.read_text() for _, out, _ in processes)
-    # Nothing but photoid's own lines: no TensorFlow start-up chatter (photoid.quiet).
+    # Nothing but photoid's own lines: no TensorFlow start-up chatter (photoid.core.quiet).
     assert not any(TF_LOG_LINE.match(line) for _, _, err in processes for line in err.read_text().splitlines())
     after = read_catalog(path)
     assert len(after.table) == len(before.table) + N_PARALLEL
@@ -85,7 +85,7 @@ def test_parallel_adds_all_keep_their_photos_and_readers_never_see_a_mix(catalog
 COMMIT_LOOP = textwrap.dedent("""
     import sys
     import numpy as np, pandas as pd
-    from photoid.catalog_store import catalog_transaction
+    from photoid.catalog.store import catalog_transaction
     print("ready", flush=True)
     while True:
         with catalog_transaction(sys.argv[1]) as tx:
@@ -145,7 +145,7 @@ def test_kill_9_at_random_moments_leaves_the_old_or_the_new_generation(catalogue
 
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
-    from photoid.catalog_store import catalog_transaction
+    from photoid.catalog.store import catalog_transaction
     with catalog_transaction(sys.argv[1]):
         print("holding", flush=True)
         time.sleep(600)

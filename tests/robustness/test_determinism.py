@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from photoid.io import load_npy
+from photoid.core.io import load_npy
 from robustness_support import (file_bytes, reaped, run_photoid, start_photoid, temporary_files,
                                 write_turtle_folder)
 

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from photoid.config import SETTABLE, Config, resolve_config
-from photoid.data import EXTRA_CSV, SAMPLE_SUBMISSION_CSV, TEST_CSV, TRAIN_CSV, load_turtles
-from photoid.tables import image_id_problem
-from photoid.errors import PhotoidError
+from photoid.runs.config import SETTABLE, Config, resolve_config
+from photoid.turtles.data import EXTRA_CSV, SAMPLE_SUBMISSION_CSV, TEST_CSV, TRAIN_CSV, load_turtles
+from photoid.core.tables import image_id_problem
+from photoid.core.errors import PhotoidError
 from robustness_support import write_turtle_folder
 
 CSV_NAMES = (TRAIN_CSV, EXTRA_CSV, TEST_CSV, SAMPLE_SUBMISSION_CSV)

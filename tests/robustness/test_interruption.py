@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from photoid import io as pio
-from photoid.errors import PhotoidError
+from photoid.core import io as pio
+from photoid.core.errors import PhotoidError
 from robustness_support import (file_bytes, files_under, kill, reaped, run_photoid, spawn, start_photoid,
                                 subprocess_env, temporary_files, wait_until)
 
@@ -160,7 +160,7 @@ def poison_head_at(monkeypatch, epoch_to_poison: int) -> None:
     import tensorflow as tf
     import tf_keras
 
-    from photoid import train
+    from photoid.training import fold as train
 
     make_callbacks = train.make_callbacks
 
@@ -204,7 +204,7 @@ def test_nan_after_good_epochs_keeps_the_best_checkpoint_so_far(turtle_dir, turt
     assert list(history["epoch"]) == [0, 1, 2]
     assert np.isfinite(history["loss"][:2]).all() and not np.isfinite(history["loss"][2])
 
-    from photoid.model import build_models, load_weights_file
+    from photoid.models.factory import build_models, load_weights_file
 
     n_classes = len((run_dir / "classes.txt").read_text(encoding="utf-8").split())
     model = build_models(backbone="simple-cnn", dim=32, n_classes=n_classes).predict
@@ -219,7 +219,7 @@ class HalfWrittenError(OSError):
 
 
 def test_a_submission_that_fails_midway_leaves_the_old_one(tmp_path, monkeypatch):
-    from photoid.ensemble import write_submission
+    from photoid.turtles.ensemble import write_submission
 
     path = tmp_path / "submission.csv"
     path.write_text("image_id,prediction1\nID_OLD,t_id_A\n", encoding="utf-8")
@@ -270,8 +270,8 @@ def test_predictions_and_reports_that_fail_midway_leave_the_old_files(tmp_path, 
 
 
 def test_a_checkpoint_that_fails_midway_leaves_the_best_one(tmp_path, monkeypatch):
-    from photoid.model import build_models
-    from photoid.train import BestCheckpoint
+    from photoid.models.factory import build_models
+    from photoid.training.fold import BestCheckpoint
 
     model = build_models(backbone="simple-cnn", dim=16, n_classes=3).predict
     checkpoint = BestCheckpoint(tmp_path, "val_loss", model)

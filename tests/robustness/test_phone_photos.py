@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from photoid.images import jpeg_stream_end
+from photoid.core.images import jpeg_stream_end
 from robustness_support import N_LABELLED, TEST_IDS, TRAIN_IDS, run_photoid, write_turtle_folder
 
 TFRECORDS = ("--n_folds", "2", "--dim_pre", "16", "--workers", "1", "--keep_original")

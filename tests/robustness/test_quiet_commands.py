@@ -9,7 +9,7 @@ import time
 
 import pandas as pd
 
-from photoid.quiet import TF_LOG_LINE
+from photoid.core.quiet import TF_LOG_LINE
 from robustness_support import PHOTOID, subprocess_env
 
 HELP_IMPORTS = """

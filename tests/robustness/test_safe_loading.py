@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from photoid import io as pio
-from photoid.errors import PhotoidError
+from photoid.core import io as pio
+from photoid.core.errors import PhotoidError
 from robustness_support import run_photoid
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "photoid"
@@ -36,7 +36,7 @@ def is_false(node: ast.AST | None) -> bool:
 
 
 def test_the_package_is_read_as_source():
-    assert len(SOURCES) > 20 and PACKAGE / "io.py" in SOURCES
+    assert len(SOURCES) > 20 and PACKAGE / "core" / "io.py" in SOURCES
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=[str(p.relative_to(PACKAGE)) for p in SOURCES])
@@ -85,7 +85,7 @@ N_CLASSES = 5
 
 
 def build(**overrides):
-    from photoid.model import build_models
+    from photoid.models.factory import build_models
 
     options = dict(backbone="simple-cnn", dim=32, n_classes=N_CLASSES)
     return build_models(**{**options, **overrides}).predict
@@ -108,7 +108,7 @@ def saved(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("layout", ["new", "legacy"])
 def test_a_matching_weight_file_loads_every_weight(saved, layout):
-    from photoid.model import load_weights_file
+    from photoid.models.factory import load_weights_file
 
     model = build()
     load_weights_file(model, saved[layout], N_CLASSES)
@@ -128,7 +128,7 @@ MISMATCHES = [
 @pytest.mark.parametrize("layout", ["new", "legacy"])
 @pytest.mark.parametrize("overrides, detail", [m[1:] for m in MISMATCHES], ids=[m[0] for m in MISMATCHES])
 def test_a_weight_file_of_another_model_is_refused(saved, layout, overrides, detail):
-    from photoid.model import load_weights_file
+    from photoid.models.factory import load_weights_file
 
     model = build(**overrides)
     with pytest.raises(PhotoidError, match="does not fit this recipe's model|holds .* weight arrays but") as info:
@@ -138,7 +138,7 @@ def test_a_weight_file_of_another_model_is_refused(saved, layout, overrides, det
 
 def test_a_model_with_fewer_weights_than_the_file_is_refused(tmp_path):
     """Keras matches `.weights.h5` entries by position and skips those the model has no place for."""
-    from photoid.model import load_weights_file
+    from photoid.models.factory import load_weights_file
 
     path = tmp_path / "gem.weights.h5"
     build(pooling="gem").save_weights(str(path))
@@ -153,7 +153,7 @@ def test_a_model_with_fewer_weights_than_the_file_is_refused(tmp_path):
     (b"\x80\x04K\x01.", "model.pkl", "expected one of .h5, .hdf5, .weights.h5, .keras"),
 ])
 def test_damaged_or_foreign_weight_files_are_refused(saved, tmp_path, content, name, message):
-    from photoid.model import load_weights_file
+    from photoid.models.factory import load_weights_file
 
     path = tmp_path / name
     path.write_bytes(content if content is not None else saved["new"].read_bytes()[:5000])
@@ -162,7 +162,7 @@ def test_damaged_or_foreign_weight_files_are_refused(saved, tmp_path, content, n
 
 
 def test_a_missing_weight_file_is_named(tmp_path):
-    from photoid.model import load_weights_file
+    from photoid.models.factory import load_weights_file
 
     with pytest.raises(PhotoidError, match=f"weights file {tmp_path / 'nowhere.h5'} does not exist"):
         load_weights_file(build(), tmp_path / "nowhere.h5", N_CLASSES)

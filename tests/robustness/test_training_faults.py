@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from photoid import io as pio
+from photoid.core import io as pio
 from robustness_support import kill, reaped, run_photoid, start_photoid, wait_until
 
 
@@ -47,7 +47,7 @@ def test_divergence_after_good_epochs_keeps_the_best_checkpoint(turtle_dir, turt
                                                                monkeypatch):
     import tf_keras
 
-    from photoid import train
+    from photoid.training import fold as train
 
     make_callbacks = train.make_callbacks
 
@@ -105,7 +105,7 @@ def test_a_divergence_factor_that_would_stop_every_fold_is_refused(turtle_dir, t
 
 
 def test_history_of_a_resumed_fold_has_each_finished_epoch_once(tmp_path):
-    from photoid.train import BACKUP_DIR, RESUME_STATE, align_history
+    from photoid.training.fold import BACKUP_DIR, RESUME_STATE, align_history
 
     logs = [{"loss": 3.0 - e, "lr": 0.002, "val_acc": 0.1 * e} for e in range(3)]
     (tmp_path / BACKUP_DIR).mkdir()

@@ -1,7 +1,7 @@
 """`photoid catalog`: a catalogue of known individuals — one embedding per photo — that grows without retraining.
 
 Its files, and the transactions through which every command (and any other writer, such as a web page) changes
-them, are `photoid.catalog_store`'s:
+them, are `photoid.catalog.store`'s:
 
     with catalog_transaction(path, waiting_message="to add 3 photos of t_id_X") as tx:
         current = tx.catalog                      # this generation, read under the lock (None: no catalogue yet)
@@ -15,148 +15,42 @@ on them.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from photoid.catalog_store import MANIFEST, VIEWPOINT_COLUMN, Catalog, _now, catalog_transaction, read_catalog
-from photoid.config import parse_folds, view_list
-from photoid.errors import PhotoidError, ProblemList
-from photoid.labels import NEW_INDIVIDUAL, NEW_TURTLE
-from photoid.results import Identification
+from photoid.catalog.identify import DEFAULT_BATCH, check_viewpoint, load_catalog_embedder
+from photoid.catalog.store import (
+    MANIFEST,
+    VIEWPOINT_COLUMN,
+    Catalog,
+    _now,
+    catalog_transaction,
+    read_catalog,
+)
+from photoid.core.errors import PhotoidError, ProblemList
+from photoid.core.labels import NEW_INDIVIDUAL, NEW_TURTLE
+from photoid.runs.config import view_list
 from photoid.tasks import get_task
-from photoid.openset import blend_scores, catalogue_scores, rank_with_new
-from photoid.whales.data import VIEWPOINTS
 
 RESERVED_IDS = (NEW_INDIVIDUAL, NEW_TURTLE)
-DEFAULT_BATCH = 64
 
 
 # ----------------------------------------------------------------------------- models
 
-def load_catalog_embedder(catalog: Catalog, run_dirs: Sequence[str] | None = None, records_dir: str | None = None):
-    """The catalogue's own fold models (an `Embedder`), from its recorded run folders or `run_dirs` in their place.
-
-    `run_dirs` (runs moved elsewhere, or the runs a classifier ensemble uses) must hold the very models the
-    catalogue was made with, in the same order; anything else is refused with the difference named.
-    """
-    from photoid.embedder import Embedder, check_same_models
-    from photoid.runs import load_run
-
-    runs = {old: load_run(new, records_dir) for old, new in zip(catalog.run_dirs(), catalog.run_dirs(run_dirs))}
-    embedder = Embedder([(runs[m["run_dir"]], m["fold"]) for m in catalog.models])
-    check_same_models(catalog.models, embedder.signatures(), f"catalogue {catalog.path}")
-    if embedder.dim != catalog.dim:
-        raise PhotoidError(f"catalogue {catalog.path} holds {catalog.dim}-dimensional embeddings but its models "
-                           f"give {embedder.dim}")
-    return embedder
 
 
 # ----------------------------------------------------------------------------- identification
 
-def operating_point(catalog: Catalog, with_probabilities: bool, blend_weight: float | None = None,
-                    threshold: float | None = None) -> tuple[float, float]:
-    """(blend weight, threshold): the given ones, else the catalogue's calibrated ones for that weight.
-
-    Without classifier probabilities the weight is 0 and the threshold the one calibrated for similarity alone.
-    """
-    calibration = catalog.calibration or {}
-    if blend_weight is None:
-        blend_weight = float(calibration.get("blend_weight", 0.0)) if with_probabilities else 0.0
-    if blend_weight > 0 and not with_probabilities:
-        raise PhotoidError(f"a blend weight of {blend_weight} needs the classifier's probabilities")
-    if threshold is None:
-        by_weight = {float(p["blend_weight"]): float(p["threshold"]) for p in calibration.get("by_weight", [])}
-        if not calibration:
-            raise PhotoidError(f"catalogue {catalog.path} is not calibrated: run photoid calibrate, or give a "
-                               "threshold for new individuals (--threshold)")
-        if float(blend_weight) not in by_weight:
-            raise PhotoidError(f"catalogue {catalog.path} has no threshold calibrated for blend weight "
-                               f"{blend_weight} (calibrated: {sorted(by_weight)}); give --threshold")
-        threshold = by_weight[float(blend_weight)]
-    return float(blend_weight), float(threshold)
 
 
-def identify_with_catalog(embeddings: np.ndarray, catalog: Catalog, classifier_probs: np.ndarray | None = None,
-                          classes: Sequence[str] | None = None, *, top: int = 5, blend_weight: float | None = None,
-                          threshold: float | None = None, nameable: Sequence[str] | None = None,
-                          new_label: str = NEW_INDIVIDUAL, backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """The `top` labels per photo and their scores, by catalogue similarity (blended with the classifier).
-
-    `embeddings` come from the catalogue's own models (`load_catalog_embedder`). Each individual scores its best
-    cosine in each model's space, averaged over the models (`openset.catalogue_scores`); with `classifier_probs`
-    (photos × `classes`) the score is (1 − w)·that + w·probability; `new_label` is inserted where the best score
-    does not exceed the threshold. Weight and threshold default to the catalogue's calibration. `nameable`
-    limits the individuals named (others read `new_label`; Turtle Recall's 101 labels: the original ids).
-    Returns labels (photos, top) and scores, "" and NaN past the candidates.
-    """
-    embeddings = np.asarray(embeddings, dtype=np.float32)
-    if embeddings.ndim != 2 or embeddings.shape[1] != catalog.dim:
-        raise PhotoidError(f"embeddings of shape {embeddings.shape} cannot be compared with catalogue "
-                           f"{catalog.path}, whose embeddings have {catalog.dim} dimensions: they come from other "
-                           "models; embed the photos with the catalogue's runs")
-    with_probabilities = classifier_probs is not None
-    weight, threshold = operating_point(catalog, with_probabilities, blend_weight, threshold)
-    names, codes = catalog.individuals()
-    scores = catalogue_scores(embeddings, catalog.embeddings, codes, len(names), catalog.blocks(), backend=backend)
-    if with_probabilities and weight > 0:
-        probs, has_probability = align_probabilities(classifier_probs, classes, names)
-        scores = blend_scores(scores, probs, has_probability, weight)
-    return rank_with_new(scores, names, threshold, k=top, nameable=nameable, new_label=new_label)
 
 
-def align_probabilities(probs: np.ndarray, classes: Sequence[str] | None, names: Sequence[str]
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """Classifier probabilities re-ordered to the catalogue's individuals, and which individuals it knows."""
-    if classes is None or np.shape(probs)[1] != len(classes):
-        raise PhotoidError("classifier probabilities need their classes, one per column")
-    column = {c: i for i, c in enumerate(classes)}
-    index = np.array([column.get(n, -1) for n in names], dtype=np.int64)
-    known = index >= 0
-    aligned = np.zeros((len(probs), len(names)), dtype=np.float32)
-    aligned[:, known] = np.asarray(probs)[:, index[known]]
-    return aligned, known
 
 
-def identify_paths_with_catalog(catalog_dir: str | Path | Catalog, paths: Sequence[str], *,
-                                run_dirs: Sequence[str] | None = None, records_dir: str | None = None,
-                                top: int = 5, batch_size: int = DEFAULT_BATCH, blend_weight: float | None = None,
-                                threshold: float | None = None, embedder=None,
-                                viewpoints: Sequence[str | None] | None = None) -> Iterator:
-    """`photoid identify --catalog`: photos → `photoid.results.Identification`, in order, batch by batch.
-
-    The catalogue's models embed each photo and give the classifier's probabilities; every catalogue individual
-    can be named (only the runs' original ids if the catalogue was calibrated for them), and a photo scoring no
-    individual above the threshold is `new_turtle` (Turtle Recall runs) or `new_individual`. `run_dirs`, when
-    given, must be the catalogue's runs (else a clear error). A long-lived caller (`photoid serve`) passes the
-    catalogue it holds and its `load_catalog_embedder`, so the models are loaded once. `viewpoints` (one per
-    photo, None: unknown) mirror right views for models whose records mirrored them; refused for other models.
-    """
-    catalog = catalog_dir if isinstance(catalog_dir, Catalog) else read_catalog(catalog_dir)
-    embedder = embedder or load_catalog_embedder(catalog, run_dirs, records_dir)
-    first_run = embedder.members[0][0]
-    new_label = get_task(first_run.config.task).new_label
-    label_space = (catalog.calibration or {}).get("label_space", "catalog")
-    nameable = first_run.original_ids if label_space == "original" else None
-    operating_point(catalog, True, blend_weight, threshold)  # fail before any photo is read
-    check_viewpoint(embedder, next((v for v in viewpoints or () if v), None))
-    for batch, readable, embeddings, probs, errors in embedder.batches(paths, batch_size, probabilities=True,
-                                                                       viewpoints=viewpoints):
-        results = {path: Identification(path, error=reason) for path, reason in errors.items()}
-        if readable:
-            labels, scores = identify_with_catalog(embeddings, catalog, probs, embedder.classes, top=top,
-                                                   blend_weight=blend_weight, threshold=threshold,
-                                                   nameable=nameable, new_label=new_label)
-            for i, path in enumerate(readable):
-                kept = [(str(label), float(score)) for label, score in zip(labels[i], scores[i]) if label != ""]
-                results[path] = Identification(path, probs[i], [label for label, _ in kept],
-                                               [score for _, score in kept])
-        yield from (results[path] for path in batch)
 
 
 # ----------------------------------------------------------------------------- build, add, list
@@ -179,9 +73,9 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
     Recall's train.csv then extra_images.csv; a whale folder's labelled metadata rows; a generic folder's train
     rows). Whale and generic folders say each photo's viewpoint: right views are embedded mirrored where the runs'
     records mirrored them, as the models saw them in training."""
-    from photoid.embedder import Embedder
-    from photoid.inference import EMBEDDING_VIEWS
-    from photoid.runs import choose_folds, load_run
+    from photoid.inference.embedder import Embedder
+    from photoid.inference.fold_models import EMBEDDING_VIEWS
+    from photoid.runs.loaded import choose_folds, load_run
 
     out = Path(out)
     _check_build_target(out, force)  # before the slow work, and again under the lock
@@ -230,7 +124,7 @@ def add_photos(catalog_dir: str | Path, paths: Sequence[str], individual_id: str
     embedded first, then added to the catalogue's generation current at that moment (`catalog_transaction`),
     so adds running at the same time all keep their photos.
     """
-    from photoid.tables import text_problem
+    from photoid.core.tables import text_problem
 
     reason = text_problem(individual_id)
     if reason or individual_id in RESERVED_IDS:
@@ -259,13 +153,6 @@ def add_photos(catalog_dir: str | Path, paths: Sequence[str], individual_id: str
     return updated, known
 
 
-def check_viewpoint(embedder, viewpoint: str | None) -> None:
-    """Refuse a viewpoint for a catalogue whose models' records never mirrored right views (it would change
-    nothing)."""
-    from photoid.runs import check_viewpoint_applies
-
-    check_viewpoint_applies(viewpoint, [m.preprocessing for m in embedder.predictor.members],
-                            "the catalogue's models were")
 
 
 def with_viewpoints(table: pd.DataFrame) -> pd.DataFrame:
@@ -296,63 +183,7 @@ def summary(catalog: Catalog) -> dict:
             "calibration": catalog.calibration}
 
 
-def format_summary(info: dict) -> str:
-    lines = [f"catalogue {info['catalog']} (updated {info['updated']})",
-             f"  {info['images']} photos of {info['individuals']} individuals "
-             f"({info['single_photo_individuals']} with a single photo); embeddings of {info['dim']} dimensions"]
-    lines += [f"  source {name}: {s['images']} photos, {s['individuals']} individuals"
-              for name, s in info["sources"].items()]
-    lines += [f"  run {r['run']} ({r['recipe']}, {r['image_size']} px): folds {r['folds']}, "
-              f"{r['embedding_size']} dimensions per fold, {r['run_dir']}" for r in info["runs"]]
-    c = info["calibration"]
-    lines.append("  calibration: none (photoid calibrate chooses the new-individual threshold)" if not c else
-                 f"  calibration: threshold {c['threshold']:.4f}, blend weight {c['blend_weight']}, out-of-fold "
-                 f"MAP@5 {c['metrics']['map5']:.4f} ({c['calibrated']})")
-    return "\n".join(lines)
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    build = actions.add_parser("build", help="embed every labelled photo of a data folder with trained runs")
-    build.add_argument("--run", dest="runs", nargs="+", action="extend", required=True, metavar="RUN_DIR",
-                       help="trained run folder(s); their fold models make the embeddings")
-    build.add_argument("--data_dir", required=True,
-                       help="the runs' data folder (Turtle Recall, Where's Whale-do or generic): its labelled photos")
-    build.add_argument("--out", required=True, help="catalogue folder to write")
-    build.add_argument("--folds", type=parse_folds, help="folds to use, e.g. 0,1 (default: every trained fold)")
-    build.add_argument("--force", action="store_true", help="replace an existing catalogue")
-    add = actions.add_parser("add", help="add photos of a known or a new individual, without retraining")
-    add.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG photos of that individual")
-    add.add_argument("--id", dest="individual_id", required=True, help="the individual's id")
-    add.add_argument("--catalog", required=True, help="catalogue folder")
-    add.add_argument("--run", dest="runs", nargs="+", action="extend", metavar="RUN_DIR",
-                     help="where the catalogue's runs are now, if they moved (default: as recorded)")
-    add.add_argument("--viewpoint", choices=VIEWPOINTS,
-                     help="the viewpoint of every photo given: right views are mirrored, as whale records store "
-                          "them (default: unknown, not mirrored; refused for models whose records never mirror)")
-    show = actions.add_parser("list", help="summarise a catalogue")
-    show.add_argument("--catalog", required=True, help="catalogue folder")
-    show.add_argument("--json", action="store_true", help="print the summary as JSON")
-    for sub in (build, add):
-        sub.add_argument("--records_dir", help="records folder the runs were trained from (default: config.json's)")
-        sub.add_argument("--batch_size", type=int, default=DEFAULT_BATCH, help="photos embedded at once")
 
 
-def run(args: argparse.Namespace) -> int:
-    started = time.time()
-    if args.action == "build":
-        catalog = build_catalog(args.runs, args.data_dir, args.out, folds=args.folds, records_dir=args.records_dir,
-                                batch_size=args.batch_size, force=args.force)
-        print(f"catalogue {catalog.path}: {len(catalog.table)} photos of {catalog.table['individual_id'].nunique()} "
-              f"individuals from {len(catalog.models)} model(s) in {time.time() - started:.0f}s")
-    elif args.action == "add":
-        catalog, known = add_photos(args.catalog, args.images, args.individual_id, run_dirs=args.runs,
-                                    records_dir=args.records_dir, batch_size=args.batch_size,
-                                    viewpoint=args.viewpoint)
-        count = int((catalog.table["individual_id"] == args.individual_id).sum())
-        print(f"added {len(args.images)} photo(s) of {'known' if known else 'new'} individual {args.individual_id} "
-              f"(now {count} photo(s)) to {catalog.path} in {time.time() - started:.1f}s")
-    else:
-        info = summary(read_catalog(args.catalog))
-        print(json.dumps(info, indent=2) if args.json else format_summary(info))
-    return 0

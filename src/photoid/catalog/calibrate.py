@@ -32,22 +32,27 @@ k-NN with the calibrated threshold, (c) the calibrated blend of both.
 
 from __future__ import annotations
 
-import argparse
-import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Sequence
 
 import numpy as np
 
-from photoid.catalog import (Catalog, align_probabilities, catalog_transaction, load_catalog_embedder,
-                             read_catalog)
-from photoid.errors import PhotoidError
-from photoid.io import write_json
-from photoid.labels import NEW_TURTLE, top_labels
-from photoid.metrics import map_at_k_from_labels
-from photoid.openset import (OperatingPoint, blend_scores, candidates_at, catalogue_scores, open_set_metrics,
-                             rank_with_new, search_operating_point)
+from photoid.catalog.build import Catalog, load_catalog_embedder
+from photoid.catalog.identify import align_probabilities
+from photoid.catalog.openset import (
+    OperatingPoint,
+    blend_scores,
+    candidates_at,
+    catalogue_scores,
+    open_set_metrics,
+    rank_with_new,
+    search_operating_point,
+)
+from photoid.core.errors import PhotoidError
+from photoid.core.io import write_json
+from photoid.core.labels import NEW_TURTLE, top_labels
+from photoid.core.metrics import map_at_k_from_labels
 
 DEFAULT_NEW_FRACTION = 0.2
 DEFAULT_REPEATS = 3
@@ -71,7 +76,7 @@ def fold_queries(catalog: Catalog, run_dirs: list[str], use_probabilities: bool 
     A fold's queries are the photos of the runs' out-of-fold prediction files for that fold, which name exactly
     the photos fold f's model never trained on.
     """
-    from photoid.rundir import load_run_predictions
+    from photoid.runs.folder import load_run_predictions
 
     names, _ = catalog.individuals()
     row_of = {image_id: i for i, image_id in enumerate(catalog.table["image_id"])}
@@ -135,9 +140,9 @@ def calibrate(catalog: Catalog, run_dirs: Sequence[str] | None = None, *, new_fr
     "original": only the runs' original ids, every other individual is new (Turtle Recall's 101 labels).
     `run_dirs` stand in for the catalogue's recorded runs (moved elsewhere); they must hold the same models.
     """
-    from photoid.embedder import check_same_models
-    from photoid.inference import signature
-    from photoid.runs import load_run
+    from photoid.inference.embedder import check_same_models
+    from photoid.inference.fold_models import signature
+    from photoid.runs.loaded import load_run
 
     if label_space not in LABEL_SPACES:
         raise PhotoidError(f"label space must be one of {LABEL_SPACES}, got {label_space!r}")
@@ -170,20 +175,6 @@ def calibrate(catalog: Catalog, run_dirs: Sequence[str] | None = None, *, new_fr
     }
 
 
-def format_calibration(c: dict) -> str:
-    def line(name, m):
-        return (f"  {name:<26} MAP@5 {m['map5']:.4f}  AUC new-vs-known {m['auc_known_vs_new']:.4f}  "
-                f"acc@1 known {m['known_accuracy']:.4f}  new {m['new_accuracy']:.4f}  "
-                f"balanced {m['balanced_accuracy']:.4f}")
-
-    m = c["metrics"]
-    return "\n".join([
-        f"out-of-fold calibration: {m['n_queries']} queries ({m['n_new']} new), folds {c['folds']}, "
-        f"{c['repeats']} draw(s) of {c['new_fraction']:.0%} individuals held out",
-        f"  chosen: blend weight {c['blend_weight']}, threshold {c['threshold']:.4f} (labels: {c['label_space']})",
-        line(f"blend (w={c['blend_weight']})", m),
-        line(f"similarity only (t={c['similarity_only']['threshold']:.4f})", c["similarity_only"]["metrics"]),
-    ])
 
 
 # ----------------------------------------------------------------------------- test-set evaluation
@@ -191,9 +182,7 @@ def format_calibration(c: dict) -> str:
 def evaluate(catalog: Catalog, run_dirs: Sequence[str] | None, data_dir: str, out: str | None = None,
              records_dir: str | None = None) -> dict:
     """MAP@5 over the 101 labels of a test set: the classifier's rule vs the catalogue vs the blend."""
-    from photoid.data import load_test_labels, load_turtles
-    from photoid.rundir import RunDir, load_run_predictions
-    from photoid.scoring import truth_labels_101
+    from photoid.runs.folder import RunDir, load_run_predictions
     from photoid.tasks import get_task
 
     calibration = catalog.calibration
@@ -204,11 +193,7 @@ def evaluate(catalog: Catalog, run_dirs: Sequence[str] | None, data_dir: str, ou
     if not task.leaderboard_labels:
         raise PhotoidError(f"--evaluate scores a Turtle Recall test set (test_labels.csv, 101 labels); the catalogue's "
                            f"runs are {task.name} runs (a generic run scores its test split in test_scores.json)")
-    data = load_turtles(data_dir, check_images=False)
-    truth_frame = load_test_labels(data_dir)
-    truth = (truth_frame["label_101"] if "label_101" in truth_frame.columns
-             else truth_labels_101(truth_frame, data.original_ids)).to_numpy(dtype=str)
-    test_ids = truth_frame["image_id"].tolist()
+    test_ids, truth, test_paths = task.leaderboard_truth(data_dir)
     probs, row_ids, classes, original_ids, _ = load_run_predictions(run_dirs, "test")
     index = {image_id: i for i, image_id in enumerate(row_ids)}
     missing = [i for i in test_ids if i not in index]
@@ -217,7 +202,7 @@ def evaluate(catalog: Catalog, run_dirs: Sequence[str] | None, data_dir: str, ou
     probs = probs[[index[i] for i in test_ids]]
 
     embedder = load_catalog_embedder(catalog, run_dirs, records_dir)
-    embeddings = embedder.embed_all([data.image_path(i) for i in test_ids])
+    embeddings = embedder.embed_all(test_paths)
     names, codes = catalog.individuals()
     scores = catalogue_scores(embeddings, catalog.embeddings, codes, len(names), catalog.blocks())
     aligned, has_probability = align_probabilities(probs, classes, names)
@@ -247,48 +232,7 @@ def evaluate(catalog: Catalog, run_dirs: Sequence[str] | None, data_dir: str, ou
     return result
 
 
-def format_table(result: dict) -> str:
-    lines = [f"test set {result['data_dir']}: {result['n_test']} photos, {result['n_new_turtle']} of them "
-             f"new_turtle (MAP@5 over the 101 labels)", "",
-             "| method | MAP@5 | acc@1 | acc@1 known | acc@1 new_turtle |", "|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['map5']:.4f} | {r['acc1']:.4f} | {r['acc1_known']:.4f} | {r['acc1_new']:.4f} |"
-              for r in result["rows"]]
-    return "\n".join(lines)
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--catalog", required=True, help="catalogue folder (photoid catalog build)")
-    parser.add_argument("--run", dest="runs", nargs="+", action="extend", metavar="RUN_DIR",
-                        help="the catalogue's runs, if they moved (default: as recorded in the catalogue)")
-    parser.add_argument("--records_dir", help="records folder the runs were trained from (default: config.json's)")
-    parser.add_argument("--new_fraction", type=float, default=DEFAULT_NEW_FRACTION,
-                        help="share of individuals held out to play new ones (expected share of new in the field)")
-    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="draws of held-out individuals")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seeds the draws")
-    parser.add_argument("--label_space", choices=LABEL_SPACES, default="catalog",
-                        help="catalog: any catalogue individual can be named (identify --catalog); original: only the "
-                             "runs' original ids, others are new (Turtle Recall's 101 labels)")
-    parser.add_argument("--similarity_only", action="store_true",
-                        help="ignore the classifier's probabilities (blend weight 0)")
-    parser.add_argument("--evaluate", action="store_true",
-                        help="then score the test set (test_labels.csv): classifier rule vs catalogue vs blend")
-    parser.add_argument("--data_dir", help="with --evaluate: the Turtle Recall folder (default: the catalogue's)")
-    parser.add_argument("--out", help="with --evaluate: also write the table as JSON here")
 
 
-def run(args: argparse.Namespace) -> int:
-    started = time.time()
-    catalog = read_catalog(args.catalog)
-    calibration = calibrate(catalog, args.runs, new_fraction=args.new_fraction, repeats=args.repeats,
-                            seed=args.seed, use_probabilities=not args.similarity_only,
-                            label_space=args.label_space, records_dir=args.records_dir)
-    # Photos added meanwhile are kept: the calibration joins the generation current at the commit.
-    with catalog_transaction(catalog.path, waiting_message="to record the calibration") as tx:
-        catalog = tx.commit_manifest(calibration=calibration)
-    print(format_calibration(calibration))
-    print(f"written to {catalog.path / 'manifest.json'} in {time.time() - started:.0f}s")
-    if args.evaluate:
-        result = evaluate(catalog, args.runs, args.data_dir or catalog.manifest["data_dir"], out=args.out,
-                          records_dir=args.records_dir)
-        print(format_table(result))
-    return 0

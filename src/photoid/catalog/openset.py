@@ -16,7 +16,7 @@
    are reported as new too.
 
 The threshold and the blend weight are chosen by `search_operating_point`, which maximises MAP@5 over held-out
-queries whose truth is an individual or new (`photoid.calibrate`). Pure numpy (faiss optional); no file access.
+queries whose truth is an individual or new (`photoid.catalog.calibrate`). Pure numpy (faiss optional); no file access.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
-from photoid.labels import NEW_INDIVIDUAL, top_labels
-from photoid.retrieval import normalize_rows, raced_search, search_inner_product
+from photoid.core.labels import NEW_INDIVIDUAL, top_labels
+from photoid.core.retrieval import normalize_rows, raced_search, search_inner_product
 
 TOP_K = 5
 # Blend weights tried by calibration: similarities spread over a narrow band while probabilities span [0, 1], so

@@ -1,10 +1,10 @@
-"""A catalogue's files and the transactions that change them (`photoid.catalog` is the catalogue itself).
+"""A catalogue's files and the transactions that change them (`photoid.catalog.build` is the catalogue itself).
 
 A catalogue folder holds plain files, no pickle:
 
-    manifest.json              the models that made it (`photoid.embedder.signature`), its data files with their
+    manifest.json              the models that made it (`photoid.inference.embedder.signature`), its data files with their
                                sha256, and the calibration (`photoid calibrate`)
-    embeddings-GGGGG.npy       float32 (photos, dim): one L2-normalised row per photo (`photoid.embedder`)
+    embeddings-GGGGG.npy       float32 (photos, dim): one L2-normalised row per photo (`photoid.inference.embedder`)
     images-GGGGG.csv           individual_id, image_id, source, path — row i describes embedding row i
     .photoid.lock              the writers' lock (never deleted); while held it names its holder
 
@@ -50,9 +50,9 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from photoid import io as pio
-from photoid.errors import PhotoidError
-from photoid.openset import individual_codes
+from photoid.catalog.openset import individual_codes
+from photoid.core import io as pio
+from photoid.core.errors import PhotoidError
 
 MANIFEST = "manifest.json"
 LOCK = ".photoid.lock"

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 
-from photoid.errors import PhotoidError
+from photoid.core.errors import PhotoidError
 from photoid.tasks import TASKS, detect_task, get_task
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    from photoid.records import LAYOUTS
+    from photoid.records.writer import LAYOUTS
 
     parser.description = ("Validate a data folder of any task (Turtle Recall, Where's Whale-do or generic) and write "
                           "its folds.csv and TFRecords; the task is found from the folder's files unless --task "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import JpegImagePlugin
 
-from photoid.errors import PhotoidError
+from photoid.core.errors import PhotoidError
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 # Far above any camera photo (a 50-megapixel sensor makes 50e6), far below what would exhaust memory when decoded:

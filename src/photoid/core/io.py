@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
-from photoid.errors import PhotoidError
+from photoid.core.errors import PhotoidError
 
 
 @contextlib.contextmanager

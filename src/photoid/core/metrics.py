@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from photoid.labels import NEW_TURTLE, top_labels
+from photoid.core.labels import NEW_TURTLE, top_labels
 
 
 def apk(actual, predicted: Sequence, k: int = 5) -> float:
@@ -95,7 +95,7 @@ def classification_scores(y_true: np.ndarray, probs: np.ndarray, classes: Sequen
     """Scores of class probabilities: over all classes (acc, acc5, map5) and over the 101 leaderboard labels.
 
     `y_true` holds class indices into `classes`. For `map5_101` a true id outside `original_ids` becomes
-    `new_turtle` and the predictions are the submission's five labels (see `photoid.labels.top_labels`).
+    `new_turtle` and the predictions are the submission's five labels (see `photoid.core.labels.top_labels`).
     """
 
     y_true, probs = _check_probs(y_true, probs)

@@ -64,7 +64,7 @@ class _QuietLoader(importlib.abc.Loader):
         with _stderr_without_tensorflow_logs():
             self._loader.exec_module(module)
             # CUDA is probed here (its errors on a machine without a GPU are part of the start-up); the logical
-            # devices are not created yet, so a later split of the CPU (photoid.strategy) is still possible.
+            # devices are not created yet, so a later split of the CPU (photoid.training.strategy) is still possible.
             module.config.list_physical_devices()
 
 

@@ -12,7 +12,7 @@ from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
-from photoid.errors import PhotoidError
+from photoid.core.errors import PhotoidError
 
 JOINS = ("concat", "mean_cosine")
 RACE_QUERIES = 64  # queries the raced search that does not answer is timed on

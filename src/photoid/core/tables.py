@@ -3,7 +3,7 @@
 A table is read as text only (an id "NA" stays "NA", "007" stays "007"), with its CSV line numbers as index
 (header = line 1), so every problem names its file and line. Problems are collected in a `ProblemList` and
 raised all at once by the caller, so a user fixes a folder in one pass. Nothing here knows a task: the task
-readers (`photoid.data`, `photoid.whales.data`, `photoid.tasks.generic`) say which columns and rules apply.
+readers (`photoid.turtles.data`, `photoid.whales.data`, `photoid.generic.data`) say which columns and rules apply.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pandas as pd
 
-from photoid.errors import ProblemList
+from photoid.core.errors import ProblemList
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")

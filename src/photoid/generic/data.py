@@ -8,7 +8,7 @@
     split      train or test (empty: train)
 
 Folds split the train rows in file order: stratified by identity with the Turtle Recall rule
-(`photoid.folds.make_folds`: StratifiedKFold(shuffle, seed) then the row shuffle with seed 34), or, when any train
+(`photoid.turtles.folds.make_folds`: StratifiedKFold(shuffle, seed) then the row shuffle with seed 34), or, when any train
 row names an encounter, grouped by encounter with the Where's Whale-do rule (`make_whale_folds`: no encounter on
 both sides of a split; a row without an encounter is a group of its own). Labels are the sorted identities of the
 train rows, every one nameable; anything else is `new_individual`. Test rows become the `test` records, labelled
@@ -27,9 +27,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from photoid.errors import PhotoidError, ProblemList
-from photoid.labels import NEW_INDIVIDUAL, NEW_TURTLE
-from photoid.tasks.base import csv_header, label_space
+from photoid.core.errors import PhotoidError, ProblemList
+from photoid.core.labels import NEW_INDIVIDUAL, NEW_TURTLE
 
 METADATA_FILE = "metadata.csv"
 REQUIRED_COLUMNS = ("image_id", "path", "identity")
@@ -74,8 +73,15 @@ def load_generic(data_dir: str | os.PathLike, check_images: bool = True,
                  metadata: str | os.PathLike | None = None) -> GenericData:
     """Read and validate a generic folder; ValidationError lists every problem (file, line, reason) at once.
     `metadata` reads the table from another file of the folder (an importer checks its table before naming it)."""
-    from photoid.images import PHOTO_SUFFIXES, check_photo_file
-    from photoid.tables import check_ids, check_unique, is_iso_date, read_table, relative_path_problem, text_problem
+    from photoid.core.images import PHOTO_SUFFIXES, check_photo_file
+    from photoid.core.tables import (
+        check_ids,
+        check_unique,
+        is_iso_date,
+        read_table,
+        relative_path_problem,
+        text_problem,
+    )
 
     root = Path(data_dir)
     if not root.is_dir():
@@ -152,7 +158,7 @@ def generic_folds(data: GenericData, n_folds: int, seed: int = DEFAULT_SEED):
     import numpy as np
     import pandas as pd
 
-    from photoid.folds import make_folds
+    from photoid.turtles.folds import make_folds
     from photoid.whales.data import make_whale_folds
 
     train = data.train.assign(label=lambda f: pd.Index(data.classes).get_indexer(f["identity"]))
@@ -175,9 +181,10 @@ def build_generic_records(data_dir: str | os.PathLike, out_dir: str | os.PathLik
 
     Nothing is written when validation or the fold split fails. `out_dir` defaults to DATA_DIR/tfrec.
     """
-    from photoid.folds import write_folds
-    from photoid.images import JPEG_MAGIC
-    from photoid.records import FOLDS_CSV, RecordsManifest, image_preparer, write_records
+    from photoid.core.images import JPEG_MAGIC
+    from photoid.records.folds import write_fold_table
+    from photoid.records.folder import FOLDS_CSV
+    from photoid.records.writer import RecordsManifest, image_preparer, write_records
 
     started = time.perf_counter()
     data = load_generic(data_dir, check_images=True)
@@ -193,7 +200,7 @@ def build_generic_records(data_dir: str | os.PathLike, out_dir: str | os.PathLik
                 "shards": shards, "grouped": bool((data.train["encounter"] != "").any()),
                 "has_test": not data.test.empty}
     manifest = RecordsManifest.open(out_dir, settings, force=force)
-    write_folds(folds, os.path.join(out_dir, FOLDS_CSV), columns=FOLD_COLUMNS)
+    write_fold_table(folds, os.path.join(out_dir, FOLDS_CSV), FOLD_COLUMNS)
     parts = {f"fold.{k}": folds[folds["fold"] == k] for k in range(n_folds)}
     test = data.test
     if not test.empty:
@@ -216,81 +223,3 @@ def build_generic_records(data_dir: str | os.PathLike, out_dir: str | os.PathLik
         "images_written": sum(r["images_written"] for r in results.values()),
         "seconds": round(time.perf_counter() - started, 2),
     }
-
-
-class GenericTask:
-    name = "generic"
-    identity_column = "identity"
-    new_label = NEW_INDIVIDUAL
-    records_dataset = "generic"  # records.json's "dataset"
-    records_command = "records"
-    leaderboard_labels = False
-    submits = False
-    takes_image_inverted = False
-    ranks_scenarios = False
-    record_options = {"n_folds": 5, "seed": DEFAULT_SEED, "dim_pre": 512, "layout": DEFAULT_LAYOUT,
-                      "keep_original": False, "shards": 1, "workers": None, "force": False}
-
-    def detect(self, data_dir: Path) -> bool:
-        return list(REQUIRED_COLUMNS) == csv_header(data_dir / METADATA_FILE)[:3]
-
-    def build_records(self, data_dir, out_dir, **options) -> dict:
-        if options.pop("keep_original", False):
-            if options.get("layout", "original") != "original":
-                raise PhotoidError(f"--keep_original stores the original files, which --layout {options['layout']} "
-                                   "does not: give one of them")
-            options["layout"] = "original"
-        return build_generic_records(data_dir, out_dir, **options)
-
-    def read_folds(self, path):
-        from photoid.folds import read_folds
-
-        return read_folds(path, columns=FOLD_COLUMNS, identity=self.identity_column)
-
-    def label_space(self, folds) -> tuple[list[str], list[str]]:
-        classes = label_space(folds, self.identity_column)
-        return classes, classes
-
-    def check_training(self, cfg, folds):
-        if cfg.paired or cfg.views:
-            wanted = "(top, lateral) pairs" if cfg.paired else f"views {cfg.views!r}"
-            raise PhotoidError(f"recipe {cfg.model} trains on {wanted}, which only Where's Whale-do records select "
-                               "(photoid whale-records); generic records hold every train photo: use another recipe, "
-                               "or --paired false --views ''")
-        return cfg
-
-    def score_test(self, cfg, run_dir: Path) -> dict | None:
-        """The test rows that name their individual, scored open-set from the run's test predictions: an identity
-        outside the train rows is truly `new_individual`, which the classifier's labels (every class nameable)
-        never say, so those rows score 0 here; `photoid calibrate` + `identify --catalog` can name them new."""
-        import numpy as np
-
-        from photoid.rundir import load_run_predictions
-        from photoid.labels import top_labels
-        from photoid.metrics import map_at_k_from_labels
-
-        if not (Path(cfg.data_dir) / METADATA_FILE).is_file():
-            return None
-        test = load_generic(cfg.data_dir, check_images=False).test
-        truth_of = {i: identity for i, identity in zip(test["image_id"], test["identity"]) if identity}
-        if not truth_of:
-            return None
-        probs, row_ids, classes, original_ids, _ = load_run_predictions([run_dir], "test",
-                                                                        ttas=range(cfg.tta_number + 1))
-        rows = [i for i, image_id in enumerate(row_ids) if image_id in truth_of]
-        truth = np.array([truth_of[row_ids[i]] if truth_of[row_ids[i]] in classes else NEW_INDIVIDUAL for i in rows])
-        labels, _ = top_labels(probs[rows], classes, original_ids, k=5, new_label=NEW_INDIVIDUAL)
-        return {"n": len(rows), "n_new": int((truth == NEW_INDIVIDUAL).sum()),
-                "map5": map_at_k_from_labels(truth, labels), "acc1": float(np.mean(labels[:, 0] == truth))}
-
-    def labelled_photos(self, data_dir: str | os.PathLike, check_images: bool = True):
-        import pandas as pd
-
-        data = load_generic(data_dir, check_images=check_images)
-        train = data.train
-        return pd.DataFrame({"individual_id": train["identity"], "image_id": train["image_id"], "source": "train",
-                             "path": [str(data.image_path(i).resolve()) for i in train["image_id"]],
-                             "viewpoint": train["viewpoint"]})
-
-
-GENERIC = GenericTask()

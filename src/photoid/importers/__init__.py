@@ -49,7 +49,11 @@ def run(args: argparse.Namespace) -> int:
 
     render = None
     if args.source == "wildlife-datasets":
-        from photoid.importers.wildlife import crop_renderer, load_dataset, wildlife_rows
+        from photoid.importers.wildlife import (
+            crop_renderer,
+            load_dataset,
+            wildlife_rows,
+        )
 
         dataset = load_dataset(args.root, args.dataset)
         rows = wildlife_rows(dataset, original_split=args.original_split)

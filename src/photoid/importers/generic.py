@@ -24,11 +24,13 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from photoid.tables import is_iso_date, text_problem
-from photoid.tasks.generic import METADATA_FILE as METADATA_CSV, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, load_generic
-from photoid.errors import PhotoidError, ProblemList, ValidationError
-from photoid.images import PHOTO_SUFFIXES as IMAGE_EXTENSIONS, check_photo_file
-from photoid.io import atomic_path, write_csv
+from photoid.core.errors import PhotoidError, ProblemList, ValidationError
+from photoid.core.images import PHOTO_SUFFIXES as IMAGE_EXTENSIONS
+from photoid.core.images import check_photo_file
+from photoid.core.io import atomic_path, write_csv
+from photoid.core.tables import is_iso_date, text_problem
+from photoid.generic.data import METADATA_FILE as METADATA_CSV
+from photoid.generic.data import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, load_generic
 
 IMAGES_DIR = "images"
 SPLITS = ("train", "test")

@@ -1,6 +1,6 @@
 """A Turtle Recall folder as a generic folder, so the same photos give the same folds and labels either way.
 
-The folder is read and validated by `photoid.data.load_turtles`. Train rows are its labelled table in its order
+The folder is read and validated by `photoid.turtles.data.load_turtles`. Train rows are its labelled table in its order
 (train.csv then extra_images.csv, the order the original's split is made on), so the generic folder's folds, made
 on the train rows in file order with the same splitter and seed, put every photo in the fold that `photoid
 tfrecords` gives it; identities are the turtle ids, whose sorted order is the label order of both. Viewpoints are
@@ -14,7 +14,7 @@ import os
 
 import pandas as pd
 
-from photoid.data import EXTRA_CSV, TEST_CSV, TRAIN_CSV, load_turtles
+from photoid.turtles.data import EXTRA_CSV, TEST_CSV, TRAIN_CSV, load_turtles
 
 
 def turtle_recall_rows(data_dir: str | os.PathLike) -> pd.DataFrame:

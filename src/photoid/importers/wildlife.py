@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from photoid.errors import PhotoidError
+from photoid.core.errors import PhotoidError
 from photoid.importers.generic import safe_image_id
 
 INSTALL_HINT = "pip install 'photoid[wildlife]' (or: pip install wildlife-datasets)"

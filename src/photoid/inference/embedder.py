@@ -1,7 +1,7 @@
 """Fold models as an embedder: photo files → catalogue embeddings (and the classifier's probabilities).
 
 A photo's embedding comes from every chosen fold model: each model's pooled features (the `embed` output of
-`photoid.model.build_models`), averaged over the photo and its horizontal flip (the Where's Whale-do winner's TTA)
+`photoid.models.factory.build_models`), averaged over the photo and its horizontal flip (the Where's Whale-do winner's TTA)
 and L2-normalised; the models' vectors are then concatenated and the whole re-normalised, so each model's block is
 its own unit vector scaled by 1/sqrt(models) and the cosine of two photos is the mean of the models' cosines.
 Separately trained fold models do not share feature axes, which is why their vectors are concatenated, not added.
@@ -16,9 +16,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from photoid.errors import PhotoidError, ProblemList
-from photoid.inference import Member, Predictor, load_fold_models, signature
-from photoid.runs import RunInfo, check_same_labels
+from photoid.core.errors import PhotoidError, ProblemList
+from photoid.inference.fold_models import Member, Predictor, load_fold_models, signature
+from photoid.runs.loaded import RunInfo, check_same_labels
+
 IDENTITY_KEYS = ("fold", "config_sha256", "classes_sha256", "weights_sha256")
 DEFAULT_BATCH = 64
 

@@ -7,7 +7,7 @@ chosen folds' class probabilities, computed inside one graph: one input, each fo
 - `NAME.classes.txt` — class i of the output is line i (in a SavedModel folder: `classes.txt`);
 - `NAME.export.json` — the input, how photos are prepared for it, the ids named in submissions (others are
   the task's new label: `new_turtle` or `new_individual`), and the Python modules to import before loading
-  (`import_before_loading`): none for plain Keras layers, `photoid.layers` for GeM/ArcFace heads, the backbone's
+  (`import_before_loading`): none for plain Keras layers, `photoid.models.layers` for GeM/ArcFace heads, the backbone's
   library for its own layers (with `TF_USE_LEGACY_KERAS=1` set before TensorFlow is imported, under `environment`).
 
 Loading needs nothing else: `tf_keras.models.load_model("model.keras")`; the SavedModel folder also loads with
@@ -16,23 +16,20 @@ Loading needs nothing else: `tf_keras.models.load_model("model.keras")`; the Sav
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-import photoid  # noqa: F401  (selects tf-keras before TensorFlow is imported)
 import tensorflow as tf
 import tf_keras
 
-from photoid import io as pio
-from photoid.errors import PhotoidError
+from photoid.core import io as pio
+from photoid.core.errors import PhotoidError
+from photoid.inference.fold_models import FoldModel, load_fold_models
+from photoid.records.writer import LAYOUT_CONTENTS
+from photoid.runs.loaded import RunInfo, load_run
 from photoid.tasks import get_task
-from photoid.config import parse_folds
-from photoid.records import LAYOUT_CONTENTS
-from photoid.inference import FoldModel, load_fold_models
-from photoid.runs import RunInfo, load_run
 
 # Modules whose import registers a library's layers, for libraries that register them outside the layer's module.
 _REGISTERING_MODULE = {"efficientnet": "efficientnet.tfkeras"}
@@ -78,7 +75,7 @@ def describe_export(run: RunInfo, folds: list[int], model: tf_keras.Model, class
             "reader": (f"decode_jpeg(INTEGER_ACCURATE) -> bilinear resize to {pre.dim_pre} x {pre.dim_pre} -> "
                        f"cast to uint8 -> bilinear resize to {pre.dim} x {pre.dim} -> "
                        + ("subtract from 255 -> divide by 255" if pre.inverted else "divide by 255")),
-            "photoid": "photoid.runs.Preprocessing(...).file_bytes / model_input do exactly this",
+            "photoid": "photoid.runs.loaded.Preprocessing(...).file_bytes / model_input do exactly this",
         },
         "classes_file": classes_file,
         "original_ids": run.original_ids,
@@ -153,17 +150,5 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     return model, chosen
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="trained run folder")
-    parser.add_argument("--out", help="the .keras file to write (its class list goes beside it)")
-    parser.add_argument("--savedmodel", metavar="DIR", help="also (or instead) write a TensorFlow SavedModel folder")
-    parser.add_argument("--folds", type=parse_folds, help="folds to include, e.g. 0,1 (default: every trained fold)")
-    parser.add_argument("--records_dir", help="records folder the run was trained from (default: from config.json)")
 
 
-def run(args: argparse.Namespace) -> int:
-    _, folds = export_run(args.run_dir, args.out, args.savedmodel, args.folds, args.records_dir)
-    for target in (args.out, args.savedmodel):
-        if target:
-            print(f"exported the mean of fold(s) {folds} of {args.run_dir} to {target}")
-    return 0

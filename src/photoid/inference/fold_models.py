@@ -3,7 +3,7 @@
 Every command that runs trained models (training's predictions, `identify`, `embed`/`rank`, `export`, `catalog`
 and `serve`) gets its models from `load_fold_models` (a run's folds) or `build_fold_model` (any weights file, such
 as the original's published one). A fold model is built with no pretrained set (every weight comes from the file,
-so nothing is downloaded), its weights loaded with the array-count check of `photoid.model.load_weights_file`, and
+so nothing is downloaded), its weights loaded with the array-count check of `photoid.models.factory.load_weights_file`, and
 it carries what identifies it (the weights' sha256; with a run, the run's settings and labels) and one traced
 forward pass per output.
 """
@@ -21,17 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
-
-import photoid  # noqa: F401  (selects tf-keras before TensorFlow is imported)
 import tensorflow as tf
 import tf_keras
 
-from photoid.errors import PhotoidError
-from photoid.labels import classes_sha256
-from photoid.rundir import weights_sha256
+from photoid.core.errors import PhotoidError
+from photoid.core.labels import classes_sha256
+from photoid.runs.folder import weights_sha256
 
 if TYPE_CHECKING:
-    from photoid.runs import Preprocessing, RunInfo
+    from photoid.runs.loaded import Preprocessing, RunInfo
 
 # The settings that decide what a model's embedding means; the weights' sha256 pins the trained values.
 MODEL_FIELDS = ("task", "backbone", "dim", "dim_pre", "pooling", "head", "embedding_size")
@@ -49,7 +47,7 @@ def build_predict_model(cfg, n_classes: int) -> tf_keras.Model:
 
 
 def _build_untrained(cfg, n_classes: int):
-    from photoid.model import build_models_from_config
+    from photoid.models.factory import build_models_from_config
 
     # Pretrained sets are never needed here (and may not be downloadable): every weight comes from a file.
     return build_models_from_config(dataclasses.replace(cfg, weights="none"), n_classes)
@@ -111,12 +109,12 @@ def signature(run: RunInfo, fold: int) -> dict:
 
 
 def build_models_with_weights(cfg, n_classes: int, weights: str | os.PathLike, *, strategy=None):
-    """The recipe's models (`photoid.model.Models`) built with untrained weights (under `strategy`, when given),
+    """The recipe's models (`photoid.models.factory.Models`) built with untrained weights (under `strategy`, when given),
     then every weight loaded from `weights`, any whole-model file (`backbones.WEIGHTS_SUFFIXES`), local or remote.
 
     The only place a model is built then loaded: training from a --weights file starts here too.
     """
-    from photoid.model import load_weights_file
+    from photoid.models.factory import load_weights_file
 
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         models = _build_untrained(cfg, n_classes)
@@ -135,7 +133,7 @@ def build_fold_model(cfg, n_classes: int, weights: str | os.PathLike, *, strateg
 
 def load_fold_models(run: RunInfo, folds: Sequence[int] | None = None, *, strategy=None) -> list[FoldModel]:
     """The chosen folds' models of a run (None: every trained fold), each with its best weights."""
-    from photoid.runs import choose_folds
+    from photoid.runs.loaded import choose_folds
 
     chosen = choose_folds(run, None if folds is None else list(folds))
     return [build_fold_model(run.config, len(run.classes), run.folder.best_weights(fold), strategy=strategy,
@@ -144,7 +142,7 @@ def load_fold_models(run: RunInfo, folds: Sequence[int] | None = None, *, strate
 
 def fold_weights(run_dir: str | os.PathLike, fold: int, given: str | os.PathLike | None = None) -> Path:
     """The weights file fold `fold` predicts with: the run's best weights, or the `given` file."""
-    from photoid.rundir import RunDir
+    from photoid.runs.folder import RunDir
 
     weights = Path(given) if given else RunDir(run_dir).best_weights(fold)
     if not weights.exists():
@@ -193,7 +191,7 @@ class Predictor:
 
     One input tensor per (preprocessing, TTA view) at a time is shared by every member that uses it.
     Probabilities are averaged over members × their TTA transforms, as the ensemble averages prediction files;
-    embeddings (see `photoid.embedder`) sum each member's EMBEDDING_VIEWS, normalise per member, and concatenate.
+    embeddings (see `photoid.inference.embedder`) sum each member's EMBEDDING_VIEWS, normalise per member, and concatenate.
     """
 
     def __init__(self, members: Sequence[Member]):
@@ -220,8 +218,8 @@ class Predictor:
                     embeddings: bool = False, viewpoints: Sequence[str | None] | None = None
                     ) -> Iterator[PhotoBatch]:
         """`viewpoints`, one per photo (None: unknown), let right views be mirrored as their run's records were."""
-        from photoid.retrieval import normalize_rows
-        from photoid.runs import check_viewpoints, prepare_photos
+        from photoid.core.retrieval import normalize_rows
+        from photoid.runs.loaded import check_viewpoints, prepare_photos
 
         if batch_size < 1:
             raise PhotoidError(f"batch size must be at least 1, got {batch_size}")
@@ -262,7 +260,7 @@ def predict_records(model: tf_keras.Model, files: list[str], *, dim: int, dim_pr
 
     Keras' predict runs the model under the strategy it was built in (a `FoldStack` gives every fold's outputs
     from one decoding of each batch)."""
-    from photoid.pipeline import build_dataset
+    from photoid.records.reader import build_dataset
 
     ds = build_dataset(files, dim=dim, dim_pre=dim_pre, batch_size=batch_size, training=False, tta=tta,
                        image_inverted=image_inverted)

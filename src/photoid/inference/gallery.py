@@ -20,9 +20,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from photoid import io as pio
-from photoid.images import check_photo_file
-from photoid.labels import NEW_INDIVIDUAL, NEW_TURTLE
+from photoid.core import io as pio
+from photoid.core.images import check_photo_file
+from photoid.core.labels import NEW_INDIVIDUAL, NEW_TURTLE
 
 DPI = 100
 TILE_WIDTH_PX = 220  # one column: a 200 px image and a 10 px margin either side

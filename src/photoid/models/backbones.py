@@ -2,7 +2,7 @@
 
 Each entry knows its family, the pretrained sets it accepts and which library builds it. Every backbone takes
 the pixels the model gives it (kecam EfficientNets are built with their own preprocessing off, as in the Turtle
-Recall original); `photoid.model` scales them first, to [0, 1] or to ImageNet mean/std (`input_norm`).
+Recall original); `photoid.models.factory` scales them first, to [0, 1] or to ImageNet mean/std (`input_norm`).
 
 Pretrained weights come from the internet, which is often out of reach (field stations, clusters, these CI
 machines). kecam *prints* an error and continues with random weights when a download fails; here a named set
@@ -17,10 +17,9 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
-import photoid  # noqa: F401  (selects tf-keras before TensorFlow loads)
 import tf_keras
 
-from photoid.errors import PhotoidError
+from photoid.core.errors import PhotoidError
 
 
 @dataclass(frozen=True)

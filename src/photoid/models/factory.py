@@ -13,12 +13,16 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import photoid  # noqa: F401
 import tensorflow as tf
 import tf_keras
 
-from photoid.backbones import WEIGHTS_SUFFIXES, build_backbone, head_initializers, is_weights_file
-from photoid.errors import PhotoidError
+from photoid.core.errors import PhotoidError
+from photoid.models.backbones import (
+    WEIGHTS_SUFFIXES,
+    build_backbone,
+    head_initializers,
+    is_weights_file,
+)
 
 layers = tf_keras.layers
 KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"  # where a .keras archive keeps the weights
@@ -55,7 +59,7 @@ def build_models(
     neck = []
     if len(features.output_shape) == 4:  # transformers (BEiT) already pool their tokens
         if pooling == "gem":
-            from photoid.layers import GeMPooling2D
+            from photoid.models.layers import GeMPooling2D
 
             neck.append(GeMPooling2D(name="gem_pooling2d"))
         else:
@@ -77,7 +81,7 @@ def build_models(
         embed = tf_keras.Model(model.inputs, model.get_layer("dense").input, name="embedding_model")
         return Models(train=model, predict=model, embed=embed)
 
-    from photoid.layers import ArcFace
+    from photoid.models.layers import ArcFace
 
     image = layers.Input((dim, dim, 3), name="image")
     label = layers.Input((), dtype="int32", name="label")
@@ -152,7 +156,7 @@ def embedding_layers(neck_kind: str, embedding_size: int, pooled_width: int) -> 
         return [layers.Dense(embedding_size, name="embedding_dense"), layers.BatchNormalization(name="embedding")]
     if neck_kind != "bn_dense":
         raise PhotoidError(f"unknown neck {neck_kind!r}")
-    from photoid.layers import RepeatFeatures
+    from photoid.models.layers import RepeatFeatures
 
     bound = 1 / (pooled_width * NECK_COPIES) ** 0.5
     return [
@@ -225,3 +229,16 @@ def _saved_weight_arrays(path: str) -> int | None:
             return count(f)
     with h5py.File(path, "r") as f:
         return count(f)
+
+
+def paired_train_model(train_model):
+    """(top, lateral, label) → the class probabilities of each photo, both through `train_model` (shared weights;
+    two calls, so BatchNorm in training uses each view's own batch statistics)."""
+    import tf_keras
+
+    image_shape = train_model.inputs[0].shape[1:]
+    top = tf_keras.layers.Input(image_shape, name="top")
+    lateral = tf_keras.layers.Input(image_shape, name="lateral")
+    label = tf_keras.layers.Input((), dtype="int32", name="label")
+    return tf_keras.Model([top, lateral, label], [train_model([top, label]), train_model([lateral, label])],
+                          name="paired_model")

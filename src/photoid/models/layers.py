@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 
-import photoid  # noqa: F401  (selects tf-keras before TensorFlow is imported)
 import tensorflow as tf
 import tf_keras
 

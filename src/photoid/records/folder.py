@@ -5,8 +5,8 @@
     test.tfrecord-SSSSS-of-NNNNN     test rows
     records.json                     settings, and every shard's row count, sha256 and input fingerprint
 
-`photoid.records.RecordsManifest` writes the folder; every reader asks a `RecordsDir`. Light on purpose (no
-TensorFlow): a remote folder (gs://...) is read through a file system the caller passes (`photoid.pipeline.
+`photoid.records.writer.RecordsManifest` writes the folder; every reader asks a `RecordsDir`. Light on purpose (no
+TensorFlow): a remote folder (gs://...) is read through a file system the caller passes (`photoid.records.reader.
 open_records` gives TensorFlow's), a local one through the standard library.
 """
 
@@ -18,15 +18,18 @@ import os
 import re
 from typing import Iterable
 
-from photoid.errors import PhotoidError
+from photoid.core.errors import PhotoidError
 
-IMAGE_FEATURE = "image"  # the feature holding a record's photo (photoid.pipeline.feature_spec)
+IMAGE_FEATURE = "image"  # the feature holding a record's photo (photoid.records.reader.feature_spec)
 MANIFEST_NAME = "records.json"
 FOLDS_CSV = "folds.csv"
 SHARD_PATTERN = re.compile(r".+\.tfrecord-\d{5}-of-\d{5}$")
 _SHARD_NAME = re.compile(r"^(.+)-(\d{5})-of-(\d{5})$")
 MIRRORED_VIEWPOINT = "right"  # the viewpoint whale records store mirrored (`mirror_right`), as if seen from the left
-LAYOUTS = ("exact", "compact", "original")  # how a record stores its photo (photoid.records.LAYOUT_CONTENTS); the
+# The viewpoints a photo may be given when it is identified or added to a catalogue: a right view is mirrored for runs
+# whose records mirrored right views (the Where's Whale-do metadata's viewpoints).
+VIEWPOINTS = ("top", "left", "right")
+LAYOUTS = ("exact", "compact", "original")  # how a record stores its photo (photoid.records.writer.LAYOUT_CONTENTS); the
 # first is the default
 
 
@@ -70,7 +73,7 @@ class RecordsDir:
 
     def __init__(self, path: str | os.PathLike, files=None):
         if files is None and is_remote(path):
-            raise PhotoidError(f"{path}: a remote records folder is read through photoid.pipeline.open_records")
+            raise PhotoidError(f"{path}: a remote records folder is read through photoid.records.reader.open_records")
         self.path = str(path).rstrip("/") or "/"
         self.files = files or LocalFiles()
         self._manifest: dict | None = None

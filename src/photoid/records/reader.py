@@ -19,12 +19,12 @@ import os
 import secrets
 from typing import Sequence
 
-import photoid  # noqa: F401  (selects tf-keras before TensorFlow is imported)
 import tensorflow as tf
 
-from photoid.augment import N_TRANSFORMS, apply_transform, augment_draw_range, random_augment
-from photoid.errors import PhotoidError
-from photoid.recordsdir import IMAGE_FEATURE, RecordsDir, is_remote
+from photoid.core.errors import PhotoidError
+from photoid.records.folder import IMAGE_FEATURE, RecordsDir, is_remote
+from photoid.records.transforms import N_TRANSFORMS, apply_transform
+from photoid.tasks import get_augmentation
 
 AUTOTUNE = tf.data.AUTOTUNE
 JPEG_START = b"\xff\xd8"
@@ -72,7 +72,7 @@ def finish_image(image: tf.Tensor, dim: int, inverted: bool = False, scale: floa
     """uint8 image of any size (the 45-degree transforms crop) -> float32 dim x dim x 3 in [0, 1].
 
     `inverted` gives (255 - x) / 255, as the original's `image_inverted`. `scale` is 255; a compiled caller
-    passes it as a tensor argument (see `photoid.runs`), because a tf.function's graph optimiser turns a division by
+    passes it as a tensor argument (see `photoid.runs.loaded`), because a tf.function's graph optimiser turns a division by
     a constant into a multiplication by its reciprocal, which rounds a third of the values one float step
     differently from tf.data's map (the original's reader).
 
@@ -96,7 +96,7 @@ def preprocess_image_bytes(data: bytes | tf.Tensor, dim: int, dim_pre: int, tta:
                            inverted: bool = False, scale: float | tf.Tensor = 255.0) -> tf.Tensor:
     """One photo's model input: decode, resize to dim_pre, TTA transform `tta` (0 = none), resize to dim, scale.
 
-    Give it the bytes of `photoid.records.prepare_image_bytes` to get what the records hold for that photo.
+    Give it the bytes of `photoid.records.writer.prepare_image_bytes` to get what the records hold for that photo.
     """
     return finish_image(apply_transform(decode_image(data, dim_pre), tta), dim, inverted, scale)
 
@@ -112,7 +112,6 @@ def _check_arguments(files: Sequence[str], dim: int, dim_pre: int, batch_size: i
         raise ValueError(f"tta must be in 0..{N_TRANSFORMS - 1}, got {tta}")
     if training and tta:
         raise ValueError("tta applies to prediction; training draws its own augmentation (aug_number)")
-    augment_draw_range(aug_number, aug_percentage)
 
 
 def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: int, training: bool,
@@ -206,14 +205,10 @@ def batch_after_map(ds: tf.data.Dataset, batch_size: int, drop_remainder: bool,
 
 def augment_image(image: tf.Tensor, augment: str, aug_number: int, aug_percentage: float,
                   seed: tf.Tensor, aug_draw: str = "original") -> tf.Tensor:
-    """One training image's augmentation by name (see `build_dataset`)."""
-    if augment == "original":
-        return random_augment(image, aug_number, aug_percentage, seed=seed, aug_draw=aug_draw)
-    from photoid.whales.augment import AUGMENTS, whaledo_augment
-
-    if augment not in AUGMENTS:
-        raise ValueError(f"unknown augment {augment!r}")
-    return whaledo_augment(image, seed, triangle_first=augment == "whaledo_triangle")
+    """One training image's augmentation, by the name a recipe gives it (the registry, `photoid.tasks`, knows which
+    task's module defines it: `original` is Turtle Recall's, `whaledo` and `whaledo_triangle` Where's Whale-do's)."""
+    return get_augmentation(augment)(image, seed, aug_number=aug_number, aug_percentage=aug_percentage,
+                                     aug_draw=aug_draw)
 
 
 class _TensorFlowFiles:

@@ -19,22 +19,22 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from photoid.errors import PhotoidError, ProblemList
+from photoid.core.errors import PhotoidError, ProblemList
+from photoid.tasks import AUGMENTATION_MODULES, TASK_MODULES
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 # Recipes are the repository's models/*.toml; an installed photoid carries them as package data (photoid/recipes).
-_PACKAGED_RECIPES = Path(__file__).resolve().parent / "recipes"
+_PACKAGED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 RECIPES_DIR = _PACKAGED_RECIPES if _PACKAGED_RECIPES.is_dir() else REPO_ROOT / "models"
-# The tasks photoid.tasks.TASKS defines (a test keeps the two lists equal). The configuration sits below the
-# task registry: a command takes the task from its data with photoid.run.resolve_run_config.
-TASK_NAMES = ("turtles", "whales", "generic")
+# The tasks the registry names (a command takes the task from its data with photoid.training.kfold.resolve_run_config).
+TASK_NAMES = tuple(TASK_MODULES)
 
 
 @dataclass
 class Config:
     # --- recipe: what the model is -------------------------------------------------------------------------
     model: str = "cpu-demo"  # recipe name (models/<name>.toml) or path to a .toml file
-    backbone: str = "efficientnet-b0"  # registry name, see photoid.backbones.BACKBONES
+    backbone: str = "efficientnet-b0"  # registry name, see photoid.models.backbones.BACKBONES
     weights: str = "none"  # none | a named pretrained set (imagenet, noisy_student, ...) | a local weights file
     dim: int = 512  # side of the square image the model sees (the original: 512)
     dim_pre: int = 512  # side images are resized to before augmentation (the original: 512)
@@ -130,7 +130,7 @@ CHOICES = {
     "pooling": {"avg", "gem"},
     "neck": {"dense_bn", "bn_dense", "bn"},
     "input_norm": {"unit", "imagenet", "tf"},
-    "augment": {"original", "whaledo", "whaledo_triangle"},
+    "augment": set(AUGMENTATION_MODULES),
     "head": {"softmax", "arcface"},
     "lr_schedule": {"plateau", "warmup_decay", "whaledo"},
     "task": set(TASK_NAMES),
@@ -348,23 +348,7 @@ def parse_folds(text: str) -> list[int]:
 
 # ----------------------------------------------------------------------------- `photoid recipes`
 
-def recipe_summary(path: Path) -> str:
-    """One line: the recipe's name, backbone, weights and size, then the first line of its leading comment."""
-    values = read_recipe(path)
-    comment = next((line.lstrip("# ").strip() for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.startswith("#")), "")
-    defaults = Config()
-    size = values.get("dim", defaults.dim)
-    return (f"{path.stem:<16} {values.get('backbone', defaults.backbone):<22} "
-            f"{values.get('weights', defaults.weights):<17} {size:>4} px  {comment}")
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.description = f"The built-in recipes ({RECIPES_DIR}); `photoid train --model NAME` trains one."
 
 
-def run(args: argparse.Namespace) -> int:
-    print(f"{'recipe':<16} {'backbone':<22} {'weights':<17} {'size':>7}  about")
-    for path in sorted(RECIPES_DIR.glob("*.toml")):
-        print(recipe_summary(path))
-    return 0

@@ -26,11 +26,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from photoid import io as pio
-from photoid.errors import PhotoidError
-from photoid.labels import classes_sha256
+from photoid.core import io as pio
+from photoid.core.errors import PhotoidError
+from photoid.core.labels import classes_sha256
 
-# A fold's files (in RUN/fold_K/): the callbacks of photoid.train write them there.
+# A fold's files (in RUN/fold_K/): the callbacks of photoid.training.fold write them there.
 BEST_WEIGHTS = "best.weights.h5"
 BEST_INFO = "best.json"  # which epoch the best weights are, and their monitored value
 DONE = "done.json"  # written last: the fold finished training
@@ -155,7 +155,7 @@ class RunDir:
 
     def config(self):
         """The resolved configuration saved in the run folder (a `Config`); unknown keys and bad values are refused."""
-        from photoid.config import SETTABLE, Config, validate_config
+        from photoid.runs.config import SETTABLE, Config, validate_config
 
         path = self.config_file
         if not path.is_file():

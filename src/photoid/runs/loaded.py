@@ -15,15 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-import photoid  # noqa: F401  (selects tf-keras before TensorFlow is imported)
 import tensorflow as tf
 
-from photoid.config import REPO_ROOT, Config
-from photoid.errors import PhotoidError
-from photoid.pipeline import preprocess_image_bytes
-from photoid.records import check_layout_size, prepare_image_bytes
-from photoid.recordsdir import MANIFEST_NAME, MIRRORED_VIEWPOINT, RecordsDir, records_layout
-from photoid.rundir import BEST_WEIGHTS, RunDir
+from photoid.runs.config import REPO_ROOT, Config
+from photoid.core.errors import PhotoidError
+from photoid.records.reader import preprocess_image_bytes
+from photoid.records.writer import check_layout_size, prepare_image_bytes
+from photoid.records.folder import MANIFEST_NAME, MIRRORED_VIEWPOINT, RecordsDir, records_layout
+from photoid.runs.folder import BEST_WEIGHTS, RunDir
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ def prepare_photos(paths, preprocessings, viewpoints=None) -> tuple[dict, dict[s
     that setting. `viewpoints` (one per path; None, or None for a photo: unknown) says which photos are right
     views, mirrored for runs whose records mirrored them. Returns ({key: {path: bytes}}, {path: reason}).
     """
-    from photoid.images import check_image_file, check_photo_file
+    from photoid.core.images import check_image_file, check_photo_file
 
     settings = {p.key: p for p in preprocessings}
     # Compact records were prepared by Pillow, from any photo format; the other layouts read JPEGs only.
@@ -172,7 +171,7 @@ def records_settings(records_dir: str, run_dir: Path) -> tuple[int, str, bool]:
     """(dim_pre, layout, rotate_wide) of the records a run was trained from, read from their records.json.
 
     A relative local folder not found from here is looked for where training ran (`_bases`)."""
-    from photoid.pipeline import open_records
+    from photoid.records.reader import open_records
 
     if "://" not in records_dir:
         found = _existing(os.path.join(records_dir, MANIFEST_NAME), _bases(run_dir))
@@ -228,7 +227,7 @@ def load_run(run_dir: str | os.PathLike, records_dir: str | None = None) -> RunI
 
 def check_same_labels(runs: list[RunInfo]) -> None:
     """Only runs with one label order (and one set of original ids) can be averaged class by class."""
-    from photoid.rundir import check_same_labels as check_folders
+    from photoid.runs.folder import check_same_labels as check_folders
 
     check_folders([run.folder for run in runs])
 

@@ -17,7 +17,7 @@ import os
 import secrets
 import sys
 
-from photoid.errors import PhotoidError
+from photoid.core.errors import PhotoidError
 
 TOKEN_ENV = "PHOTOID_SERVE_TOKEN"
 

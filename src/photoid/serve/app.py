@@ -31,11 +31,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from photoid.catalog import summary
-from photoid.errors import PhotoidError
+from photoid.catalog.build import summary
+from photoid.core.errors import PhotoidError
+from photoid.records.folder import VIEWPOINTS
 from photoid.serve import decisions
 from photoid.serve.identifier import Identifier, Result
-from photoid.whales.data import VIEWPOINTS
 
 HERE = Path(__file__).parent
 TOKEN_COOKIE = "photoid_token"

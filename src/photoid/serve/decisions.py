@@ -23,11 +23,17 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from photoid import io as pio
-from photoid.catalog import RESERVED_IDS, VIEWPOINT_COLUMN, Catalog, catalog_transaction, with_viewpoints
-from photoid.tables import text_problem
-from photoid.embedder import check_same_models
-from photoid.errors import PhotoidError
+from photoid.catalog.build import (
+    RESERVED_IDS,
+    VIEWPOINT_COLUMN,
+    Catalog,
+    catalog_transaction,
+    with_viewpoints,
+)
+from photoid.core import io as pio
+from photoid.core.errors import PhotoidError
+from photoid.core.tables import text_problem
+from photoid.inference.embedder import check_same_models
 
 LOG_KEY = "decision_log"  # manifest entry: {"name", "sha256", "rows"}
 LOG_PATTERN = "decisions-*.csv"

@@ -25,12 +25,12 @@ from typing import Sequence
 
 import numpy as np
 
-from photoid import io as pio
-from photoid.catalog import (MANIFEST, Catalog, identify_paths_with_catalog, load_catalog_embedder, operating_point,
-                             read_catalog)
-from photoid.embedder import check_same_models
-from photoid.errors import PhotoidError
-from photoid.images import check_image_file
+from photoid.catalog.build import MANIFEST, Catalog, load_catalog_embedder, read_catalog
+from photoid.catalog.identify import identify_paths_with_catalog, operating_point
+from photoid.core import io as pio
+from photoid.core.errors import PhotoidError
+from photoid.core.images import check_image_file
+from photoid.inference.embedder import check_same_models
 from photoid.serve.decisions import Photo
 from photoid.tasks import get_task
 

@@ -42,10 +42,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
-from photoid.errors import PhotoidError
-from photoid.io import write_csv, write_json
-from photoid.synth import (check_seed, derive_rng, map_in_order, refuse_invalid_settings, resolve_workers,
-                           staged_output_dir)
+from photoid.core.errors import PhotoidError
+from photoid.core.io import write_csv, write_json
+from photoid.synth import (
+    check_seed,
+    derive_rng,
+    map_in_order,
+    refuse_invalid_settings,
+    resolve_workers,
+    staged_output_dir,
+)
 from photoid.whales.data import METADATA_COLUMNS, read_metadata
 
 LAYOUT_STREAM, SUBSET_STREAM, SCENARIO_STREAM, WHALE_STREAM, ENCOUNTER_STREAM, IMAGE_STREAM = range(6)

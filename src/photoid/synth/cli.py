@@ -1,5 +1,5 @@
 """`photoid synth turtles|belugas|generic`: write a synthetic data set in a competition's exact format, or a
-generic folder (`photoid.tasks.generic`).
+generic folder (`photoid.generic.data`).
 
 Each data set's module is imported only when its sub-command runs: its parser is configured on first use.
 """

@@ -1,4 +1,4 @@
-"""A synthetic generic folder (`photoid.tasks.generic`): any species' photos as a researcher would hold them.
+"""A synthetic generic folder (`photoid.generic.data`): any species' photos as a researcher would hold them.
 
 Layout written:
 - `metadata.csv` (`image_id,path,identity,viewpoint,date,encounter,split`): every known individual's photos in
@@ -20,9 +20,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from photoid.io import write_csv, write_json
-from photoid.synth import (UPPER_DIGITS, check_seed, derive_rng, map_in_order, random_codes,
-                           refuse_invalid_settings, resolve_workers, staged_output_dir)
+from photoid.core.io import write_csv, write_json
+from photoid.synth import (
+    UPPER_DIGITS,
+    check_seed,
+    derive_rng,
+    map_in_order,
+    random_codes,
+    refuse_invalid_settings,
+    resolve_workers,
+    staged_output_dir,
+)
 from photoid.synth.markings import VIEWS, draw_individual, photograph, render_individual
 from photoid.synth.turtles import template_side
 

@@ -28,10 +28,19 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from photoid.io import write_csv, write_json
-from photoid.labels import NEW_TURTLE
-from photoid.synth import (MIXED_DIGITS, UPPER_DIGITS, check_seed, derive_rng, map_in_order, random_codes,
-                           refuse_invalid_settings, resolve_workers, staged_output_dir)
+from photoid.core.io import write_csv, write_json
+from photoid.core.labels import NEW_TURTLE
+from photoid.synth import (
+    MIXED_DIGITS,
+    UPPER_DIGITS,
+    check_seed,
+    derive_rng,
+    map_in_order,
+    random_codes,
+    refuse_invalid_settings,
+    resolve_workers,
+    staged_output_dir,
+)
 from photoid.synth.markings import VIEWS, draw_individual, photograph, render_individual
 
 PLAN_STREAM, INDIVIDUAL_STREAM, IMAGE_STREAM, ROW_ORDER_STREAM = 0, 1, 2, 3

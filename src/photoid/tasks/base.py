@@ -1,4 +1,4 @@
-"""What a task is (`Task`) and the helpers its implementations share; the registry is `photoid.tasks.TASKS`."""
+"""What a task is (`Task`) and the helpers its implementations share; the registry is `photoid.tasks`."""
 
 from __future__ import annotations
 
@@ -6,16 +6,17 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from photoid.errors import PhotoidError
+from photoid.core.errors import PhotoidError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
-    from photoid.config import Config
+    from photoid.runs.config import Config
 
 
 class Task(Protocol):
-    """What every task defines (see turtles.py, whales.py, generic.py)."""
+    """What every task defines (`photoid/turtles/task.py`, `photoid/whales/task.py`, `photoid/generic/task.py`)."""
 
     name: str
     identity_column: str  # the individual's column in folds.csv and in the records
@@ -45,6 +46,17 @@ class Task(Protocol):
 
     def score_test(self, cfg: Config, run_dir: Path) -> dict | None:
         """Scores of the run's test predictions where the folder holds their truth (None: scored elsewhere)."""
+
+    def write_run_submission(self, cfg: Config, run_dir: Path) -> Path:
+        """The run's own competition submission from its test predictions (tasks whose `submits` is true)."""
+
+    def folder_label_space(self, data_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
+        """(classes in label order, the nameable ids) of a data folder read without records (a whole-model
+        weights file, such as the original's published one, names these classes)."""
+
+    def leaderboard_truth(self, data_dir: str | os.PathLike) -> tuple[list[str], np.ndarray, list[str]]:
+        """(test image ids, their true labels over the leaderboard's labels, their photos) for tasks whose
+        `leaderboard_labels` is true (`photoid calibrate --evaluate`)."""
 
     def labelled_photos(self, data_dir: str | os.PathLike, check_images: bool = True) -> pd.DataFrame:
         """Every labelled photo: `individual_id, image_id, source, path` (absolute)[, `viewpoint` where the folder

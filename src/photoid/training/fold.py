@@ -18,14 +18,21 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
-import photoid  # noqa: F401
 import tensorflow as tf
 import tf_keras
 
-from photoid import io as pio
-from photoid.errors import PhotoidError
-from photoid.rundir import BACKUP_DIR, BEST_INFO, BEST_WEIGHTS, CURVE, DONE, FOLD_CONFIG, HISTORY, RunDir
+from photoid.core import io as pio
+from photoid.core.errors import PhotoidError
+from photoid.runs.folder import (
+    BACKUP_DIR,
+    BEST_INFO,
+    BEST_WEIGHTS,
+    CURVE,
+    DONE,
+    FOLD_CONFIG,
+    HISTORY,
+    RunDir,
+)
 
 RESUME_STATE = "callbacks.json"  # in BACKUP_DIR: the callbacks' counters after each epoch (ResumeState)
 
@@ -253,9 +260,9 @@ def align_history(fold_dir: Path, start_epoch: int) -> None:
 def initial_models(cfg, n_classes: int):
     """The models a fold starts training from: the recipe's backbone with its named pretrained set, or with every
     weight from a `--weights` file (any of `backbones.WEIGHTS_SUFFIXES`; none is ignored)."""
-    from photoid.backbones import is_weights_file
-    from photoid.inference import build_models_with_weights
-    from photoid.model import build_models_from_config
+    from photoid.inference.fold_models import build_models_with_weights
+    from photoid.models.backbones import is_weights_file
+    from photoid.models.factory import build_models_from_config
 
     if is_weights_file(cfg.weights):
         return build_models_with_weights(cfg, n_classes, cfg.weights)
@@ -264,9 +271,8 @@ def initial_models(cfg, n_classes: int):
 
 def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     """Train fold `fold` (validate on it, train on the others) and return the summary written to done.json."""
-    from photoid.model import compile_for_training
-    from photoid.pipeline import count_records
-    from photoid.pipeline import fold_files
+    from photoid.models.factory import compile_for_training
+    from photoid.records.reader import count_records, fold_files
 
     run = RunDir(run_dir)
     fold_dir = run.fold_dir(fold)
@@ -293,7 +299,7 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     common = dict(dim=cfg.dim, dim_pre=cfg.dim_pre, batch_size=cfg.batch_size, seed=cfg.seed + fold)
     skip = start_epoch * steps * cfg.batch_size  # a resumed fold sees the images the killed one would have next
     if cfg.paired:
-        from photoid.whales.pairs import build_paired_dataset
+        from photoid.records.pairs import build_paired_dataset
 
         train_ds = build_paired_dataset(train_files, training=True, aug_number=cfg.aug_number,
                                         aug_percentage=cfg.aug_percentage, aug_draw=cfg.aug_draw,
@@ -313,7 +319,7 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
         models = initial_models(cfg, n_classes)
         trained = models.train
         if cfg.paired:
-            from photoid.whales.pairs import paired_train_model
+            from photoid.models.factory import paired_train_model
 
             trained = paired_train_model(models.train)
         compile_for_training(trained, cfg.lr)
@@ -359,7 +365,7 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
 
 def _single_datasets(cfg, train_files, val_files, arcface: bool, common: dict, skip: int = 0):
     """One photo per example: (image, label), or ((image, label), label) for ArcFace's margin."""
-    from photoid.pipeline import build_dataset
+    from photoid.records.reader import build_dataset
 
     common = dict(common, image_inverted=cfg.image_inverted)
     train_ds = build_dataset(

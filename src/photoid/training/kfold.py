@@ -7,8 +7,8 @@ every hyperparameter can be overridden on the command line with the original's n
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import contextlib
+import dataclasses
 import time
 from pathlib import Path
 from typing import Iterator
@@ -16,40 +16,43 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from photoid import io as pio
-from photoid.config import Config, add_config_arguments, resolve_config
-from photoid.errors import PhotoidError, ProblemList
-from photoid.recordsdir import FOLDS_CSV
-from photoid.rundir import IMAGE_JOBS, RunDir
-from photoid.tables import read_table
-
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    return run_config(resolve_run_config(args))
+from photoid.core import io as pio
+from photoid.core.errors import PhotoidError
+from photoid.records.folder import FOLDS_CSV, RecordsDir, is_remote
+from photoid.runs.config import Config, resolve_config
+from photoid.runs.folder import IMAGE_JOBS, RunDir
+from photoid.tasks import all_tasks
 
 
 def resolve_run_config(args: argparse.Namespace) -> Config:
     """`resolve_config`, with the task taken from the data unless --task names it: the records' records.json,
     else the data folder's files (so a recipe written for one species, e.g. whale-cpu-demo's ArcFace, trains any)."""
-    from photoid.tasks import task_of_data
-
     cfg = resolve_config(args)
     if getattr(args, "task", None) is None:
         cfg = dataclasses.replace(cfg, task=task_of_data(cfg.records_dir, cfg.data_dir) or cfg.task)
     return cfg
 
 
+def task_of_data(records_dir: str, data_dir: str) -> str | None:
+    """The task of a run's data when it says: its records' records.json, else its data folder's files; None when
+    neither exists (remote records are not read here)."""
+    records = None if is_remote(records_dir) else RecordsDir(records_dir)
+    if records is not None and records.has_manifest():
+        try:
+            dataset = records.setting("dataset", None)
+        except PhotoidError:  # a damaged records.json: the run's own checks name it
+            dataset = None
+        return next((task.name for task in all_tasks() if task.records_dataset == dataset), None)
+    root = Path(data_dir)
+    if "://" not in data_dir and root.is_dir():
+        return next((task.name for task in all_tasks() if task.detect(root)), None)
+    return None
 
 
 def check_records_layout(cfg: Config, records) -> tuple[int, str, bool] | None:
     """The records' (dim_pre, layout, rotate_wide), refusing a dim_pre the layout cannot give exactly (None: no records.json).
     `records`: the run's RecordsDir."""
-    from photoid.records import check_layout_size
+    from photoid.records.writer import check_layout_size
 
     # A remote folder must have its records.json (photo_settings says so); a local one may predate it.
     if "://" in cfg.records_dir or records.has_manifest():
@@ -88,8 +91,8 @@ def _without_missing_test_set(cfg: Config, records) -> Config:
 def set_determinism(cfg: Config, fold: int = 0) -> None:
     """Seed Python, NumPy and TensorFlow with seed + fold: each fold of a run starts from its own random head (the
     original, unseeded, drew one per fold), and a rerun of a fold starts from the same one."""
-    import tf_keras
     import tensorflow as tf
+    import tf_keras
 
     tf_keras.utils.set_random_seed(cfg.seed + fold)
     if cfg.deterministic:
@@ -97,7 +100,7 @@ def set_determinism(cfg: Config, fold: int = 0) -> None:
 
 
 def run_config(cfg: Config) -> int:
-    from photoid.pipeline import open_records
+    from photoid.records.reader import open_records
     from photoid.tasks import get_task
 
     started = time.time()
@@ -138,7 +141,7 @@ def run_config(cfg: Config) -> int:
         scores = score_run(run_dir, folds, classes, original_ids, cfg.tta_number)
         print(format_scores(scores, leaderboard_labels=task.leaderboard_labels))
     if jobs & {"subm"} and task.submits:
-        path = write_run_submission(cfg, run_dir)
+        path = task.write_run_submission(cfg, run_dir)
         print(f"submission written to {path}")
     print(f"done in {time.time() - started:.0f}s; outputs in {run_dir}")
     return 0
@@ -161,11 +164,15 @@ def model_session(cfg: Config, fold: int = 0) -> Iterator[None]:
 
 def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes: list[str]) -> None:
     """Train each chosen fold and predict its out-of-fold rows; then predict the test set with all of them at once."""
-    from photoid.backbones import is_weights_file
-    from photoid.inference import build_fold_model, fold_weights
-    from photoid.predict import folds_at_once, predict_test, predict_validation
-    from photoid.strategy import choose_strategy
-    from photoid.train import train_fold
+    from photoid.inference.fold_models import build_fold_model, fold_weights
+    from photoid.models.backbones import is_weights_file
+    from photoid.training.fold import train_fold
+    from photoid.training.predictions import (
+        folds_at_once,
+        predict_test,
+        predict_validation,
+    )
+    from photoid.training.strategy import choose_strategy
 
     strategy = choose_strategy(cfg.strategy, cfg.tpu_ip_or_name, cfg.cpu_devices)
     print(f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
@@ -215,7 +222,7 @@ def score_run(run_dir: Path, folds: pd.DataFrame, classes: list[str], original_i
     averaged per fold. A missing file, or
     one predicted by weights the fold no longer has, is an error naming it (`RunDir.predictions`).
     """
-    from photoid.metrics import classification_scores
+    from photoid.core.metrics import classification_scores
 
     by_fold: dict[int, list[np.ndarray]] = {}
     ttas = None if tta_number is None else range(tta_number + 1)
@@ -246,24 +253,3 @@ def format_scores(scores: dict, leaderboard_labels: bool = True) -> str:
         line = f"{name:>4} {s['n']:6d} {s['acc']:.4f} {s['acc5']:.4f} {s['map5']:.4f}"
         lines.append(line + (f"  {s['map5_101']:.4f}" if leaderboard_labels else ""))
     return "\n".join(lines)
-
-
-def write_run_submission(cfg: Config, run_dir: Path) -> Path:
-    """The run's own submission: the ensemble rule over its test predictions (trained folds, TTA 0..tta_number)."""
-    from photoid.ensemble import make_submission, write_submission
-    from photoid.rundir import load_run_predictions
-
-    sample = Path(cfg.data_dir) / "sample_submission.csv"
-    if not sample.exists():
-        raise PhotoidError(f"no {sample}: the submission needs the competition's sample_submission.csv")
-    probs, row_ids, classes, original_ids, _ = load_run_predictions([run_dir], split="test",
-                                                                    ttas=range(cfg.tta_number + 1))
-    # The shared table reader: a damaged sample file is named with its line, not a pandas traceback.
-    problems = ProblemList()
-    table = read_table(sample, str(sample), problems, ["image_id"])
-    problems.raise_if_any(title="invalid sample submission")
-    sample_ids = table["image_id"].tolist()
-    frame = make_submission(probs, row_ids, classes, original_ids, sample_ids)
-    path = RunDir(run_dir).submission_file
-    write_submission(frame, path)
-    return path

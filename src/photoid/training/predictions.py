@@ -12,13 +12,11 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-
-import photoid  # noqa: F401
 import tensorflow as tf
 
-from photoid.errors import PhotoidError
-from photoid.inference import FoldStack, predict_records, read_record_ids
-from photoid.rundir import RunDir
+from photoid.core.errors import PhotoidError
+from photoid.inference.fold_models import FoldStack, predict_records, read_record_ids
+from photoid.runs.folder import RunDir
 
 
 def predict_files(model, files: list[str], cfg, tta: int) -> tuple[np.ndarray, list[str]]:
@@ -31,7 +29,7 @@ def predict_files(model, files: list[str], cfg, tta: int) -> tuple[np.ndarray, l
 def predict_validation(cfg, fold: int, run_dir: Path, model, weights_sha256: str, classes: list[str],
                        expected_val_ids: list[str]) -> None:
     """Out-of-fold predictions of fold `fold`'s model (weights loaded) for every TTA transform."""
-    from photoid.pipeline import fold_files
+    from photoid.records.reader import fold_files
 
     for tta in range(cfg.tta_number + 1):
         probs, ids = predict_files(model, fold_files(cfg.records_dir, [fold]), cfg, tta)
@@ -77,7 +75,7 @@ def predict_test(cfg, folds: list[int], run_dir: Path, models: list, classes: li
     Each TTA pass reads and decodes the test records once and feeds every batch to all the folds' models; the files
     written are the same per-fold files as fold-by-fold prediction writes.
     """
-    from photoid.pipeline import test_files
+    from photoid.records.reader import test_files
 
     files = test_files(cfg.records_dir)
     stack = FoldStack(models)

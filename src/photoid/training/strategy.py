@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 
-import photoid  # noqa: F401
 import tensorflow as tf
 
-from photoid.errors import PhotoidError
+from photoid.core.errors import PhotoidError
 
 
 def split_cpu(n_devices: int) -> None:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from photoid.errors import PhotoidError, ProblemList
-from photoid.images import DEFAULT_MAX_PIXELS, check_image_file
+from photoid.core.errors import PhotoidError, ProblemList
+from photoid.core.images import DEFAULT_MAX_PIXELS, check_image_file
+
 # The submission's label for a turtle outside train.csv: a known turtle under that name would be ambiguous.
-from photoid.labels import NEW_TURTLE
-from photoid.tables import check_ids, check_unique, image_id_problem, read_table
+from photoid.core.labels import NEW_TURTLE
+from photoid.core.tables import check_ids, check_unique, image_id_problem, read_table
 
 TRAIN_CSV = "train.csv"
 EXTRA_CSV = "extra_images.csv"

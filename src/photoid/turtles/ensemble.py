@@ -1,7 +1,7 @@
 """The original's ensemble: average runs' test predictions, apply the `new_turtle` rule, write a submission.
 
-The rule itself (`photoid.labels.top_labels`) is shared with metrics, `identify` and the catalogue; prediction
-files are read and checked by the run folder's owner (`photoid.rundir.load_run_predictions`).
+The rule itself (`photoid.core.labels.top_labels`) is shared with metrics, `identify` and the catalogue; prediction
+files are read and checked by the run folder's owner (`photoid.runs.folder.load_run_predictions`).
 """
 
 from __future__ import annotations
@@ -9,16 +9,20 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
 
-from photoid.data import PREDICTION_COLUMNS, load_turtles
-from photoid.errors import PhotoidError
-from photoid.io import write_csv
-from photoid.labels import NEW_TURTLE, top_labels
-from photoid.rundir import load_run_predictions
+from photoid.core.errors import PhotoidError, ProblemList
+from photoid.core.io import write_csv
+from photoid.core.labels import NEW_TURTLE, top_labels
+from photoid.core.tables import read_table
+from photoid.runs.folder import RunDir, load_run_predictions
+from photoid.turtles.data import PREDICTION_COLUMNS, load_turtles
+
+if TYPE_CHECKING:
+    from photoid.runs.config import Config
 
 SUBMISSION_COLUMNS = ["image_id", *PREDICTION_COLUMNS]
 
@@ -50,6 +54,24 @@ def make_submission(mean_probs: np.ndarray, row_ids: Sequence[str], classes: Seq
 def write_submission(frame: pd.DataFrame, path: str | Path) -> None:
     """Write the submission CSV atomically: an interrupted run never leaves half a file behind."""
     write_csv(path, frame)
+
+
+def write_run_submission(cfg: Config, run_dir: Path) -> Path:
+    """The run's own submission: the ensemble rule over its test predictions (trained folds, TTA 0..tta_number)."""
+    sample = Path(cfg.data_dir) / "sample_submission.csv"
+    if not sample.exists():
+        raise PhotoidError(f"no {sample}: the submission needs the competition's sample_submission.csv")
+    probs, row_ids, classes, original_ids, _ = load_run_predictions([run_dir], split="test",
+                                                                    ttas=range(cfg.tta_number + 1))
+    # The shared table reader: a damaged sample file is named with its line, not a pandas traceback.
+    problems = ProblemList()
+    table = read_table(sample, str(sample), problems, ["image_id"])
+    problems.raise_if_any(title="invalid sample submission")
+    sample_ids = table["image_id"].tolist()
+    frame = make_submission(probs, row_ids, classes, original_ids, sample_ids)
+    path = RunDir(run_dir).submission_file
+    write_submission(frame, path)
+    return path
 
 
 def _int_list(text: str) -> list[int]:

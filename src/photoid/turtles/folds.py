@@ -1,4 +1,4 @@
-"""The original solution's k-fold split of the labelled images, reproduced exactly, and its CSV file.
+"""The Turtle Recall original's k-fold split of the labelled images, reproduced exactly, and its fold table.
 
 The split decides which images each fold's model never saw, so out-of-fold scores are only comparable with the
 original's (and the original's published weights only valid as fold models) if every image lands in the same
@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from photoid.tables import read_table, require_columns
-from photoid.errors import PhotoidError, ProblemList
-from photoid.io import write_csv
+from photoid.core.errors import PhotoidError
+from photoid.records.folds import read_fold_table, write_fold_table
 
 FOLD_COLUMNS = ["image_id", "turtle_id", "label", "fold", "image_location", "source"]
 # The original's seeds: 33 for the split, 34 for the row order of its records.
@@ -79,51 +77,11 @@ def make_folds(labeled: pd.DataFrame, n_folds: int = 5, seed: int = DEFAULT_FOLD
 
 
 def write_folds(frame: pd.DataFrame, path: str | os.PathLike, columns: list[str] = FOLD_COLUMNS) -> None:
-    """Write the fold table as CSV, atomically, in its row order (the order records follow)."""
-    missing = [c for c in columns if c not in frame]
-    if missing:
-        raise PhotoidError(f"fold table lacks column(s) {', '.join(missing)}")
-    write_csv(path, frame[columns])
+    """Write the Turtle Recall fold table (`photoid.records.folds.write_fold_table`)."""
+    write_fold_table(frame, path, columns)
 
 
 def read_folds(path: str | os.PathLike, columns: list[str] = FOLD_COLUMNS, identity: str = "turtle_id"
                ) -> pd.DataFrame:
-    """Read a fold table written by `write_folds`, in file order; ValidationError lists every problem.
-
-    Checked: the columns, integer labels and folds, folds numbered 0..k-1 with none empty, unique image ids,
-    and one label per turtle id and one turtle id per label (`identity`: another task's identity column).
-    """
-    name = str(path)
-    problems = ProblemList()
-    frame = read_table(Path(path), name, problems)
-    if frame is not None and require_columns(frame, name, columns, problems):
-        _check_fold_rows(frame, name, problems, identity)
-    problems.raise_if_any(title="invalid fold file")
-    frame = frame.reset_index(drop=True)
-    frame["label"] = frame["label"].astype("int64")
-    frame["fold"] = frame["fold"].astype("int64")
-    return frame[columns]
-
-
-def _check_fold_rows(frame: pd.DataFrame, name: str, problems: ProblemList, identity: str) -> None:
-    for column in ("label", "fold"):
-        for line, value in frame[column].items():
-            if not (value.isascii() and value.isdigit()):
-                problems.add(name, line, f"{column} {value!r} is not a non-negative integer")
-    if len(problems):
-        return
-    folds = frame["fold"].astype(int)
-    n_folds = int(folds.max()) + 1
-    empty = sorted(set(range(n_folds)) - set(folds))
-    if empty:
-        problems.add(name, None, f"fold(s) {', '.join(map(str, empty))} have no rows (folds must be 0..{n_folds - 1})")
-    first_line: dict[str, int] = {}
-    for line, value in frame["image_id"].items():
-        if value in first_line:
-            problems.add(name, line, f"duplicate image_id {value!r} (first on line {first_line[value]})")
-        first_line.setdefault(value, line)
-    for key, other in ((identity, "label"), ("label", identity)):
-        counts = frame.groupby(key)[other].nunique()
-        for value in counts.index[counts > 1]:
-            problems.add(name, None, f"{key} {value!r} has several {other}s: "
-                                     f"{', '.join(sorted(frame.loc[frame[key] == value, other].unique()))}")
+    """Read and check a Turtle Recall fold table (`photoid.records.folds.read_fold_table`)."""
+    return read_fold_table(path, columns, identity)

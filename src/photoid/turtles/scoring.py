@@ -14,11 +14,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from photoid.data import NEW_TURTLE, PREDICTION_COLUMNS, TEST_LABELS_CSV, TRAIN_CSV, load_test_labels
-from photoid.ensemble import SUBMISSION_COLUMNS
-from photoid.errors import PhotoidError, ProblemList
-from photoid.metrics import map_at_k_from_labels
-from photoid.tables import read_table, require_columns
+from photoid.core.errors import PhotoidError, ProblemList
+from photoid.core.metrics import map_at_k_from_labels
+from photoid.core.tables import read_table, require_columns
+from photoid.turtles.data import (
+    NEW_TURTLE,
+    PREDICTION_COLUMNS,
+    TEST_LABELS_CSV,
+    TRAIN_CSV,
+    load_test_labels,
+)
+from photoid.turtles.ensemble import SUBMISSION_COLUMNS
 
 
 def truth_labels_101(test_labels: pd.DataFrame, original_ids) -> pd.Series:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 
-import photoid  # noqa: F401  (selects tf-keras before TensorFlow is imported)
 import tensorflow as tf
 
 AUGMENTS = ("whaledo", "whaledo_triangle")
@@ -219,3 +218,14 @@ def whaledo_augment(image: tf.Tensor, seed: tf.Tensor, triangle_first: bool = Fa
         _uniform(seeds[15], 1 - s, 1 + s), _uniform(tf.random.experimental.stateless_fold_in(seeds[15], 1), -h, h),
         order), lambda: image)
     return image
+
+
+def _augment(name: str):
+    def augment(image: tf.Tensor, seed: tf.Tensor, *, aug_number: int, aug_percentage: float, aug_draw: str):
+        return whaledo_augment(image, seed, triangle_first=name == "whaledo_triangle")
+
+    return augment
+
+
+# The augmentations a recipe names (`augment = "whaledo"`), as the registry (photoid.tasks) hands them to the reader.
+AUGMENTATIONS = {name: _augment(name) for name in AUGMENTS}

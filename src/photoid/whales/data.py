@@ -20,9 +20,16 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from photoid.errors import PhotoidError, ProblemList
-from photoid.images import check_image_file
-from photoid.tables import check_ids, check_known, check_unique, read_table, relative_path_problem
+from photoid.core.errors import PhotoidError, ProblemList
+from photoid.core.images import check_image_file
+from photoid.core.tables import (
+    check_ids,
+    check_known,
+    check_unique,
+    read_table,
+    relative_path_problem,
+)
+from photoid.records.folder import VIEWPOINTS
 
 METADATA_FILE = "metadata.csv"
 SCENARIOS_FILE = "query_scenarios.csv"
@@ -31,7 +38,6 @@ METADATA_COLUMNS = ("image_id", "path", "height", "width", "viewpoint", "date", 
 # Ranking needs only these; the others are checked when present (test-time metadata has no labels).
 REQUIRED_COLUMNS = ("image_id", "path", "viewpoint")
 LABEL_COLUMNS = ("whale_id", "encounter_id")
-VIEWPOINTS = ("top", "left", "right")
 SCENARIO_COLUMNS = ("scenario_id", "queries_path", "database_path")
 QUERY_COLUMNS = ("query_id", "query_image_id")
 DATABASE_COLUMNS = ("database_image_id",)
@@ -147,7 +153,7 @@ def make_whale_folds(metadata: pd.DataFrame, n_folds: int, seed: int = 42, group
 
 
 def read_csv_checked(path: Path, columns: tuple[str, ...], problems: ProblemList) -> pd.DataFrame | None:
-    """A table of the folder read as text and indexed by CSV line (`photoid.tables.read_table`), or None with the
+    """A table of the folder read as text and indexed by CSV line (`photoid.core.tables.read_table`), or None with the
     reason recorded; a header without rows is allowed (e.g. an empty database)."""
     return read_table(path, str(path), problems, columns, allow_no_rows=True)
 

@@ -24,12 +24,11 @@ from typing import Sequence
 
 import numpy as np
 
-from photoid.config import parse_folds
-from photoid.errors import PhotoidError
-from photoid.io import atomic_path
-from photoid.retrieval import JOINS, join_embeddings, normalize_rows
+from photoid.core.errors import PhotoidError
+from photoid.core.io import atomic_path
+from photoid.core.retrieval import JOINS, join_embeddings, normalize_rows
+from photoid.runs.config import parse_folds
 from photoid.tasks import get_task
-
 
 
 def embed_files(model, files: list[str], *, dim: int, dim_pre: int, batch_size: int, flip: bool,
@@ -37,8 +36,8 @@ def embed_files(model, files: list[str], *, dim: int, dim_pre: int, batch_size: 
     """Embeddings of every record in `files`, in reading order; with `flip` the mean of the image's and its
     horizontal mirror's. `normalize`: each embedding L2-normalised, before and after the mean (otherwise raw,
     as the winner's)."""
-    from photoid.augment import TRANSFORM_NAMES
-    from photoid.inference import predict_records
+    from photoid.inference.fold_models import predict_records
+    from photoid.records.transforms import TRANSFORM_NAMES
 
     def embed(tta: int) -> np.ndarray:
         out = predict_records(model, files, dim=dim, dim_pre=dim_pre, batch_size=batch_size, tta=tta)
@@ -57,9 +56,9 @@ def run_embeddings(run_dir: str | Path, files: list[str], records_dir: str, *, f
     produced them (folds, sizes)."""
     import tf_keras
 
-    from photoid.inference import load_fold_models
-    from photoid.pipeline import open_records
-    from photoid.runs import choose_folds, load_run
+    from photoid.inference.fold_models import load_fold_models
+    from photoid.records.reader import open_records
+    from photoid.runs.loaded import choose_folds, load_run
     
     # The reader resizes whatever the records store, so the run's own records need not be on this machine.
     run = load_run(run_dir, records_dir=records_dir)
@@ -129,8 +128,8 @@ def load_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
 
 def records_and_ids(records_dir: str) -> tuple[list[str], list[str]]:
     """The test record files of `records_dir` and the image id of each record, in reading order."""
-    from photoid.inference import read_record_ids
-    from photoid.pipeline import test_files
+    from photoid.inference.fold_models import read_record_ids
+    from photoid.records.reader import test_files
 
     files = test_files(records_dir)
     return files, read_record_ids(files)

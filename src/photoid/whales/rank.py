@@ -20,13 +20,18 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from photoid.config import parse_folds
-from photoid.errors import PhotoidError
-from photoid.io import write_csv
-from photoid.retrieval import JOINS
+from photoid.core.errors import PhotoidError
+from photoid.core.io import write_csv
+from photoid.core.retrieval import JOINS
+from photoid.runs.config import parse_folds
 from photoid.whales.embed import load_embeddings
 from photoid.whales.ranking import BACKENDS, SUBMISSION_COLUMNS, rank_scenarios
-from photoid.whales.routing import LATERAL_VIEWPOINTS, Families, rank_routed, route_of_queries
+from photoid.whales.routing import (
+    LATERAL_VIEWPOINTS,
+    Families,
+    rank_routed,
+    route_of_queries,
+)
 
 TRUTH_FILE = "example_labels.csv"  # the organisers' name for the true matches of their example scenarios
 RANDOM_DRAWS = 10  # random rankings averaged for the chance-level reference

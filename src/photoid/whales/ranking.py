@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from photoid.retrieval import normalize_rows, raced_search, search_inner_product
+from photoid.core.retrieval import normalize_rows, raced_search, search_inner_product
 
 SUBMISSION_COLUMNS = ["query_id", "database_image_id", "score"]
 # The winner's query-expansion blend: weights of the query's own similarities and of its first and second

@@ -27,10 +27,15 @@ import time
 import numpy as np
 import pandas as pd
 
-from photoid.errors import PhotoidError, ProblemList
-from photoid.io import write_csv
-from photoid.recordsdir import FOLDS_CSV, MIRRORED_VIEWPOINT
-from photoid.records import RecordsManifest, check_record_options, image_preparer, write_records
+from photoid.core.errors import PhotoidError, ProblemList
+from photoid.core.io import write_csv
+from photoid.records.folder import FOLDS_CSV, MIRRORED_VIEWPOINT
+from photoid.records.writer import (
+    RecordsManifest,
+    check_record_options,
+    image_preparer,
+    write_records,
+)
 from photoid.whales.data import BelugaData, load_belugas, make_whale_folds
 
 WHALE_STRING_COLUMNS = ("image_id", "whale_id", "viewpoint", "encounter_id")
@@ -57,7 +62,7 @@ def split_training_and_evaluation(data: BelugaData, train_on_scenarios: bool,
     are near-duplicates, and training on one of them would flatter the evaluation as much as training on it.
     `views` (comma-separated viewpoints, "" = all) keeps only the training photos of those viewpoints.
     """
-    from photoid.config import view_list
+    from photoid.runs.config import view_list
 
     unknown = sorted(set(view_list(views)) - {"top", "left", "right"})
     if unknown:
@@ -184,12 +189,12 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
 
 
 def read_whale_folds(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a folds.csv written by `build_whale_records` with the one fold-table reader (`photoid.folds.read_folds`:
+    """Read a folds.csv written by `build_whale_records` with the one fold-table reader (`photoid.records.folds.read_fold_table`:
     columns, integer labels and folds numbered 0..k-1 with none empty, unique image ids, one label per whale),
     and check that the labels are the sorted order of the whale ids."""
-    from photoid.folds import read_folds
+    from photoid.records.folds import read_fold_table
 
-    frame = read_folds(path, WHALE_FOLD_COLUMNS, identity="whale_id")
+    frame = read_fold_table(path, WHALE_FOLD_COLUMNS, "whale_id")
     classes = sorted(frame["whale_id"].unique())
     if not (frame["label"].to_numpy() == pd.Index(classes).get_indexer(frame["whale_id"])).all():
         problems = ProblemList()

@@ -20,8 +20,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from photoid.errors import PhotoidError, ProblemList
-from photoid.tables import read_csv_strict, relative_path_problem
+from photoid.core.errors import PhotoidError, ProblemList
+from photoid.core.tables import read_csv_strict, relative_path_problem
 from photoid.whales.data import SCENARIOS_FILE, load_truth, read_csv_checked
 
 PREDICTION_LIMIT = 20

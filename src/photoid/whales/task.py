@@ -11,8 +11,8 @@ import dataclasses
 import os
 from pathlib import Path
 
-from photoid.errors import PhotoidError
-from photoid.labels import NEW_INDIVIDUAL
+from photoid.core.errors import PhotoidError
+from photoid.core.labels import NEW_INDIVIDUAL
 from photoid.tasks.base import csv_header, label_space
 
 
@@ -56,7 +56,7 @@ class WhalesTask:
     def check_training(self, cfg, folds):
         """Recipes that name views or train on pairs need records built for them; with encounter-grouped folds
         a recipe may checkpoint by another monitor (`monitor_grouped`)."""
-        from photoid.pipeline import open_records
+        from photoid.records.reader import open_records
 
         if cfg.views:
             check_record_views(cfg, folds)
@@ -90,7 +90,7 @@ def check_record_views(cfg, folds) -> None:
     """A recipe that names its views (the winner's top models: top photos only) trains only on records built for
     them, whose folds were split over those rows alone: filtering rows out of other records would keep another
     split."""
-    from photoid.config import view_list
+    from photoid.runs.config import view_list
 
     extra = sorted(set(folds["viewpoint"]) - set(view_list(cfg.views)))
     if extra:
@@ -101,9 +101,9 @@ def check_record_views(cfg, folds) -> None:
 
 def records_grouped(records_dir: str) -> bool:
     """Whether whale records' folds are grouped by encounter (their records.json says; older records were)."""
-    from photoid.pipeline import open_records
+    from photoid.records.reader import open_records
 
     return open_records(records_dir).grouped()
 
 
-WHALES = WhalesTask()
+TASK = WhalesTask()

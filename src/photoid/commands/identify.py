@@ -1,0 +1,199 @@
+"""`photoid identify`: which individual is in each photo, by trained runs (their fold ensemble) or a catalogue.
+
+The command reads its options, identifies through `photoid.inference.identify` (runs) or `photoid.catalog.identify`
+(a catalogue), and prints a table, CSV or JSON, and optionally a gallery PNG."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from photoid.core.errors import PhotoidError
+from photoid.core.results import Identification
+from photoid.inference.identify import (
+    DEFAULT_BATCH,
+    Ensemble,
+    ensemble_from_runs,
+    ensemble_from_weights,
+    identify_paths,
+)
+from photoid.records.folder import VIEWPOINTS
+from photoid.runs.config import parse_folds
+
+
+def candidate_rows(result: Identification) -> list[dict]:
+    return [{"image": result.path, "rank": rank, "label": label, "probability": score}
+            for rank, (label, score) in enumerate(zip(result.labels, result.scores), start=1)]
+
+
+def format_table(result: Identification) -> str:
+    lines = [result.path, "  rank  label                        probability"]
+    lines += [f"  {row['rank']:>4}  {row['label']:<28} {row['probability']:>11.4f}" for row in candidate_rows(result)]
+    return "\n".join(lines)
+
+
+class Output:
+    """Writes results to stdout as they come: a table per photo, CSV rows, or one JSON document at the end."""
+
+    def __init__(self, kind: str, stream=None):
+        self.kind, self.stream = kind, stream or sys.stdout
+        self.collected: list[dict] = []
+        self.csv = csv.DictWriter(self.stream, fieldnames=["image", "rank", "label", "probability"], lineterminator="\n")
+        if kind == "csv":
+            self.csv.writeheader()
+
+    def add(self, result: Identification) -> None:
+        if self.kind == "json":
+            self.collected.append({"image": result.path, "candidates": [
+                {k: v for k, v in row.items() if k != "image"} for row in candidate_rows(result)]})
+        elif self.kind == "csv":
+            for row in candidate_rows(result):
+                self.csv.writerow({**row, "probability": f"{row['probability']:.6g}"})
+        else:
+            print(format_table(result) + "\n", file=self.stream)
+        self.stream.flush()
+
+    def close(self, failed: list[Identification]) -> None:
+        if self.kind == "json":
+            document = {"results": self.collected,
+                        "failed": [{"image": r.path, "reason": r.error} for r in failed]}
+            json.dump(document, self.stream, indent=2)
+            self.stream.write("\n")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="photos (JPEG) to identify")
+    parser.add_argument("--run", dest="runs", action="append", metavar="RUN_DIR",
+                        help="trained run folder (repeat to average several runs)")
+    parser.add_argument("--folds", type=parse_folds, help="folds to use, e.g. 0,1 (default: every trained fold)")
+    parser.add_argument("--top", type=int, default=5, help="candidates per photo")
+    parser.add_argument("--tta", type=int, help="average TTA transforms 0..N (default: the run's tta_number)")
+    parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH, help="photos read and predicted at once")
+    parser.add_argument("--records_dir", help="records folder the run was trained from (default: from config.json)")
+    parser.add_argument("--viewpoint", choices=VIEWPOINTS,
+                        help="the viewpoint of every photo given: right views are mirrored, as whale records store "
+                             "them (default: unknown, not mirrored; refused for runs whose records never mirror)")
+    form = parser.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    form.add_argument("--csv", action="store_true", help="print CSV rows (image, rank, label, probability)")
+    parser.add_argument("--gallery", metavar="PNG", help="also draw each photo beside its candidates into this PNG")
+    parser.add_argument("--data_dir", help="competition folder: the labels for --weights, reference photos for "
+                                           "--gallery (default: the run's data_dir)")
+    weights = parser.add_argument_group("a published weight file instead of a run")
+    weights.add_argument("--weights", help="whole-model .h5 weight file (e.g. the original's ef1b7-fold0.h5)")
+    weights.add_argument("--model", help="recipe the weight file was trained with (e.g. ef1b7)")
+    weights.add_argument("--dim", type=int, help="override the recipe's image size")
+    weights.add_argument("--dim_pre", type=int, help="override the recipe's pre-augmentation size")
+    catalog = parser.add_argument_group("against a catalogue of known individuals (photoid catalog build)")
+    catalog.add_argument("--catalog", help="catalogue folder: rank its individuals by similarity, blended with the "
+                                           "runs' probabilities; new below the threshold (runs: the catalogue's)")
+    catalog.add_argument("--blend_weight", type=float, help="weight of the probabilities (default: calibrated)")
+    catalog.add_argument("--threshold", type=float, help="normalised score at or below which a photo is new "
+                                                         "(default: calibrated)")
+    catalog.add_argument("--faiss_above", type=int,
+                         help="deprecated and ignored: the catalogue's search is chosen by its measured cost")
+
+
+def _build_ensemble(args: argparse.Namespace) -> Ensemble:
+    if args.weights:
+        if args.runs:
+            raise PhotoidError("give either --run folders or --weights with --model, not both")
+        if not args.model or not args.data_dir:
+            raise PhotoidError("--weights needs --model RECIPE and --data_dir (its train.csv and extra_images.csv "
+                               "give the class order)")
+        if args.folds:
+            raise PhotoidError("--folds applies to run folders; a weight file is one model")
+        if args.viewpoint is not None:
+            raise PhotoidError("--viewpoint applies to runs trained on whale records (right views mirrored); a "
+                               "Turtle Recall weight file's records keep every view as it is")
+        return ensemble_from_weights(args.weights, args.model, args.data_dir, dim=args.dim, dim_pre=args.dim_pre,
+                                     tta=args.tta)
+    if not args.runs:
+        raise PhotoidError("give at least one --run RUN_DIR (or --weights FILE --model RECIPE --data_dir D)")
+    for option in ("model", "dim", "dim_pre"):
+        if getattr(args, option) is not None:
+            raise PhotoidError(f"--{option} applies to --weights only; a run folder holds its own settings")
+    from photoid.runs.loaded import check_viewpoint_applies, load_run
+
+    runs = [load_run(run_dir, args.records_dir) for run_dir in args.runs]
+    # Before the models load: a viewpoint that would change nothing is a mistake to say at once.
+    check_viewpoint_applies(args.viewpoint, [run.preprocessing for run in runs],
+                            ", ".join(str(run.run_dir) for run in runs) + (" was" if len(runs) == 1 else " were"))
+    return ensemble_from_runs(runs, args.folds, args.tta)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise PhotoidError(f"--top must be at least 1, got {args.top}")
+    if args.catalog:
+        results, data_dir, subtitle = _catalog_results(args)
+    else:
+        ensemble = _build_ensemble(args)
+        print(f"identifying {len(args.images)} photo(s) with {len(ensemble.members)} model(s), "
+              f"{ensemble.n_predictions} prediction(s) averaged per photo", file=sys.stderr)
+        results = identify_paths(ensemble, args.images, args.top, args.batch_size, _viewpoints(args))
+        data_dir, subtitle = ensemble.data_dir, f"mean of {ensemble.n_predictions} prediction(s) per photo"
+    data_dir = Path(args.data_dir) if args.data_dir else data_dir
+    output = Output("json" if args.json else "csv" if args.csv else "table")
+    identified, failed = [], []
+    for result in results:
+        if result.error is not None:
+            print(f"error: {result.path}: {result.error}; skipped", file=sys.stderr)
+            failed.append(result)
+            continue
+        output.add(result)
+        if args.gallery:
+            identified.append(Identification(result.path, labels=result.labels, scores=result.scores))
+    output.close(failed)
+    if args.gallery:
+        _write_gallery(args.gallery, identified, data_dir, subtitle)
+    if failed:
+        print(f"{len(failed)} of {len(args.images)} photo(s) could not be read: "
+              f"{', '.join(r.path for r in failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _viewpoints(args: argparse.Namespace) -> list[str] | None:
+    """--viewpoint, one per photo (None: not given)."""
+    return None if args.viewpoint is None else [args.viewpoint] * len(args.images)
+
+
+def _catalog_results(args: argparse.Namespace) -> tuple[Iterator[Identification], Path | None, str]:
+    """`--catalog`: the catalogue's own models embed the photos and give the probabilities to blend."""
+    from photoid.catalog.identify import identify_paths_with_catalog
+    from photoid.catalog.build import read_catalog
+
+    for option in ("weights", "folds", "tta", "model", "dim", "dim_pre"):
+        if getattr(args, option) is not None:
+            raise PhotoidError(f"--{option} does not apply with --catalog: the catalogue's own models are used")
+    if args.faiss_above is not None:
+        print("--faiss_above is deprecated and ignored: the catalogue is searched the faster exact way for its size",
+              file=sys.stderr)
+    data_dir = read_catalog(args.catalog).manifest.get("data_dir")
+    print(f"identifying {len(args.images)} photo(s) against catalogue {args.catalog}", file=sys.stderr)
+    results = identify_paths_with_catalog(args.catalog, args.images, run_dirs=args.runs, records_dir=args.records_dir,
+                                          top=args.top, batch_size=args.batch_size, blend_weight=args.blend_weight,
+                                          threshold=args.threshold, viewpoints=_viewpoints(args))
+    return results, Path(data_dir) if data_dir else None, "scores: similarity to the catalogue, blended"
+
+
+def _write_gallery(path: str, results: list[Identification], data_dir: Path | None, subtitle: str) -> None:
+    from photoid.inference.gallery import MAX_ROWS, draw_gallery, reference_photos
+
+    references = reference_photos(data_dir) if data_dir else {}
+    if not references:
+        print("note: no training data folder found (pass --data_dir): candidates are drawn without a "
+              "reference photo", file=sys.stderr)
+    if len(results) > MAX_ROWS:
+        print(f"note: the gallery shows the first {MAX_ROWS} of {len(results)} photos", file=sys.stderr)
+    rows = [(r.path, list(zip(r.labels, r.scores))) for r in results[:MAX_ROWS]]
+    if not rows:
+        print("no gallery written: no photo could be identified", file=sys.stderr)
+        return
+    draw_gallery(rows, references, path, subtitle=subtitle)
+    print(f"gallery written to {path}", file=sys.stderr)
