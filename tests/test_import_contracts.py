@@ -23,14 +23,20 @@ def test_the_layer_contracts_hold():
     assert "0 broken" in result.stdout
 
 
-def test_a_light_module_importing_tensorflow_breaks_the_contract(tmp_path):
-    # A copy of the package where a light module reaches TensorFlow inside a function: the contract must see it.
+def _lint_with_a_late_import(tmp_path: Path, module: str, imported: str) -> subprocess.CompletedProcess:
+    """lint-imports on a copy of the package where `module` (a path under src/photoid) imports `imported` inside a
+    function."""
     shutil.copytree(REPO / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    labels = tmp_path / "src" / "photoid" / "core" / "labels.py"
-    labels.write_text(labels.read_text(encoding="utf-8") + "\n\ndef _late():\n    import tensorflow  # noqa\n",
-                      encoding="utf-8")
-    result = _lint(tmp_path)
+    path = tmp_path / "src" / "photoid" / module
+    path.write_text(path.read_text(encoding="utf-8") + f"\n\ndef _late():\n    import {imported}  # noqa\n",
+                    encoding="utf-8")
+    return _lint(tmp_path)
+
+
+def test_a_light_module_importing_tensorflow_breaks_the_contract(tmp_path):
+    # A light module reaching TensorFlow inside a function: the contract must see it.
+    result = _lint_with_a_late_import(tmp_path, "core/labels.py", "tensorflow")
     assert result.returncode != 0
     assert "photoid.core.labels -> tensorflow" in result.stdout
 
@@ -38,11 +44,6 @@ def test_a_light_module_importing_tensorflow_breaks_the_contract(tmp_path):
 def test_shared_machinery_importing_a_competition_breaks_the_layers(tmp_path):
     # The catalogue reaching into Turtle Recall's folder directly (not through the registry): the layers contract
     # must name that import.
-    shutil.copytree(REPO / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    store = tmp_path / "src" / "photoid" / "catalog" / "store.py"
-    store.write_text(store.read_text(encoding="utf-8") + "\n\ndef _late():\n    import photoid.turtles.data  # noqa\n",
-                     encoding="utf-8")
-    result = _lint(tmp_path)
+    result = _lint_with_a_late_import(tmp_path, "catalog/store.py", "photoid.turtles.data")
     assert result.returncode != 0
     assert "photoid.catalog.store -> photoid.turtles.data" in result.stdout
