@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from photoid import __version__
+    from photoid._version import __version__
 
     return __version__
 

@@ -5,18 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from photoid.catalog.build import (
-    catalog_transaction,
-    read_catalog,
-)
-from photoid.catalog.calibrate import (
-    DEFAULT_NEW_FRACTION,
-    DEFAULT_REPEATS,
-    DEFAULT_SEED,
-    LABEL_SPACES,
-    calibrate,
-    evaluate,
-)
+from photoid.api import calibrate, open_catalog
+from photoid.catalog.calibrate import DEFAULT_NEW_FRACTION, DEFAULT_REPEATS, DEFAULT_SEED, LABEL_SPACES, evaluate
 
 
 def format_calibration(c: dict) -> str:
@@ -66,13 +56,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     started = time.time()
-    catalog = read_catalog(args.catalog)
-    calibration = calibrate(catalog, args.runs, new_fraction=args.new_fraction, repeats=args.repeats,
+    calibration = calibrate(args.catalog, args.runs, new_fraction=args.new_fraction, repeats=args.repeats,
                             seed=args.seed, use_probabilities=not args.similarity_only,
                             label_space=args.label_space, records_dir=args.records_dir)
-    # Photos added meanwhile are kept: the calibration joins the generation current at the commit.
-    with catalog_transaction(catalog.path, waiting_message="to record the calibration") as tx:
-        catalog = tx.commit_manifest(calibration=calibration)
+    catalog = open_catalog(args.catalog)  # the generation the calibration was committed to, or a later one
     print(format_calibration(calibration))
     print(f"written to {catalog.path / 'manifest.json'} in {time.time() - started:.0f}s")
     if args.evaluate:

@@ -6,10 +6,7 @@ import argparse
 import json
 import time
 
-from photoid.catalog.build import DEFAULT_BATCH, add_photos, build_catalog, summary
-from photoid.catalog.store import (
-    read_catalog,
-)
+from photoid.api import DEFAULT_BATCH, add_photos, build_catalog, catalog_summary
 from photoid.records.folder import VIEWPOINTS
 from photoid.runs.config import parse_folds
 
@@ -71,6 +68,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"added {len(args.images)} photo(s) of {'known' if known else 'new'} individual {args.individual_id} "
               f"(now {count} photo(s)) to {catalog.path} in {time.time() - started:.1f}s")
     else:
-        info = summary(read_catalog(args.catalog))
+        info = catalog_summary(args.catalog)
         print(json.dumps(info, indent=2) if args.json else format_summary(info))
     return 0

@@ -1,7 +1,7 @@
 """`photoid identify`: which individual is in each photo, by trained runs (their fold ensemble) or a catalogue.
 
-The command reads its options, identifies through `photoid.inference.identify` (runs) or `photoid.catalog.identify`
-(a catalogue), and prints a table, CSV or JSON, and optionally a gallery PNG."""
+The command reads its options, identifies through the API (`photoid.api.identifications`: trained runs, a weight
+file or a catalogue), and prints a table, CSV or JSON, and optionally a gallery PNG."""
 
 from __future__ import annotations
 
@@ -14,13 +14,7 @@ from typing import Iterator
 
 from photoid.core.errors import PhotoidError
 from photoid.core.results import Identification
-from photoid.inference.identify import (
-    DEFAULT_BATCH,
-    Ensemble,
-    ensemble_from_runs,
-    ensemble_from_weights,
-    identify_paths,
-)
+from photoid.api import DEFAULT_BATCH, fold_ensemble, identifications, open_catalog
 from photoid.records.folder import VIEWPOINTS
 from photoid.runs.config import parse_folds
 
@@ -98,44 +92,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                          help="deprecated and ignored: the catalogue's search is chosen by its measured cost")
 
 
-def _build_ensemble(args: argparse.Namespace) -> Ensemble:
-    if args.weights:
-        if args.runs:
-            raise PhotoidError("give either --run folders or --weights with --model, not both")
-        if not args.model or not args.data_dir:
-            raise PhotoidError("--weights needs --model RECIPE and --data_dir (its train.csv and extra_images.csv "
-                               "give the class order)")
-        if args.folds:
-            raise PhotoidError("--folds applies to run folders; a weight file is one model")
-        if args.viewpoint is not None:
-            raise PhotoidError("--viewpoint applies to runs trained on whale records (right views mirrored); a "
-                               "Turtle Recall weight file's records keep every view as it is")
-        return ensemble_from_weights(args.weights, args.model, args.data_dir, dim=args.dim, dim_pre=args.dim_pre,
-                                     tta=args.tta)
-    if not args.runs:
-        raise PhotoidError("give at least one --run RUN_DIR (or --weights FILE --model RECIPE --data_dir D)")
-    for option in ("model", "dim", "dim_pre"):
-        if getattr(args, option) is not None:
-            raise PhotoidError(f"--{option} applies to --weights only; a run folder holds its own settings")
-    from photoid.runs.loaded import check_viewpoint_applies, load_run
-
-    runs = [load_run(run_dir, args.records_dir) for run_dir in args.runs]
-    # Before the models load: a viewpoint that would change nothing is a mistake to say at once.
-    check_viewpoint_applies(args.viewpoint, [run.preprocessing for run in runs],
-                            ", ".join(str(run.run_dir) for run in runs) + (" was" if len(runs) == 1 else " were"))
-    return ensemble_from_runs(runs, args.folds, args.tta)
-
-
 def run(args: argparse.Namespace) -> int:
+    options = dict(runs=args.runs, weights=args.weights, recipe=args.model, data_dir=args.data_dir, folds=args.folds,
+                   tta=args.tta, top=args.top, viewpoint=args.viewpoint, records_dir=args.records_dir, dim=args.dim,
+                   dim_pre=args.dim_pre, batch_size=args.batch_size)
     if args.top < 1:
         raise PhotoidError(f"--top must be at least 1, got {args.top}")
     if args.catalog:
-        results, data_dir, subtitle = _catalog_results(args)
+        results, data_dir, subtitle = _catalog_results(args, options)
     else:
-        ensemble = _build_ensemble(args)
+        ensemble = fold_ensemble(**{k: v for k, v in options.items() if k not in ("top", "batch_size")})
         print(f"identifying {len(args.images)} photo(s) with {len(ensemble.members)} model(s), "
               f"{ensemble.n_predictions} prediction(s) averaged per photo", file=sys.stderr)
-        results = identify_paths(ensemble, args.images, args.top, args.batch_size, _viewpoints(args))
+        results = identifications(args.images, ensemble=ensemble, **options)
         data_dir, subtitle = ensemble.data_dir, f"mean of {ensemble.n_predictions} prediction(s) per photo"
     data_dir = Path(args.data_dir) if args.data_dir else data_dir
     output = Output("json" if args.json else "csv" if args.csv else "table")
@@ -163,22 +132,15 @@ def _viewpoints(args: argparse.Namespace) -> list[str] | None:
     return None if args.viewpoint is None else [args.viewpoint] * len(args.images)
 
 
-def _catalog_results(args: argparse.Namespace) -> tuple[Iterator[Identification], Path | None, str]:
+def _catalog_results(args: argparse.Namespace, options: dict) -> tuple[Iterator[Identification], Path | None, str]:
     """`--catalog`: the catalogue's own models embed the photos and give the probabilities to blend."""
-    from photoid.catalog.identify import identify_paths_with_catalog
-    from photoid.catalog.build import read_catalog
-
-    for option in ("weights", "folds", "tta", "model", "dim", "dim_pre"):
-        if getattr(args, option) is not None:
-            raise PhotoidError(f"--{option} does not apply with --catalog: the catalogue's own models are used")
+    results = identifications(args.images, catalog=args.catalog, blend_weight=args.blend_weight,
+                              threshold=args.threshold, **options)  # the options are checked before any work
     if args.faiss_above is not None:
         print("--faiss_above is deprecated and ignored: the catalogue is searched the faster exact way for its size",
               file=sys.stderr)
-    data_dir = read_catalog(args.catalog).manifest.get("data_dir")
+    data_dir = open_catalog(args.catalog).manifest.get("data_dir")
     print(f"identifying {len(args.images)} photo(s) against catalogue {args.catalog}", file=sys.stderr)
-    results = identify_paths_with_catalog(args.catalog, args.images, run_dirs=args.runs, records_dir=args.records_dir,
-                                          top=args.top, batch_size=args.batch_size, blend_weight=args.blend_weight,
-                                          threshold=args.threshold, viewpoints=_viewpoints(args))
     return results, Path(data_dir) if data_dir else None, "scores: similarity to the catalogue, blended"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from photoid.core.errors import PhotoidError
+from photoid.api import build_records, check_record_options
 from photoid.tasks import TASKS, detect_task, get_task
 
 
@@ -44,19 +44,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     task = get_task(args.task) if args.task else detect_task(args.data_dir)
-    given = {name: value for name, value in vars(args).items()
-             if name not in ("data_dir", "task", "out_dir") and value is not None}
-    refused = sorted(set(given) - set(task.record_options))
-    if refused:
-        raise PhotoidError(f"{args.data_dir} is a {task.name} folder, whose records take no "
-                           f"{', '.join('--' + name for name in refused)}")
-    for name in ("n_folds", "dim_pre", "shards", "workers"):
-        if name in given and given[name] < 1:
-            raise PhotoidError(f"--{name} must be at least 1, got {given[name]}")
-    if given.get("n_folds", 2) < 2:
-        raise PhotoidError(f"--n_folds must be at least 2, got {given['n_folds']}")
+    given = {name: value for name, value in vars(args).items() if name not in ("data_dir", "task", "out_dir")}
+    check_record_options(task, args.data_dir, given)
     print(f"task: {task.name}{'' if args.task else ' (found from the folder)'}")
-    summary = task.build_records(args.data_dir, args.out_dir, **given)
+    summary = build_records(args.data_dir, args.out_dir, task=task.name, **given)
     print(f"folds: {summary['fold_rows']} images, test: {summary['test_rows']} images")
     print(f"shards written: {summary['shards_written']}, kept from an earlier run: {summary['shards_kept']}; "
           f"{summary['images_written']} images in {summary['seconds']:.1f} s")
