@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import pandas as pd
 
 from photoid.catalog.build import add_photos, build_catalog, summary
+from photoid.catalog.identify import DEFAULT_BATCH
 from photoid.catalog.store import Catalog, catalog_transaction, read_catalog
 from photoid.core.errors import PhotoidError
 from photoid.core.results import Identification
@@ -35,9 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["build_records", "train", "open_run", "identify", "identifications", "fold_ensemble", "build_catalog",
            "open_catalog", "add_photos", "catalog_summary", "calibrate", "evaluate", "RunInfo", "Catalog",
            "Identification"]
-
-DEFAULT_BATCH = 64  # photos read and predicted at once
-
 
 def build_records(data_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, task: str | None = None,
                   **options) -> dict:
