@@ -38,6 +38,7 @@ def load_catalog_embedder(catalog: Catalog, run_dirs: Sequence[str] | None = Non
     from photoid.inference.embedder import Embedder, check_same_models
     from photoid.runs.loaded import load_run
 
+    catalog.check_complete()
     runs = {old: load_run(new, records_dir) for old, new in zip(catalog.run_dirs(), catalog.run_dirs(run_dirs))}
     embedder = Embedder([(runs[m["run_dir"]], m["fold"]) for m in catalog.models])
     check_same_models(catalog.models, embedder.signatures(), f"catalogue {catalog.path}")
@@ -81,7 +82,9 @@ def identify_with_catalog(embeddings: np.ndarray, catalog: Catalog, classifier_p
     (photos × `classes`) the score is (1 − w)·that + w·probability; `new_label` is inserted where the best score
     does not exceed the threshold. Weight and threshold default to the catalogue's calibration. `nameable`
     limits the individuals named (others read `new_label`; Turtle Recall's 101 labels: the original ids).
-    Returns labels (photos, top) and scores, "" and NaN past the candidates.
+    `backend` "auto" searches the catalogue's prepared index (`Catalog.index()`: exact, or the approximate index
+    it was built with, `search_description` says which); the others search its embeddings afresh
+    (`openset.individual_similarities`). Returns labels (photos, top) and scores, "" and NaN past the candidates.
     """
     embeddings = np.asarray(embeddings, dtype=np.float32)
     if embeddings.ndim != 2 or embeddings.shape[1] != catalog.dim:
@@ -90,12 +93,24 @@ def identify_with_catalog(embeddings: np.ndarray, catalog: Catalog, classifier_p
                            "models; embed the photos with the catalogue's runs")
     with_probabilities = classifier_probs is not None
     weight, threshold = operating_point(catalog, with_probabilities, blend_weight, threshold)
-    names, codes = catalog.individuals()
-    scores = catalogue_scores(embeddings, catalog.embeddings, codes, len(names), catalog.blocks(), backend=backend)
+    if backend == "auto":  # the catalogue's prepared index (`photoid.catalog.index`), exact unless built otherwise
+        index = catalog.index()
+        names, scores = index.names, index.scores(embeddings)
+    else:
+        names, codes = catalog.individuals()
+        scores = catalogue_scores(embeddings, catalog.embeddings, codes, len(names), catalog.blocks(),
+                                  backend=backend)
     if with_probabilities and weight > 0:
         probs, has_probability = align_probabilities(classifier_probs, classes, names)
         scores = blend_scores(scores, probs, has_probability, weight)
     return rank_with_new(scores, names, threshold, k=top, nameable=nameable, new_label=new_label)
+
+
+def search_description(catalog: Catalog) -> str | None:
+    """None for the exact search; for an approximate index, which one and its recall measured at build (results
+    and the page show it beside the verdict, whose threshold was calibrated on exact scores)."""
+    entry = catalog.manifest.get("index") or {}
+    return None if entry.get("kind", "exact") == "exact" else entry.get("description")
 
 
 def align_probabilities(probs: np.ndarray, classes: Sequence[str] | None, names: Sequence[str]
@@ -126,7 +141,9 @@ def identify_paths_with_catalog(catalog_dir: str | Path | Catalog, paths: Sequen
     photo, None: unknown) mirror right views for models whose records mirrored them; refused for other models.
     """
     catalog = catalog_dir if isinstance(catalog_dir, Catalog) else read_catalog(catalog_dir)
+    catalog.check_complete()
     embedder = embedder or load_catalog_embedder(catalog, run_dirs, records_dir)
+    search = search_description(catalog)
     first_run = embedder.members[0][0]
     new_label = get_task(first_run.config.task).new_label
     label_space = (catalog.calibration or {}).get("label_space", "catalog")
@@ -143,5 +160,5 @@ def identify_paths_with_catalog(catalog_dir: str | Path | Catalog, paths: Sequen
             for i, path in enumerate(readable):
                 kept = [(str(label), float(score)) for label, score in zip(labels[i], scores[i]) if label != ""]
                 results[path] = Identification(path, probs[i], [label for label, _ in kept],
-                                               [score for _, score in kept])
+                                               [score for _, score in kept], search=search)
         yield from (results[path] for path in batch)

@@ -95,42 +95,85 @@ def _dense_similarities(q, g, codes, n_individuals, exclude, chunk_size, unit_ga
     normalised with `unit_gallery` (then only reordered: the same values)."""
     if len(g) == 0 or len(q) == 0:
         return np.full((len(q), n_individuals), -np.inf, dtype=np.float32)
-    # The gallery is laid out in groups of individuals with the same number of images, and within a group slot by
-    # slot (every individual's first image, then every second one, ...), so a group's per-individual best is an
-    # elementwise maximum of `count` contiguous slices: 10× faster than a maximum per individual (reduceat) at
-    # 100,000 photos, which made the search slower than faiss' retrieval.
-    counts = np.bincount(codes, minlength=n_individuals)
-    by_individual = np.argsort(codes, kind="stable")
-    first = np.searchsorted(codes[by_individual], codes[by_individual])  # each image's individual's first row
-    slot = np.empty_like(codes)
-    slot[by_individual] = np.arange(len(codes)) - first
-    layout = np.lexsort((codes, slot, counts[codes]))
-    image_row = np.empty_like(layout)
-    image_row[layout] = np.arange(len(layout))
-    g_laid = g[layout] if unit_gallery else normalize_rows(g, take=layout)
-    groups, start = [], 0
-    for count in np.unique(counts[counts > 0]):
-        members = np.flatnonzero(counts == count)
-        groups.append((start, int(count), members))
-        start += int(count) * len(members)
-    # Products are gallery × queries and scores individuals × queries (transposed once at the end): a group's
-    # slots and its individuals' scores are then whole rows, so the maximum reads contiguous slabs and each
-    # individual's scores are written as one row, where a column-wise write cost as much as the maximum itself.
+    layout = GroupLayout.of(codes, n_individuals)
+    g_laid = g[layout.order] if unit_gallery else normalize_rows(g, take=layout.order)
+    own = np.where(exclude >= 0, layout.laid_row[np.maximum(exclude, 0)], -1)
+    return np.ascontiguousarray(best_per_individual(g_laid, q, layout.groups, n_individuals, own, chunk_size).T)
+
+
+@dataclass
+class GroupLayout:
+    """A gallery laid out for `best_per_individual`: in groups of individuals with the same number of images, and
+    within a group slot by slot (every individual's first image, then every second one, ...), so a group's
+    per-individual best is an elementwise maximum of `count` contiguous slices: 10× faster than a maximum per
+    individual (reduceat) at 100,000 photos, which made the search slower than faiss' retrieval."""
+
+    order: np.ndarray  # the gallery row at each laid row
+    laid_row: np.ndarray  # the laid row of each gallery row
+    groups: list[tuple[int, int, np.ndarray]]  # (first laid row, images per individual, the group's individuals)
+
+    @staticmethod
+    def of(codes: np.ndarray, n_individuals: int) -> "GroupLayout":
+        counts = np.bincount(codes, minlength=n_individuals)
+        by_individual = np.argsort(codes, kind="stable")
+        first = np.searchsorted(codes[by_individual], codes[by_individual])  # each image's individual's first row
+        slot = np.empty_like(codes)
+        slot[by_individual] = np.arange(len(codes)) - first
+        order = np.lexsort((codes, slot, counts[codes]))
+        laid_row = np.empty_like(order)
+        laid_row[order] = np.arange(len(order))
+        groups, start = [], 0
+        for count in np.unique(counts[counts > 0]):
+            members = np.flatnonzero(counts == count)
+            groups.append((start, int(count), members))
+            start += int(count) * len(members)
+        return GroupLayout(order, laid_row, groups)
+
+
+def best_per_individual(g_laid: np.ndarray, q: np.ndarray, groups, n_individuals: int, own: np.ndarray,
+                        chunk_size: int = 1024, dead: np.ndarray | None = None) -> np.ndarray:
+    """Each individual's best clipped cosine over its laid gallery rows (`GroupLayout`): float32 (individuals,
+    queries), -inf for an individual with no row left. `own[j]`: the laid row query j must not be compared with
+    (or -1); `dead`: laid rows no query is compared with (photos removed since the layout was made). `g_laid` may
+    be float16 (stored so): its rows are turned into float32 block by block for the product."""
+    # Products are gallery × queries and scores individuals × queries (transposed by the caller): a group's slots
+    # and its individuals' scores are then whole rows, so the maximum reads contiguous slabs and each individual's
+    # scores are written as one row, where a column-wise write cost as much as the maximum itself.
     out = np.full((n_individuals, len(q)), -np.inf, dtype=np.float32)
+    if len(g_laid) == 0:
+        return out
     # Queries per block: at most `chunk_size`, and at most BLOCK_ELEMENTS similarities held at once.
-    n_block = max(1, min(chunk_size, BLOCK_ELEMENTS // len(g)))
+    n_block = max(1, min(chunk_size, BLOCK_ELEMENTS // len(g_laid)))
     for begin in range(0, len(q), n_block):
         block = slice(begin, begin + n_block)
-        sims = g_laid @ q[block].T
-        own = np.flatnonzero(exclude[block] >= 0)
-        sims[image_row[exclude[block][own]], own] = -np.inf
+        sims = _product(g_laid, q[block])
+        excluded = np.flatnonzero(own[block] >= 0)
+        sims[own[block][excluded], excluded] = -np.inf
+        if dead is not None and len(dead):
+            sims[dead] = -np.inf
         for start, count, members in groups:
             best = sims[start:start + count * len(members)].reshape(count, len(members), -1).max(axis=0)
             # Clipped after the maximum, once per individual rather than per image: clipping is monotone, so the
             # result is the same; -inf (an individual whose only image is excluded) stays -inf.
             np.clip(best, 0.0, 1.0, out=best, where=best > -np.inf)
             out[members, block] = best
-    return np.ascontiguousarray(out.T)
+    return out
+
+
+FLOAT16_ROWS = 4096  # float16 gallery rows turned into float32 at a time (8 MB at 512 dimensions: in cache)
+
+
+def _product(g_laid: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """g_laid @ q.T in float32 (gallery rows × queries); a float16 gallery is converted block by block."""
+    if g_laid.dtype == np.float32:
+        return g_laid @ q.T
+    sims = np.empty((len(g_laid), len(q)), dtype=np.float32)
+    buffer = np.empty((min(FLOAT16_ROWS, len(g_laid)), g_laid.shape[1]), dtype=np.float32)
+    for begin in range(0, len(g_laid), FLOAT16_ROWS):
+        rows = g_laid[begin:begin + FLOAT16_ROWS]
+        np.copyto(buffer[:len(rows)], rows)
+        np.matmul(buffer[:len(rows)], q.T, out=sims[begin:begin + len(rows)])
+    return sims
 
 
 def _faiss_similarities(q, g, codes, n_individuals, exclude, neighbours, chunk_size, exact) -> np.ndarray:
@@ -196,15 +239,22 @@ def catalogue_scores(queries: np.ndarray, gallery: np.ndarray, codes: np.ndarray
     """
     if not blocks:
         raise ValueError("no model blocks given")
-    total = np.zeros((len(queries), n_individuals), dtype=np.float32)
-    best = np.zeros(len(queries), dtype=np.float32)
-    for offset, dim in blocks:
-        columns = slice(offset, offset + dim)
-        scores = individual_similarities(queries[:, columns], gallery[:, columns], codes, n_individuals,
-                                         exclude=exclude, **search)
-        total += scores
-        best += scores.max(axis=1, initial=-np.inf)
-    mean, best = total / len(blocks), best / len(blocks)
+    return combine_models(individual_similarities(queries[:, offset:offset + dim], gallery[:, offset:offset + dim],
+                                                  codes, n_individuals, exclude=exclude, **search)
+                          for offset, dim in blocks)
+
+
+def combine_models(per_model) -> np.ndarray:
+    """The models' individual scores (each (queries, individuals)) averaged, shifted per query so that the best
+    equals the mean of the models' own best scores (`catalogue_scores` says why)."""
+    total = best = None
+    n_models = 0
+    for scores in per_model:
+        total = scores.copy() if total is None else total + scores
+        model_best = scores.max(axis=1, initial=-np.inf)
+        best = model_best if best is None else best + model_best
+        n_models += 1
+    mean, best = total / n_models, best / n_models
     shift = np.where(np.isfinite(best), best - mean.max(axis=1, initial=-np.inf), 0.0)
     return (mean + shift[:, None]).astype(np.float32)
 

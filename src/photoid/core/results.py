@@ -19,3 +19,4 @@ class Identification:
     labels: list[str] | None = None
     scores: list[float] | None = None
     error: str | None = None
+    search: str | None = None  # None: the exact search; else the approximate index that gave the scores
