@@ -144,6 +144,10 @@ class Part:
         return len(self._embeddings)
 
     @property
+    def shape(self) -> tuple[int, int]:
+        return self._embeddings.shape
+
+    @property
     def embeddings(self) -> np.ndarray:
         """(rows, dim) as stored (float32 or float16), read-only; checked against the manifest on first use."""
         if self._unchecked is not None:
@@ -469,7 +473,7 @@ class Transaction:
             tables = [p.table for p in parts]
             table = tables[0] if len(tables) == 1 else with_viewpoints(pd.concat(tables, ignore_index=True))
             entries = [p.entry for p in parts]
-            dim = int(parts[0].embeddings.shape[1]) if len(parts) == 1 else int(manifest["dim"])
+            dim = int(parts[0].shape[1])
             manifest = {
                 **manifest, "format": FORMAT, "generation": generation,
                 "version": PARTS_FORMAT_VERSION if len(parts) > 1 or storage != "float32" else FORMAT_VERSION,

@@ -86,6 +86,7 @@ def build_in_chunks(embedder, table: pd.DataFrame, viewpoints: list | None, out:
              "embedded")
     bar = _bar(len(table), sum(_chunk_size(c, chunk_rows, len(table)) for c in done), out, progress)
     latest = None  # the last catalogue this process committed: a re-read reuses its parts
+    embedded = 0
     try:
         for chunk in range(n_chunks):
             if chunk in done:
@@ -109,11 +110,15 @@ def build_in_chunks(embedder, table: pd.DataFrame, viewpoints: list | None, out:
                 if chunk == 0 and build["storage"] == "float16":
                     effect = float16_effect(embeddings, table["individual_id"][rows].to_numpy(),
                                             [(m["offset"], m["dim"]) for m in manifest["models"]], FLOAT16_SAMPLE)
-                latest = _commit_chunk(out, manifest, build, chunk, table[rows], embeddings, seconds, effect, fresh)
+                committed = _commit_chunk(out, manifest, build, chunk, table[rows], embeddings, seconds, effect,
+                                          fresh)
+                latest = committed or latest
+                embedded += committed is not None
                 fresh = False
     finally:
         bar.close()
     catalog = read_catalog(out)
+    note(f"this process embedded {embedded} of the {n_chunks} chunks")
     if catalog.building:
         left = catalog.building["chunks"] - len(catalog.building["done"])
         note(f"{left} chunk(s) of {out} are still being embedded by other processes; run the command again (or "
@@ -165,7 +170,8 @@ def _embed(embedder, rows: pd.DataFrame, viewpoints, batch_size: int, chunk: int
 
 def _commit_chunk(out: Path, manifest: dict, build: dict, chunk: int, rows: pd.DataFrame, embeddings: np.ndarray,
                   seconds: float, effect: dict | None, fresh: bool):
-    """Commit one chunk as a part (the last one also finishes the build) in its own transaction."""
+    """Commit one chunk as a part (the last one also finishes the build) in its own transaction; None when another
+    process committed it first."""
     with catalog_transaction(out, waiting_message=f"to commit chunk {chunk} of the build") as tx:
         current = None if fresh else tx.catalog
         state = dict(current.building) if current is not None and current.building else {**build, "done": []}
@@ -174,7 +180,7 @@ def _commit_chunk(out: Path, manifest: dict, build: dict, chunk: int, rows: pd.D
         if current is not None and state["listing_sha256"] != build["listing_sha256"]:
             raise PhotoidError(f"{out} holds another build now (started by another process with --force)")
         if chunk in state["done"]:
-            return tx.catalog  # another process committed it meanwhile
+            return None  # another process committed it meanwhile
         items: list = list(current.parts) if current is not None else []
         items.append((rows.reset_index(drop=True), embeddings))
         state["done"] = [*state["done"], chunk]
