@@ -348,3 +348,22 @@ def test_processes_building_one_catalogue_share_its_chunks(tmp_path):
     np.testing.assert_array_equal(together.embeddings, alone.embeddings)
     embedded = sorted(int(n.split()[3]) for n in notes if n.startswith("this process embedded"))
     assert sum(embedded) == 15 and embedded[0] > 0  # 15 chunks, each embedded once, by both builders
+
+
+@pytest.mark.parametrize("nameable_share", [1.0, 0.5])
+def test_ranking_only_the_candidates_of_many_individuals_gives_what_ranking_all_gives(monkeypatch, nameable_share):
+    from photoid.catalog import openset
+
+    rng = np.random.default_rng(3)
+    names = [f"ind{i:05d}" for i in range(3000)]
+    scores = rng.random((40, 3000)).astype(np.float32)
+    scores[:5, :2990] = 0.0  # photos like nothing: "new" first, then nothing else in the top 5
+    scores[5:8] *= 0.2  # best scores below the threshold
+    scores[8, 100:] = -np.inf  # few candidates left
+    nameable = None if nameable_share == 1.0 else names[::2]
+    ranker = openset.Ranker(names, nameable)
+    candidates = ranker(scores, 0.3, 5)
+    monkeypatch.setattr(openset, "RANK_ALL_UP_TO", 10**6)
+    everything = ranker(scores, 0.3, 5)
+    np.testing.assert_array_equal(candidates[0].astype(str), everything[0].astype(str))
+    np.testing.assert_array_equal(candidates[1], everything[1])

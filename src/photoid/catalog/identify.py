@@ -95,11 +95,14 @@ def identify_with_catalog(embeddings: np.ndarray, catalog: Catalog, classifier_p
     weight, threshold = operating_point(catalog, with_probabilities, blend_weight, threshold)
     if backend == "auto":  # the catalogue's prepared index (`photoid.catalog.index`), exact unless built otherwise
         index = catalog.index()
-        names, scores = index.names, index.scores(embeddings)
-    else:
-        names, codes = catalog.individuals()
-        scores = catalogue_scores(embeddings, catalog.embeddings, codes, len(names), catalog.blocks(),
-                                  backend=backend)
+        scores = index.scores(embeddings)
+        if with_probabilities and weight > 0:
+            probs, has_probability = align_probabilities(classifier_probs, classes, index.names,
+                                                         index.probability_columns(classes or []))
+            scores = blend_scores(scores, probs, has_probability, weight)
+        return index.ranker(nameable, new_label)(scores, threshold, top)
+    names, codes = catalog.individuals()
+    scores = catalogue_scores(embeddings, catalog.embeddings, codes, len(names), catalog.blocks(), backend=backend)
     if with_probabilities and weight > 0:
         probs, has_probability = align_probabilities(classifier_probs, classes, names)
         scores = blend_scores(scores, probs, has_probability, weight)
@@ -113,13 +116,16 @@ def search_description(catalog: Catalog) -> str | None:
     return None if entry.get("kind", "exact") == "exact" else entry.get("description")
 
 
-def align_probabilities(probs: np.ndarray, classes: Sequence[str] | None, names: Sequence[str]
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """Classifier probabilities re-ordered to the catalogue's individuals, and which individuals it knows."""
+def align_probabilities(probs: np.ndarray, classes: Sequence[str] | None, names: Sequence[str],
+                        columns: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Classifier probabilities re-ordered to the catalogue's individuals, and which individuals it knows.
+    `columns`: each individual's column in `classes` (-1: unknown), when already known."""
     if classes is None or np.shape(probs)[1] != len(classes):
         raise PhotoidError("classifier probabilities need their classes, one per column")
-    column = {c: i for i, c in enumerate(classes)}
-    index = np.array([column.get(n, -1) for n in names], dtype=np.int64)
+    if columns is None:
+        column = {c: i for i, c in enumerate(classes)}
+        columns = np.array([column.get(n, -1) for n in names], dtype=np.int64)
+    index = columns
     known = index >= 0
     aligned = np.zeros((len(probs), len(names)), dtype=np.float32)
     aligned[:, known] = np.asarray(probs)[:, index[known]]

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from photoid.catalog.openset import GroupLayout, _product, best_per_individual, combine_models
+from photoid.catalog.openset import GroupLayout, Ranker, _product, best_per_individual, combine_models
+from photoid.core.labels import NEW_INDIVIDUAL
 from photoid.core.retrieval import normalize_rows
 
 REBUILD_FRACTION = 0.1  # a delta (or dead rows) above this share of the photos makes the layout afresh
@@ -79,6 +80,8 @@ class CatalogIndex:
         self.description = description  # "exact", or the approximate index and its measured recall
         self._stored_files = stored_files  # the manifest's entry for the stored approximate index it loaded
         self._column_slot = np.array([slot_of[n] for n in names], dtype=np.int64)
+        self._rankers: dict = {}
+        self._columns: dict = {}
         n_slots = len(slot_names)
         self._main_alive = np.bincount(np.delete(main_slots, dead), minlength=n_slots)
 
@@ -215,6 +218,24 @@ class CatalogIndex:
                             main_keys=self.main_keys, main_slots=self._main_slots, layout=self._layout,
                             laid=self._laid, approximate=self._approximate, dead=dead, delta=delta,
                             storage=self.storage, description=self.description, stored_files=self._stored_files)
+
+    # ------------------------------------------------------------------ what identification needs of it
+
+    def ranker(self, nameable=None, new_label: str = NEW_INDIVIDUAL) -> Ranker:
+        """`openset.Ranker` over this index's individuals (made once per nameable list and label)."""
+        key = (None if nameable is None else tuple(nameable), new_label)
+        if key not in self._rankers:
+            self._rankers[key] = Ranker(self.names, nameable, new_label)
+        return self._rankers[key]
+
+    def probability_columns(self, classes) -> np.ndarray:
+        """Each individual's column in a classifier's `classes` (-1: the classifier does not know it), made once
+        per class list (`identify.align_probabilities` maps them the same way)."""
+        key = tuple(classes)
+        if key not in self._columns:
+            column = {c: i for i, c in enumerate(classes)}
+            self._columns = {key: np.array([column.get(n, -1) for n in self.names], dtype=np.int64)}
+        return self._columns[key]
 
     # ------------------------------------------------------------------ search
 
