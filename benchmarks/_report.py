@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 from _common import Result
+
+SECTION_PREFIX = "## Run alone: "
 
 
 def _figure(value: float, unit: str) -> str:
@@ -47,3 +51,30 @@ def markdown(results: list[Result], failures: dict[str, str], header: dict[str, 
         out += [f"- {line}" for line in r.notes]
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def section(selected: list[str], results: list[Result], failures: dict[str, str], header: dict[str, str],
+            versions: dict[str, str]) -> str:
+    """A partial run's page as one section of the results page: its machine and run, table and notes."""
+    out = [f"{SECTION_PREFIX}{', '.join(selected)}", "",
+           "Benchmarks too long for the full run, run alone with the command below; the rest of this page does not "
+           "include them.", ""]
+    out += [f"- {key}: {value}" for key, value in header.items()]
+    out += ["- versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()), ""]
+    out += [table(results), ""]
+    out += [failures_section(failures).replace("## ", "### ")] if failures else []
+    for r in results:
+        out += [f"### {r.id} — {r.what}", ""]
+        out += [f"- {line}" for line in r.details]
+        out += [f"- {line}" for line in r.notes]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def replace_section(page: str, text: str) -> str:
+    """`page` with `text` (a `section`) in place of the section of the same title, or added at the end."""
+    title = text.splitlines()[0]
+    pattern = re.compile(re.escape(title) + r"\n.*?(?=^## |\Z)", flags=re.S | re.M)
+    if pattern.search(page):
+        return pattern.sub(lambda _: text.rstrip("\n") + "\n\n", page).rstrip("\n") + "\n"
+    return page.rstrip("\n") + "\n\n" + text

@@ -162,3 +162,16 @@ def test_gpu_benchmark_runs_and_replaces_its_section(tmp_path):
     rows = [line for line in page.splitlines() if line.startswith("| cpu-demo | 32 |")]
     assert [row.split(" | ")[2] for row in rows] == ["off", "on"]
     assert all(float(row.split(" | ")[4]) > 0 and float(row.split(" | ")[5]) > 0 for row in rows)
+
+
+def test_a_partial_run_replaces_its_own_section_of_the_results_page(tmp_path, cache_dir):
+    page = tmp_path / "results.md"
+    page.write_text("# Benchmarks\n\n## Results\n\n| B1 | ... |\n\n## How each cost grows\n\nkept\n")
+    for _ in range(2):
+        assert run_all.main(["--only", "B5", "--size", "tiny", "--section", "--out", str(page), "--cache_dir",
+                             str(cache_dir)]) == 0
+    text = page.read_text()
+    assert text.count("## Run alone: B5") == 1 and text.startswith("# Benchmarks\n\n## Results\n\n| B1 | ... |")
+    assert "## How each cost grows\n\nkept" in text and "| B5 | ranking 50" in text and "### B5 — " in text
+    with pytest.raises(SystemExit):
+        run_all.parse_args(["--section"])

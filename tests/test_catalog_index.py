@@ -367,3 +367,18 @@ def test_ranking_only_the_candidates_of_many_individuals_gives_what_ranking_all_
     everything = ranker(scores, 0.3, 5)
     np.testing.assert_array_equal(candidates[0].astype(str), everything[0].astype(str))
     np.testing.assert_array_equal(candidates[1], everything[1])
+
+
+def test_an_hnsw_index_is_stored_and_searched_the_same_way(tmp_path):
+    table, embeddings = synthetic_rows(400, 40, dims=(16,))
+    settings = approximate.settings_for("hnsw", 400, ef_search=300)
+    built = make_catalog(tmp_path / "cat", table, embeddings, dims=(16,), index=settings)
+    entry = built.manifest["index"]
+    assert entry["factory"] == "HNSW32,Flat" and entry["recall"]["recall_at_1"] >= 0.9
+    index = read_catalog(built.path).index()
+    assert index.approximate and "ef_search 300" in index.description
+    names, exact = exact_scores(built, embeddings[:10])
+    found = index.scores(embeddings[:10])
+    assert index.names == names and (found.argmax(axis=1) == exact.argmax(axis=1)).all()
+    with pytest.raises(PhotoidError, match="at least 256"):
+        approximate.settings_for("hnsw", 400, ef_search=100)
