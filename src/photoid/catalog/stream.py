@@ -134,8 +134,9 @@ def _chunk_size(chunk: int, chunk_rows: int, total: int) -> int:
 def _bar(total: int, initial: int, out: Path, shown: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="photo", desc=f"embedding into {out.name}", disable=not shown,
-                file=sys.stderr, smoothing=0.05)
+    # Not shown: disabled; shown: as TQDM_DISABLE and the other TQDM_* variables say (tqdm reads them).
+    return tqdm(total=total, initial=initial, unit="photo", desc=f"embedding into {out.name}", file=sys.stderr,
+                smoothing=0.05, **({} if shown else {"disable": True}))
 
 
 def _progress(out: Path, build: dict, force: bool) -> dict | None:
