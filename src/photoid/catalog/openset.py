@@ -142,19 +142,23 @@ def best_per_individual(g_laid: np.ndarray, q: np.ndarray, groups, n_individuals
     # and its individuals' scores are then whole rows, so the maximum reads contiguous slabs and each individual's
     # scores are written as one row, where a column-wise write cost as much as the maximum itself.
     out = np.full((n_individuals, len(q)), -np.inf, dtype=np.float32)
-    if len(g_laid) == 0:
-        return out
-    # Queries per block: at most `chunk_size`, and at most BLOCK_ELEMENTS similarities held at once.
-    n_block = max(1, min(chunk_size, BLOCK_ELEMENTS // len(g_laid)))
-    for begin in range(0, len(q), n_block):
-        block = slice(begin, begin + n_block)
-        sims = _product(g_laid, q[block])
-        excluded = np.flatnonzero(own[block] >= 0)
-        sims[own[block][excluded], excluded] = -np.inf
-        if dead is not None and len(dead):
-            sims[dead] = -np.inf
-        for start, count, members in groups:
-            best = sims[start:start + count * len(members)].reshape(count, len(members), -1).max(axis=0)
+    dead = np.zeros(0, np.int64) if dead is None else np.sort(np.asarray(dead, dtype=np.int64))
+    for start, count, members in groups:
+        end = start + count * len(members)
+        rows = g_laid[start:end]
+        gone = dead[np.searchsorted(dead, start):np.searchsorted(dead, end)] - start
+        # Group by group, each with as many queries as BLOCK_ELEMENTS similarities allow (at most `chunk_size`):
+        # a batch of queries reads each gallery row once, where blocks of queries over the whole gallery read it
+        # once per block (32 queries at a million photos).
+        n_block = max(1, min(chunk_size, BLOCK_ELEMENTS // max(1, end - start)))
+        for begin in range(0, len(q), n_block):
+            block = slice(begin, begin + n_block)
+            sims = _product(rows, q[block])
+            mine = np.flatnonzero((own[block] >= start) & (own[block] < end))
+            sims[own[block][mine] - start, mine] = -np.inf
+            if len(gone):
+                sims[gone] = -np.inf
+            best = sims.reshape(count, len(members), -1).max(axis=0)
             # Clipped after the maximum, once per individual rather than per image: clipping is monotone, so the
             # result is the same; -inf (an individual whose only image is excluded) stays -inf.
             np.clip(best, 0.0, 1.0, out=best, where=best > -np.inf)
