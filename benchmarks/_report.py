@@ -45,12 +45,19 @@ def markdown(results: list[Result], failures: dict[str, str], header: dict[str, 
     out += ["## Results", "", table(results), ""]
     out += [failures_section(failures)] if failures else []
     out += ["## How each cost grows, and what each figure means", ""]
+    out += _explained(results)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _explained(results: list[Result]) -> list[str]:
+    """Each row's heading, then its details and notes as a list."""
+    out = []
     for r in results:
         out += [f"### {r.id} — {r.what}", ""]
         out += [f"- {line}" for line in r.details]
         out += [f"- {line}" for line in r.notes]
         out.append("")
-    return "\n".join(out).rstrip() + "\n"
+    return out
 
 
 def section(selected: list[str], results: list[Result], failures: dict[str, str], header: dict[str, str],
@@ -63,11 +70,7 @@ def section(selected: list[str], results: list[Result], failures: dict[str, str]
     out += ["- versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()), ""]
     out += [table(results), ""]
     out += [failures_section(failures).replace("## ", "### ")] if failures else []
-    for r in results:
-        out += [f"### {r.id} — {r.what}", ""]
-        out += [f"- {line}" for line in r.details]
-        out += [f"- {line}" for line in r.notes]
-        out.append("")
+    out += _explained(results)
     return "\n".join(out).rstrip() + "\n"
 
 

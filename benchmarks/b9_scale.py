@@ -32,8 +32,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +41,7 @@ import pandas as pd
 import photoid  # noqa: F401  (selects tf-keras before TensorFlow is imported)
 
 from _common import Goal, Result
+from b7_serve import _post  # one photo per request, as B7 sends it
 
 SEARCH_BUDGET_S = 0.150
 SERVE_GOAL = Goal(1.5, higher_is_better=False)
@@ -307,28 +306,6 @@ def _timed(fn) -> float:
 
 
 # ----------------------------------------------------------------------------- serve rows
-
-def _multipart(path: str) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"photos\"; filename=\"{Path(path).name}\"\r\n"
-            "Content-Type: image/jpeg\r\n\r\n").encode() + Path(path).read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
-
-
-def _post(address: str, path: str) -> float:
-    import json
-
-    body, content_type = _multipart(path)
-    request = urllib.request.Request(f"{address}identify?format=json", data=body, method="POST",
-                                     headers={"Content-Type": content_type})
-    started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=300) as response:
-        answer = json.load(response)
-    elapsed = time.perf_counter() - started
-    if answer["results"][0]["error"]:
-        raise RuntimeError(f"{path}: {answer['results'][0]['error']}")
-    return elapsed
-
 
 def _status_kib(pid: int) -> dict[str, int]:
     with open(f"/proc/{pid}/status", encoding="ascii") as f:
