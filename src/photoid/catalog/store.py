@@ -73,6 +73,17 @@ def table_columns(table: pd.DataFrame) -> list[str]:
 
 @dataclass
 class Catalog:
+    """One generation of a catalogue folder, as `read_catalog` (`photoid.open_catalog`) returns it: plain data.
+
+    Attributes:
+        path: the catalogue folder.
+        manifest: `manifest.json`: the models that made it, its data files, its calibration, ...
+        table: one row per photo, row i describing embedding row i: `individual_id`, `image_id`, `source`
+            (`train`, `extra`, `metadata`, `added`, `served`), `path`, and `viewpoint` where the photos'
+            viewpoints are known.
+        embeddings: float32 (photos, dim), rows of unit length; column block m is fold model m's embedding.
+    """
+
     path: Path
     manifest: dict
     table: pd.DataFrame  # TABLE_COLUMNS (and VIEWPOINT_COLUMN), one row per embedding row
@@ -80,14 +91,17 @@ class Catalog:
 
     @property
     def models(self) -> list[dict]:
+        """The fold models that embed its photos, in column order: run, fold, weights' sha256, `offset`, `dim`."""
         return self.manifest["models"]
 
     @property
     def dim(self) -> int:
+        """The width of an embedding row (the models' widths added up)."""
         return int(self.manifest["dim"])
 
     @property
     def calibration(self) -> dict | None:
+        """What `photoid calibrate` chose (threshold, blend weight, out-of-fold metrics); None before it ran."""
         return self.manifest.get("calibration")
 
     def run_dirs(self, given: Sequence[str] | None = None) -> list[str]:

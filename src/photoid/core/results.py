@@ -12,7 +12,17 @@ import numpy as np
 
 @dataclass
 class Identification:
-    """One photo's result: the mean probabilities and its top candidates, or why it could not be read."""
+    """One photo's result: the mean probabilities and its top candidates, or why it could not be read.
+
+    Attributes:
+        path: the photo, as given.
+        probabilities: the mean class probabilities over the models and TTA transforms (one per class of the
+            runs, in their label order); None when the photo could not be read.
+        labels: the candidates, best first: individual ids, or the task's new label (`new_turtle`,
+            `new_individual`) where the rule or the catalogue's threshold puts it.
+        scores: one per label: the ensemble's probability, or the catalogue's (blended) similarity score.
+        error: why the photo could not be read (then there are no candidates); None otherwise.
+    """
 
     path: str
     probabilities: np.ndarray | None = None

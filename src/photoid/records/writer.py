@@ -378,7 +378,7 @@ def add_layout_arguments(parser: argparse.ArgumentParser) -> None:
                              "reader made from the photo, stored losslessly; bit-identical model inputs), compact "
                              "(resized by Pillow and re-encoded as JPEG: about 13x smaller at 512 px, but its "
                              "pixels differ from the original's, by 2/255 on average and up to 105/255 on the "
-                             "benchmark's photos; see the README) or original (each "
+                             "benchmark's photos; see docs/records.md) or original (each "
                              "photo's JPEG file as it is, decoded in full on every read)")
     parser.add_argument("--keep_original", action="store_true", help="the same as --layout original")
 

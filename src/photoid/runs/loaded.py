@@ -135,6 +135,19 @@ _SCALE = np.float32(255.0)  # a numpy value: a tensor made at import would start
 
 @dataclass(frozen=True)
 class RunInfo:
+    """A trained run folder read back (`load_run`, `photoid.open_run`, `photoid.train`): plain data.
+
+    Attributes:
+        run_dir: the run folder.
+        config: the configuration it was trained with (`config.json`; `photoid train --help` lists the fields).
+        classes: the individuals in label order (`classes.txt`): column i of its probabilities is `classes[i]`.
+        original_ids: the ids a prediction may name (`original_ids.txt`); the others read the task's new label
+            (`new_turtle` for Turtle Recall runs, where only train.csv's 100 ids are named).
+        preprocessing: how a photo file becomes a model input, exactly as its records and reader prepared it.
+        folds: the folds whose training finished, with their best weights.
+        data_dir: the data folder it was trained on, when it can still be found (else None).
+    """
+
     run_dir: Path
     config: Config
     classes: list[str]
@@ -145,10 +158,12 @@ class RunInfo:
 
     @property
     def name(self) -> str:
+        """The run folder's name (by default the recipe's: `runs/RECIPE`)."""
         return self.run_dir.name
 
     @property
     def folder(self) -> RunDir:
+        """The run folder's owner (`photoid.runs.folder.RunDir`): every file of the run by name."""
         return RunDir(self.run_dir)
 
 

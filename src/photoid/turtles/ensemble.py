@@ -88,8 +88,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (runs/<name>)")
     parser.add_argument("--data_dir", required=True, help="competition folder (sample_submission.csv gives the rows)")
     parser.add_argument("--out", required=True, help="submission CSV to write")
-    parser.add_argument("--folds", type=_int_list, help="folds to average, e.g. 0,1 (default: all found)")
-    parser.add_argument("--tta", type=_int_list, help="TTA indices to average, e.g. 0,1 (default: all found)")
+    parser.add_argument("--folds", type=_int_list,
+                        help="folds to average, e.g. 0,1 (default: each run's trained folds)")
+    parser.add_argument("--tta", type=_int_list,
+                        help="TTA indices to average, e.g. 0,1 (default: 0..each run's tta_number)")
 
 
 def run(args: argparse.Namespace) -> int:

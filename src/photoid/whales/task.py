@@ -1,8 +1,8 @@
 """Where's Whale-do: metadata.csv (image_id, path, viewpoint, whale_id, encounter_id, ...) and query scenarios.
 
 Reading and validation are `photoid.whales.data`'s, folds and records `photoid.whales.records`' (encounter-grouped
-folds, or the winner's StratifiedKFold; right views mirrored, wide photos stood upright). Every whale of the
-training folds can be named; any other is `new_individual`.
+folds, or the winner's StratifiedKFold; wide photos stood upright; right views mirrored with --mirror_right). Every
+whale of the training folds can be named; any other is `new_individual`.
 """
 
 from __future__ import annotations
