@@ -22,8 +22,8 @@ from photoid import _moved  # noqa: E402  (old import paths keep working)
 _moved.install()
 
 
-_API = ("build_records", "train", "open_run", "identify", "identifications", "build_catalog", "open_catalog",
-        "add_photos", "catalog_summary", "calibrate", "evaluate", "RunInfo", "Catalog", "Identification")
+_API = ("build_records", "train", "open_run", "identify", "identifications", "fold_ensemble", "build_catalog",
+        "open_catalog", "add_photos", "catalog_summary", "calibrate", "evaluate", "RunInfo", "Catalog", "Identification")
 
 
 def __getattr__(name: str):
