@@ -23,7 +23,8 @@ from starlette.testclient import TestClient
 
 from photoid.catalog.build import read_catalog
 from photoid.cli import main
-from photoid.serve import decisions, is_loopback
+from photoid.catalog import decisions
+from photoid.serve import is_loopback
 from photoid.serve.app import Limits, create_app, loopback_hosts
 from photoid.serve.identifier import Identifier
 
