@@ -184,22 +184,29 @@ def probability_model(c: TopCandidates, blend_weight: float) -> dict | None:
 
     `match`: P(a candidate is the photo's individual | its score), fitted on every candidate shown (the top k
     of each query, labelled by whether it is the truth). `new`: P(the photo's individual is new | its best
-    score). Both hold only at `blend_weight` (scores at another weight are spread differently). None when the
-    held-out queries give only one outcome (nothing to fit).
+    score). Both hold only at `blend_weight` (scores at another weight are spread differently). A higher score
+    never makes a match less likely (nor a new individual more likely): where the held-out scores say otherwise
+    (models that barely learnt), the fit is the base rate alone. None when the held-out queries give only one
+    outcome (nothing to fit).
     """
     from sklearn.linear_model import LogisticRegression
 
-    def fit(x: np.ndarray, y: np.ndarray) -> dict | None:
+    def fit(x: np.ndarray, y: np.ndarray, rising: bool) -> dict | None:
         if len(np.unique(y)) < 2:
             return None
         model = LogisticRegression(C=1e4).fit(x.reshape(-1, 1), y)
-        return {"slope": float(model.coef_[0, 0]), "intercept": float(model.intercept_[0]), "n": int(len(y))}
+        slope, intercept = float(model.coef_[0, 0]), float(model.intercept_[0])
+        if (slope < 0) if rising else (slope > 0):
+            rate = float(np.mean(y))
+            slope, intercept = 0.0, float(np.log(rate / (1 - rate)))
+        return {"slope": slope, "intercept": intercept, "n": int(len(y))}
 
     k = c.scores.shape[1]
     shown = np.isfinite(c.scores)
     is_truth = c.truth_rank[:, None] == np.arange(1, k + 1)[None, :]
     best = np.isfinite(c.scores[:, 0])
-    match, new = fit(c.scores[shown], is_truth[shown]), fit(c.scores[best, 0], c.is_new[best])
+    match = fit(c.scores[shown], is_truth[shown], rising=True)
+    new = fit(c.scores[best, 0], c.is_new[best], rising=False)
     if match is None or new is None:
         return None
     return {"blend_weight": float(blend_weight), "match": match, "new": new,
