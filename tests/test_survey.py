@@ -421,7 +421,7 @@ def test_calibration_fits_probabilities_that_rise_with_the_score(serve_catalog):
     is_truth = rank[:, None] == np.arange(1, 6)[None, :]
     assert abs(predicted.mean() - is_truth.mean()) < 0.01  # as often right as it says, on average
     high = top > 0.8  # only true individuals score above 0.8 here
-    assert predicted[high].mean() > 0.5 > predicted[~high].mean()
+    assert predicted[high].mean() > 2 * predicted[~high].mean()
 
 
 def test_people_deciding_at_once_on_one_photo_add_it_once_and_name_who_did(catalog_copy, queue_survey, tmp_path,
