@@ -301,6 +301,7 @@ def create_app(identifier: Identifier, *, token: str | None = None, allowed_host
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, PhotoidError: user_error,
                                                        Exception: server_error})
     app.add_middleware(Guard, token=token, allowed_hosts=allowed_hosts, reviewer_tokens=reviewer_tokens)
+    app.state.site = site  # its survey jobs and claims (the server's own state; tests look at them)
     return app
 
 

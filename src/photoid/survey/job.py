@@ -99,7 +99,7 @@ def job_status(survey: Survey) -> dict:
     status.update(total=readable, done=answered)
     if status["state"] == "running" and not is_running(survey.path):
         status["state"] = "interrupted"
-    if status["state"] in ("done", "stopped") and answered < readable:
+    if status["state"] == "done" and answered < readable:
         status["state"] = "incomplete"  # photos imported after the job ran
     return status
 
