@@ -99,7 +99,7 @@ def test_a_survey_imported_in_the_page_is_identified_reviewed_and_survives_a_res
     assert len(rows) == 3 and rows[0].startswith(' new"')  # above every score: a new individual first
     best = client.get(photo_url).text.split('data-new="0"')[0].rsplit('data-label="', 1)[1].split('"')[0]
     decided = client.post(f"{photo_url}/decide", data={"decision": "confirm", "individual_id": best, "top": "",
-                                                      "threshold": "", "viewpoint": ""}, follow_redirects=False)
+                                                      "threshold": "", "view": ""}, follow_redirects=False)
     assert decided.status_code == 303
     log = decisions.read_log(read_catalog(identifier.path))
     row = log.iloc[-1]

@@ -3,7 +3,8 @@
     /surveys                         the surveys, and the import form (photos or a folder, a CSV with mapped columns)
     /surveys/NAME                    the review queue; its filters are query parameters (`photoid.survey.queue`)
     /surveys/NAME/next               the match view of the next undecided photo for this reviewer (claimed)
-    /surveys/NAME/photos/ID          the match view of one photo (top, threshold, viewpoint as query parameters)
+    /surveys/NAME/photos/ID          the match view of one photo (top, threshold and view — the viewpoint of the
+                                     catalogue photos compared — as query parameters, beside the queue's filters)
     /surveys/NAME/sightings.csv      the sightings table; /surveys/NAME/decisions.csv the survey's decisions
 
 Imports read only what is uploaded: the photos' bytes (stored under their sha256) and an uploaded CSV, whose
@@ -107,6 +108,13 @@ class SurveyPages:
     def new_label(self) -> str:
         return self.site.identifier.new_label
 
+    def job_status(self, survey: Survey) -> dict:
+        """`job.job_status`, running from the moment the page started the job (before its thread writes)."""
+        status = job_status(survey)
+        if self.site.jobs.running(survey.name) and status["state"] not in ("done", "failed", "stopped"):
+            status["state"] = "running"
+        return status
+
     # ------------------------------------------------------------------ import
 
     async def index(self, request: Request) -> Response:
@@ -115,7 +123,7 @@ class SurveyPages:
         for name in list_surveys(path):
             survey = self.survey(name)
             photos = survey.photos()
-            surveys.append({"name": name, "photos": int(len(photos)), "job": job_status(survey),
+            surveys.append({"name": name, "photos": int(len(photos)), "job": self.job_status(survey),
                             "refused": int((photos["status"] == REFUSED).sum()),
                             "duplicates": int((photos["status"] == DUPLICATE).sum())})
         return self.site.page(request, "surveys.html", surveys=surveys, fields=METADATA, limits=self.site.limits)
@@ -202,7 +210,7 @@ class SurveyPages:
 
     async def job(self, request: Request) -> Response:
         survey = self.survey(request.path_params["name"])
-        status = await run_in_threadpool(job_status, survey)
+        status = await run_in_threadpool(self.job_status, survey)
         error = self.site.jobs.error(survey.name)
         if error and status.get("state") != "running":
             status.update(state="failed", error=error)
@@ -219,7 +227,7 @@ class SurveyPages:
         shown = selected[(page_number - 1) * PAGE_SIZE:page_number * PAGE_SIZE]
         photos = survey.photos()
         problems = photos[photos["status"] != "ok"][["photo_id", "file_name", "status", "reason"]]
-        status = job_status(survey)
+        status = self.job_status(survey)
         choices = {key: sorted({getattr(r, key) for r in rows if getattr(r, key)}) for key in ("survey", "station")}
         counts = {"undecided": sum(r.state == "undecided" for r in rows), "all": len(rows),
                   "identified": sum(r.identified for r in rows)}
@@ -230,10 +238,10 @@ class SurveyPages:
                               all_viewpoints=VIEWPOINTS, claims=self.site.claims)
 
     async def next_photo(self, request: Request) -> Response:
-        survey = self.survey(request.path_params["name"])
         reviewer = reviewer_of(request)
         if not reviewer:
             return ask_reviewer(request)
+        survey = self.survey(request.path_params["name"])
         filters = Filters.from_query(request.query_params)
         rows = await run_in_threadpool(self.rows, survey)
         chosen = self.site.claims.next_for(survey.name, select(rows, filters, self.new_label()), reviewer)
@@ -259,7 +267,7 @@ class SurveyPages:
                                "(refused, or a duplicate); the survey's page lists why")
         top = _int(params.get("top"), self.site.identifier.top, 1, MAX_TOP)
         threshold = _float(params.get("threshold"))
-        viewpoint = params.get("viewpoint", "") if params.get("viewpoint", "") in VIEWPOINTS else ""
+        viewpoint = params.get("view", "") if params.get("view", "") in VIEWPOINTS else ""  # of the catalogue
         candidates, used = [], None
         if row.identified:
             results = survey.results()
@@ -291,7 +299,7 @@ class SurveyPages:
         next_view = VIEW_CYCLE[(view_index + 1) % len(VIEW_CYCLE)]
         keep = {"top": view["top"] if view["top"] != self.site.identifier.top else "",
                 "threshold": view["threshold_given"] if view["threshold_given"] is not None else "",
-                "viewpoint": view["viewpoint"]}
+                "view": view["viewpoint"]}
         return self.site.page(
             request, "match.html", survey=survey.name, row=row, candidates=view["candidates"],
             top=view["top"], threshold=view["threshold"], threshold_given=view["threshold_given"],
@@ -299,7 +307,7 @@ class SurveyPages:
             filters=filters, before=before, after=after, held_by=held_by, suggestion=self._suggestion(survey),
             catalog_has_viewpoints="viewpoint" in catalog.table.columns,
             photo_query=_query(filters, keep), max_top=MAX_TOP, filter_pairs=parse_qsl(filters.query()),
-            view_query=_query(filters, {**keep, "viewpoint": next_view}),
+            view_query=_query(filters, {**keep, "view": next_view}),
             calibrated=bool((catalog.calibration or {}).get("probability")))
 
     def _suggestion(self, survey: Survey) -> str:
@@ -333,7 +341,7 @@ class SurveyPages:
         form = await request.form(max_files=0, max_fields=20)
         decision = str(form.get("decision", ""))
         individual = str(form.get("individual_id", "")).strip()
-        shown = {key: str(form.get(key, "")) for key in ("top", "threshold", "viewpoint")}
+        shown = {key: str(form.get(key, "")) for key in ("top", "threshold", "view")}
         back = local_path(str(form.get("back", "")), f"/surveys/{survey.name}/photos/{photo_id}")
 
         def work():

@@ -238,6 +238,11 @@ class BackgroundJobs:
             traceback.print_exc()
             self._errors[name] = f"{type(err).__name__}: {err}"
 
+    def running(self, name: str) -> bool:
+        """Whether this process runs survey `name`'s job now (started, perhaps not yet holding its lock)."""
+        held = self._threads.get(name)
+        return bool(held and held[0].is_alive())
+
     def wait(self, name: str, timeout: float | None = None) -> None:
         held = self._threads.get(name)
         if held:
