@@ -283,3 +283,29 @@ def test_the_survey_pages_keep_the_guard(identifier, turtle_dir):
     # Deciding needs a name; the match view of a refused photo says why.
     nameless = reviewer_client(identifier, None)
     assert nameless.post("/surveys/guarded/photos/p000001/decide", data={"decision": "skip"}).status_code == 403
+
+
+def test_photoid_serve_takes_a_reviewers_file(identifier, tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    from photoid.cli import main
+
+    started = {}
+    monkeypatch.setattr("photoid.serve.identifier.Identifier", lambda *args, **kwargs: identifier)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: started.update(app=app, **kwargs))
+    monkeypatch.delenv("PHOTOID_SERVE_TOKEN", raising=False)
+    path = tmp_path / "team.txt"
+    path.write_text("ann ann-0123456789abcdef\nbo bo-0123456789abcdef\n")
+    assert main(["serve", "--catalog", str(identifier.path), "--host", "0.0.0.0", "--reviewers", str(path),
+                 "--claim_seconds", "30"]) == 0
+    printed = capsys.readouterr().out
+    assert "photoid serve: http://127.0.0.1:8000/\n" in printed  # no shared token generated
+    assert "2 reviewers: each opens http://127.0.0.1:8000/?token=THEIR_TOKEN" in printed
+    client = TestClient(started["app"])
+    assert client.get("/surveys").status_code == 401
+    client.get("/surveys", params={"token": "bo-0123456789abcdef"})
+    assert '<span id="reviewer">bo</span>' in client.get("/surveys").text
+    assert started["app"].state.site.claims.seconds == 30
+    (tmp_path / "empty.txt").write_text("# nobody yet\n")
+    assert main(["serve", "--catalog", str(identifier.path), "--reviewers", str(tmp_path / "empty.txt")]) == 2
+    assert "lists no reviewer" in capsys.readouterr().err

@@ -67,8 +67,10 @@ class Site:
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.scorer = Scorer.from_embedder(identifier.embedder, top=identifier.top, **identifier.operating)
         self.claims = Claims(claim_seconds)
+        self.pages_in_flight = 0  # pages being answered now (`PagesFirst`): survey jobs wait for them
         self.jobs = BackgroundJobs(identifier.path, identifier.features, self.scorer,
-                                   catalog=lambda: identifier.catalog, batch_size=identifier.batch_size)
+                                   catalog=lambda: identifier.catalog, batch_size=identifier.batch_size,
+                                   busy=lambda: self.pages_in_flight > 0)
         self.reviewer_tokens = reviewer_tokens  # reviewers are named by their tokens
         self._log: tuple = (None, None)
 
@@ -300,6 +302,7 @@ def create_app(identifier: Identifier, *, token: str | None = None, allowed_host
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, PhotoidError: user_error,
                                                        Exception: server_error})
+    app.add_middleware(PagesFirst, site=site)
     app.add_middleware(Guard, token=token, allowed_hosts=allowed_hosts, reviewer_tokens=reviewer_tokens)
     app.state.site = site  # its survey jobs and claims (the server's own state; tests look at them)
     return app
@@ -321,6 +324,26 @@ def _csv(frame, name: str) -> Response:
 def loopback_hosts(port: int) -> list[str]:
     """Host headers a browser sends to this server on loopback."""
     return [h for name in ("[::1]", "localhost", "127.0.0.1") for h in (name, f"{name}:{port}")]
+
+
+class PagesFirst:
+    """ASGI middleware: counts the pages being answered, so that a survey's batch job starts its next model batch
+    once they are done (a reviewer waits for a page, nobody waits for the job). Static files, the job's progress
+    and the match view's claim renewals (HEAD) do not count."""
+
+    def __init__(self, app, site: Site):
+        self.app, self.site = app, site
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope.get("method") == "HEAD" or path.startswith("/static/") or \
+                path.endswith("/job"):
+            return await self.app(scope, receive, send)
+        self.site.pages_in_flight += 1  # one event loop: no lock needed
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            self.site.pages_in_flight -= 1
 
 
 class Guard:

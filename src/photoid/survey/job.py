@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -34,6 +35,7 @@ from photoid.survey.store import JOB_FILE, OK, RESULTS_DIR, Survey, now, write_c
 
 JOB_LOCK = ".job.lock"
 DEFAULT_BATCH = 16
+MAX_YIELD_S = 1.0  # a job giving way to pages waits at most this long per batch, so it is never starved
 # (paths, viewpoints or None) -> per path: (embedding, probabilities, None) or (None, None, why unreadable)
 Features = Callable[[list[str], "list[str | None] | None"], list[tuple]]
 
@@ -107,12 +109,13 @@ def job_status(survey: Survey) -> dict:
 def identify_survey(catalog_dir: str | Path, name: str, features: Features, scorer: Scorer, *,
                     catalog: Callable[[], Catalog] | None = None, batch_size: int = DEFAULT_BATCH,
                     progress: Callable[[int, int], None] | None = None,
-                    stop: threading.Event | None = None) -> dict:
+                    stop: threading.Event | None = None, before_batch: Callable[[], None] | None = None) -> dict:
     """Identify every readable photo of survey `name` still without an answer; returns the final `job.json`.
 
     `catalog()` gives the catalogue as it is now (default: read again when its manifest changed), so each batch
     is scored against the latest one. `progress(done, total)` is called after each batch; `stop`, when set,
-    ends the job after the batch in flight (state `stopped`, resumable).
+    ends the job after the batch in flight (state `stopped`, resumable); `before_batch()` is called before each
+    batch (a server lets its pages go first there).
     """
     survey = Survey(catalog_dir, name)
     catalog = catalog or _current_catalog(Path(catalog_dir))
@@ -134,6 +137,8 @@ def identify_survey(catalog_dir: str | Path, name: str, features: Features, scor
                 if stop is not None and stop.is_set():
                     status["state"] = "stopped"
                     break
+                if before_batch is not None:
+                    before_batch()
                 rows = todo[start:start + batch_size]
                 _identify_batch(survey, photos.iloc[rows], rows, number, features, scorer, catalog())
                 number += 1
@@ -199,9 +204,12 @@ class BackgroundJobs:
     """Survey jobs run in threads of a long-lived process (`photoid serve`), one per survey at a time."""
 
     def __init__(self, catalog_dir: str | Path, features: Features, scorer: Scorer,
-                 catalog: Callable[[], Catalog] | None = None, batch_size: int = DEFAULT_BATCH):
+                 catalog: Callable[[], Catalog] | None = None, batch_size: int = DEFAULT_BATCH,
+                 busy: Callable[[], bool] | None = None):
+        """`busy()` says that pages are being answered: the next batch waits for them (at most MAX_YIELD_S), so
+        a reviewer's page never shares the processor with a whole model batch it could have avoided."""
         self.catalog_dir, self.features, self.scorer = Path(catalog_dir), features, scorer
-        self.catalog, self.batch_size = catalog, batch_size
+        self.catalog, self.batch_size, self.busy = catalog, batch_size, busy
         self._threads: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -229,7 +237,7 @@ class BackgroundJobs:
     def _run(self, name: str, stop: threading.Event) -> None:
         try:
             identify_survey(self.catalog_dir, name, self.features, self.scorer, catalog=self.catalog,
-                            batch_size=self.batch_size, stop=stop)
+                            batch_size=self.batch_size, stop=stop, before_batch=self._give_way)
         except PhotoidError as err:
             self._errors[name] = str(err)  # recorded in job.json too, unless the lock was refused
         except Exception as err:  # noqa: BLE001  (a thread's failure is shown on the page and in job.json)
@@ -237,6 +245,11 @@ class BackgroundJobs:
 
             traceback.print_exc()
             self._errors[name] = f"{type(err).__name__}: {err}"
+
+    def _give_way(self) -> None:
+        deadline = time.monotonic() + MAX_YIELD_S
+        while self.busy is not None and self.busy() and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def running(self, name: str) -> bool:
         """Whether this process runs survey `name`'s job now (started, perhaps not yet holding its lock)."""

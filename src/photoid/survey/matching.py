@@ -97,7 +97,6 @@ class Scorer:
         labels, scores, used = self.candidates(sub, embedding[None, :], None if probabilities is None
                                                else probabilities[None, :], top=top, threshold=threshold)
         weight = self.operating_point(catalog, threshold)[0]
-        cosines = _block_cosines(blocks, embedding)
         named = [(str(l), float(s)) for l, s in zip(labels[0], scores[0]) if l and l != self.new_label]
         p_match = calibrated_probability(catalog.calibration, [s for _, s in named], "match", weight)
         best = named[0][1] if named else None
@@ -111,7 +110,7 @@ class Scorer:
                                         None if p_new is None else float(p_new[0])))
                 continue
             rows = rows_of.get(str(label), np.zeros(0, np.int64))
-            distances = 1.0 - cosines[rows]
+            distances = 1.0 - _block_cosines(blocks, embedding, rows)
             order = np.argsort(distances, kind="stable")[:photos_per_candidate]
             image_ids = sub.table["image_id"].to_numpy()[rows[order]]
             result.append(Candidate(str(label), float(score), False,
@@ -150,12 +149,12 @@ class Scorer:
         return self._views[key]
 
 
-def _block_cosines(blocks, embedding: np.ndarray) -> np.ndarray:
-    """Each catalogue photo's cosine with `embedding`, per model block, averaged over the models."""
+def _block_cosines(blocks, embedding: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The cosine of catalogue photos `rows` with `embedding`, per model block, averaged over the models."""
     if not blocks:
         raise PhotoidError("the catalogue names no model blocks")
-    total = 0.0
+    total = np.zeros(len(rows), np.float32)
     for offset, dim, unit in blocks:
         q = normalize_rows(np.asarray(embedding, np.float32)[None, offset:offset + dim])[0]
-        total = total + unit @ q
-    return np.asarray(total / len(blocks), dtype=np.float32)
+        total += unit[rows] @ q
+    return total / len(blocks)

@@ -125,13 +125,20 @@ class Survey:
         folder = self.path / RESULTS_DIR
         names = frozenset(p.name for p in os.scandir(folder) if p.name.startswith("chunk-")
                           and p.name.endswith(".npz")) if folder.is_dir() else frozenset()
-        if self._results is not None and self._results[0] == names and self._results[1] == n:
-            return self._results[2]
-        for name in sorted(names - set(self._chunks)):
+        held = self._results
+        if held is not None and held[0] == names and held[1] == n:
+            return held[2]
+        new = sorted(names - set(self._chunks))
+        for name in new:
             with np.load(folder / name, allow_pickle=False) as data:
                 self._chunks[name] = {key: data[key] for key in data.files}
-        chunks = [self._chunks[name] for name in sorted(names)]
-        results = _join(chunks, n)
+        added = sorted(names - held[0]) if held is not None else []
+        if added and held[1] == n and held[0] <= names and _fits(held[2], self._chunks[added[0]]):
+            # Only new answers (a running job's latest batches): the arrays held so far, copied (readers may
+            # hold them), and filled in; a survey of thousands of photos is not joined again batch after batch.
+            results = _join([self._chunks[name] for name in added], n, start=held[2])
+        else:
+            results = _join([self._chunks[name] for name in sorted(names)], n)
         self._results = (names, n, results)
         return results
 
@@ -163,13 +170,25 @@ class Survey:
         return frozenset(marked)
 
 
-def _join(chunks: list[dict], n: int) -> Results:
-    dim = next((c["embeddings"].shape[1] for c in chunks), 0)
-    classes = next((c["probabilities"].shape[1] for c in chunks), 0)
-    top = max((c["labels"].shape[1] for c in chunks), default=0)
-    results = Results(np.zeros(n, bool), np.zeros((n, dim), np.float32), np.zeros((n, classes), np.float32),
-                      np.full((n, top), "", dtype=object), np.full((n, top), np.nan, np.float32),
-                      np.full(n, "", dtype=object))
+def _fits(results: Results, chunk: dict) -> bool:
+    """Whether `chunk`'s arrays have the widths of `results` (the same models, the same number of candidates)."""
+    return (results.embeddings.shape[1] == chunk["embeddings"].shape[1]
+            and results.probabilities.shape[1] == chunk["probabilities"].shape[1]
+            and results.labels.shape[1] >= chunk["labels"].shape[1]) if results.done.any() else False
+
+
+def _join(chunks: list[dict], n: int, start: Results | None = None) -> Results:
+    """The answers of `chunks` in one `Results` of `n` photos, on a copy of `start`'s when given."""
+    if start is not None:
+        results = Results(*(np.array(getattr(start, f)) for f in ("done", "embeddings", "probabilities", "labels",
+                                                                    "scores", "errors")))
+    else:
+        dim = next((c["embeddings"].shape[1] for c in chunks), 0)
+        classes = next((c["probabilities"].shape[1] for c in chunks), 0)
+        top = max((c["labels"].shape[1] for c in chunks), default=0)
+        results = Results(np.zeros(n, bool), np.zeros((n, dim), np.float32), np.zeros((n, classes), np.float32),
+                          np.full((n, top), "", dtype=object), np.full((n, top), np.nan, np.float32),
+                          np.full(n, "", dtype=object))
     for chunk in chunks:
         rows = chunk["rows"]
         keep = rows < n

@@ -124,6 +124,10 @@
   });
   const firstKnown = rows.findIndex(row => row.dataset.new !== "1");
   select(firstKnown >= 0 ? firstKnown : 0);
+  // The photo stays this reviewer's while the page is open: its claim is renewed (it expires once the tab closes).
+  if (root.dataset.state === "undecided") {
+    setInterval(() => fetch(location.href, {method: "HEAD", credentials: "same-origin"}), 30000);
+  }
 
   // ---------------------------------------------------------------- keys
   const submit = id => { const form = $(id); if (form) form.requestSubmit(); };
