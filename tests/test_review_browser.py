@@ -7,21 +7,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from photoid.catalog import decisions
 from photoid.catalog.build import read_catalog
-from photoid.catalog.store import catalog_transaction
 from photoid.survey.importer import import_folder
-from test_serve import CHROMEDRIVER, CHROMIUM, free_port
+from test_serve import CHROMEDRIVER, CHROMIUM, serving
+from test_survey import copy_with_viewpoints
 
 pytestmark = pytest.mark.slow
 
@@ -37,36 +34,9 @@ def server(serve_catalog, tmp_path_factory):
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    path = tmp_path_factory.mktemp("browser-review") / "catalog"
-    shutil.copytree(serve_catalog.path, path)
-    with catalog_transaction(path) as tx:
-        table = tx.catalog.table.copy()
-        table["viewpoint"] = np.where(np.arange(len(table)) % 2, "left", "top")
-        tx.commit(tx.catalog.manifest, table, tx.catalog.embeddings)
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-c", "import sys; from photoid.cli import main; sys.exit(main())",
-                                "serve", "--catalog", str(path), "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        printed = []
-        for line in process.stdout:
-            printed.append(line)
-            if line.startswith("photoid serve: "):
-                break
-        address = line.removeprefix("photoid serve: ").strip()
-        assert address == f"http://127.0.0.1:{port}/", "".join(printed)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(address, timeout=5)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and process.poll() is None, "".join(printed)
-                time.sleep(0.2)
+    path = copy_with_viewpoints(serve_catalog.path, tmp_path_factory.mktemp("browser-review") / "catalog")
+    with serving(path) as address:
         yield address.rstrip("/"), path
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

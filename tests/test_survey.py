@@ -33,16 +33,20 @@ from photoid.survey.queue import Claims, Filters, build_rows, select
 from photoid.survey.store import Survey
 
 
-@pytest.fixture(scope="module")
-def catalog_copy(serve_catalog, tmp_path_factory):
-    """A copy of the session's calibrated catalogue whose photos have viewpoints (the match view filters by them)."""
-    path = tmp_path_factory.mktemp("survey") / "catalog"
-    shutil.copytree(serve_catalog.path, path)
+def copy_with_viewpoints(source, path):
+    """A copy of a catalogue whose photos are top and left views, alternately (the match view filters by them)."""
+    shutil.copytree(source, path)
     with catalog_transaction(path) as tx:
         table = tx.catalog.table.copy()
         table["viewpoint"] = np.where(np.arange(len(table)) % 2, "left", "top")
         tx.commit(tx.catalog.manifest, table, tx.catalog.embeddings)
     return path
+
+
+@pytest.fixture(scope="module")
+def catalog_copy(serve_catalog, tmp_path_factory):
+    """A copy of the session's calibrated catalogue whose photos have viewpoints."""
+    return copy_with_viewpoints(serve_catalog.path, tmp_path_factory.mktemp("survey") / "catalog")
 
 
 @pytest.fixture

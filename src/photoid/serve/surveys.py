@@ -169,7 +169,7 @@ class SurveyPages:
                 raise HTTPException(413, f"the CSV is larger than {MAX_CSV_BYTES // 2**20} MB")
         columns = {key: str(form.get(f"column_{key}", "")).strip() for key in ("path", *METADATA)}
         columns = {key: value for key, value in columns.items() if value}
-        defaults = {key: str(form.get(f"default_{key}", "")) for key in ("station", "survey", "date", "viewpoint")}
+        defaults = _defaults(form)
         photos = await self._photos_of(form)
         await form.close()
         if len([p for p in form.getlist("photos") if isinstance(p, UploadFile) and p.filename]) > limits.max_files:
@@ -180,25 +180,19 @@ class SurveyPages:
                                    columns=columns if csv_bytes is not None else None)
             return self._add(name, photos, defaults) if photos else importer.ImportReport(name, Path())
 
-        report = await run_in_threadpool(work)
-        if request.query_params.get("format") == "json":
-            return JSONResponse(report.as_json())
-        return RedirectResponse(f"/surveys/{name}", status_code=303)
+        return _reported(request, name, await run_in_threadpool(work))
 
     async def upload(self, request: Request) -> Response:
         """More photos for a survey (the import page sends a large folder in batches)."""
         name = request.path_params["name"]
         self.survey(name)
         form = await self._checked_form(request, self.site.limits.max_files, 10)
-        defaults = {key: str(form.get(f"default_{key}", "")) for key in ("station", "survey", "date", "viewpoint")}
+        defaults = _defaults(form)
         photos = await self._photos_of(form)
         await form.close()
         if not photos:
             raise HTTPException(400, "no photo was sent")
-        report = await run_in_threadpool(self._add, name, photos, defaults)
-        if request.query_params.get("format") == "json":
-            return JSONResponse(report.as_json())
-        return RedirectResponse(f"/surveys/{name}", status_code=303)
+        return _reported(request, name, await run_in_threadpool(self._add, name, photos, defaults))
 
     # ------------------------------------------------------------------ the batch job
 
@@ -418,6 +412,18 @@ class SurveyPages:
         survey = self.survey(request.path_params["name"])
         table = await run_in_threadpool(export.survey_decisions, self.site.catalog, survey.name)
         return _csv(table, f"{survey.name}-decisions.csv")
+
+
+def _defaults(form) -> dict:
+    """The metadata a form gives every photo of an upload (without a CSV)."""
+    return {key: str(form.get(f"default_{key}", "")) for key in ("station", "survey", "date", "viewpoint")}
+
+
+def _reported(request: Request, name: str, report: importer.ImportReport) -> Response:
+    """An import's report as JSON (the page's script), else back to the survey."""
+    if request.query_params.get("format") == "json":
+        return JSONResponse(report.as_json())
+    return RedirectResponse(f"/surveys/{name}", status_code=303)
 
 
 def _csv(frame, name: str) -> Response:
