@@ -331,12 +331,13 @@ def eval_json(text: str):
 
 
 def _alive(element) -> bool:
-    from selenium.common.exceptions import StaleElementReferenceException
+    """Whether `element` still belongs to the page shown (False once the browser has left that page)."""
+    from selenium.common.exceptions import WebDriverException
 
     try:
         element.is_enabled()
         return True
-    except StaleElementReferenceException:
+    except WebDriverException:  # stale, or the page is being replaced at this instant
         return False
 
 

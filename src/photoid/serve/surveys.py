@@ -229,7 +229,7 @@ class SurveyPages:
                               selected=len(selected), page=page_number, pages=max(1, math.ceil(len(selected) / PAGE_SIZE)),
                               sorts=SORTS, choices=choices, counts=counts, job=status,
                               job_error=self.site.jobs.error(survey.name), problems=problems.to_dict("records"),
-                              all_viewpoints=VIEWPOINTS, claims=self.site.claims)
+                              all_viewpoints=VIEWPOINTS)
 
     async def next_photo(self, request: Request) -> Response:
         reviewer = reviewer_of(request)
