@@ -7,8 +7,8 @@ Every request passes `Guard` first: the Host header must name this server when i
 page elsewhere cannot reach it through a DNS name that points to 127.0.0.1), a form must come from this server's own
 pages (Origin), and when a token is set it must come with the request (`?token=` once, then a cookie). No part of
 a request is ever joined to a path: photos are looked up by their image id in the catalogue's table, by a
-sha256 checked to be 64 hex digits, or by their id in a survey's table. Errors are pages that say what went wrong; a bug's traceback goes to the
-server's console only.
+sha256 checked to be 64 hex digits, or by their id in a survey's table. Errors are pages that say what went
+wrong; a bug's traceback goes to the server's console only.
 """
 
 from __future__ import annotations

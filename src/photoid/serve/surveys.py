@@ -200,7 +200,8 @@ class SurveyPages:
         filters = Filters.from_query(request.query_params)
         rows = await run_in_threadpool(self.rows, survey)
         selected = select(rows, filters, self.new_label())
-        page_number = int_param(request.query_params.get("page"), 1, 1, max(1, math.ceil(len(selected) / PAGE_SIZE)))
+        pages = max(1, math.ceil(len(selected) / PAGE_SIZE))
+        page_number = int_param(request.query_params.get("page"), 1, 1, pages)
         shown = selected[(page_number - 1) * PAGE_SIZE:page_number * PAGE_SIZE]
         photos = survey.photos()
         problems = photos[photos["status"] != "ok"][["photo_id", "file_name", "status", "reason"]]
@@ -209,7 +210,7 @@ class SurveyPages:
         counts = {"undecided": sum(r.state == "undecided" for r in rows), "all": len(rows),
                   "identified": sum(r.identified for r in rows)}
         return self.site.page(request, "survey.html", survey=survey.name, filters=filters, rows=shown,
-                              selected=len(selected), page=page_number, pages=max(1, math.ceil(len(selected) / PAGE_SIZE)),
+                              selected=len(selected), page=page_number, pages=pages,
                               sorts=SORTS, choices=choices, counts=counts, job=status,
                               job_error=self.site.jobs.error(survey.name), problems=problems.to_dict("records"),
                               all_viewpoints=VIEWPOINTS)
