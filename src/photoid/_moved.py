@@ -59,6 +59,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "photoid.tasks.whales": ("photoid.whales.task",),
     "photoid.tasks.generic": ("photoid.generic.data", "photoid.generic.task"),
     "photoid.tasks.cli": ("photoid.commands.records",),
+    "photoid.serve.decisions": ("photoid.catalog.decisions",),
     "photoid.whales.pairs": ("photoid.whales.pairs", "photoid.records.pairs", "photoid.models.factory"),
 }
 

@@ -42,6 +42,7 @@ from photoid.catalog.build import Catalog, load_catalog_embedder
 from photoid.catalog.identify import align_probabilities
 from photoid.catalog.openset import (
     OperatingPoint,
+    TopCandidates,
     blend_scores,
     candidates_at,
     catalogue_scores,
@@ -160,11 +161,12 @@ def calibrate(catalog: Catalog, run_dirs: Sequence[str] | None = None, *, new_fr
     # The best MAP@5; on a tie the smaller weight (fewer assumptions about the classifier).
     chosen: OperatingPoint = max(points.values(), key=lambda p: (round(p.map5, 12), -p.blend_weight))
     similarity_only = points[0.0]
+    chosen_candidates = candidates_at(trials, has_probability, chosen.blend_weight, nameable)
     return {
         "calibrated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "blend_weight": chosen.blend_weight, "threshold": chosen.threshold,
-        "metrics": open_set_metrics(candidates_at(trials, has_probability, chosen.blend_weight, nameable),
-                                    chosen.threshold),
+        "metrics": open_set_metrics(chosen_candidates, chosen.threshold),
+        "probability": probability_model(chosen_candidates, chosen.blend_weight),
         "similarity_only": {"threshold": similarity_only.threshold, "metrics": open_set_metrics(
             candidates_at(trials, has_probability, 0.0, nameable), similarity_only.threshold)},
         "by_weight": [asdict(p) for p in points.values()],
@@ -175,6 +177,52 @@ def calibrate(catalog: Catalog, run_dirs: Sequence[str] | None = None, *, new_fr
     }
 
 
+
+
+def probability_model(c: TopCandidates, blend_weight: float) -> dict | None:
+    """Logistic fits turning a score into calibrated probabilities, on the held-out queries' candidates.
+
+    `match`: P(a candidate is the photo's individual | its score), fitted on every candidate shown (the top k
+    of each query, labelled by whether it is the truth). `new`: P(the photo's individual is new | its best
+    score). Both hold only at `blend_weight` (scores at another weight are spread differently). A higher score
+    never makes a match less likely (nor a new individual more likely): where the held-out scores say otherwise
+    (models that barely learnt), the fit is the base rate alone. None when the held-out queries give only one
+    outcome (nothing to fit).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    def fit(x: np.ndarray, y: np.ndarray, rising: bool) -> dict | None:
+        if len(np.unique(y)) < 2:
+            return None
+        model = LogisticRegression(C=1e4).fit(x.reshape(-1, 1), y)
+        slope, intercept = float(model.coef_[0, 0]), float(model.intercept_[0])
+        if (slope < 0) if rising else (slope > 0):
+            rate = float(np.mean(y))
+            slope, intercept = 0.0, float(np.log(rate / (1 - rate)))
+        return {"slope": slope, "intercept": intercept, "n": int(len(y))}
+
+    k = c.scores.shape[1]
+    shown = np.isfinite(c.scores)
+    is_truth = c.truth_rank[:, None] == np.arange(1, k + 1)[None, :]
+    best = np.isfinite(c.scores[:, 0])
+    match = fit(c.scores[shown], is_truth[shown], rising=True)
+    new = fit(c.scores[best, 0], c.is_new[best], rising=False)
+    if match is None or new is None:
+        return None
+    return {"blend_weight": float(blend_weight), "match": match, "new": new,
+            "method": "logistic regression on the held-out queries' scores"}
+
+
+def calibrated_probability(calibration: dict | None, scores, kind: str = "match",
+                           blend_weight: float | None = None) -> np.ndarray | None:
+    """`probability_model`'s P(match) or P(new) for `scores`; None without a fit for that blend weight."""
+    model = (calibration or {}).get("probability")
+    if not model or model.get(kind) is None or (blend_weight is not None
+                                               and float(blend_weight) != model["blend_weight"]):
+        return None
+    fit = model[kind]
+    z = fit["slope"] * np.asarray(scores, dtype=np.float64) + fit["intercept"]
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
 # ----------------------------------------------------------------------------- test-set evaluation

@@ -26,12 +26,13 @@ from typing import Sequence
 import numpy as np
 
 from photoid.catalog.build import MANIFEST, Catalog, load_catalog_embedder, read_catalog
+from photoid.catalog.decisions import Photo
 from photoid.catalog.identify import identify_paths_with_catalog, operating_point
 from photoid.core import io as pio
 from photoid.core.errors import PhotoidError
 from photoid.core.images import check_image_file
 from photoid.inference.embedder import check_same_models
-from photoid.serve.decisions import Photo
+from photoid.survey.job import embedder_features
 from photoid.tasks import get_task
 
 PHOTOS_DIR = "photos"
@@ -103,6 +104,11 @@ class Identifier:
     def threshold(self) -> float:
         return operating_point(self.catalog, True, **self._operating)[1]
 
+    @property
+    def operating(self) -> dict:
+        """The operating point given at start ({"blend_weight", "threshold"}; None: the catalogue's calibration)."""
+        return dict(self._operating)
+
     # ------------------------------------------------------------------ photos
 
     def store(self, data: bytes, file_name: str) -> Result:
@@ -161,6 +167,11 @@ class Identifier:
         """One photo's catalogue embedding (to add it), computed by the same worker."""
         return self._submit("embed", [str(path)], [viewpoint])[0]
 
+    def features(self, paths: list[str], viewpoints: list[str | None] | None = None) -> list[tuple]:
+        """Embeddings and mean probabilities of photos (a survey's batch job, `photoid.survey.job.Features`),
+        computed by the same worker, batched with everyone else's photos."""
+        return self._submit("features", list(paths), list(viewpoints) if viewpoints else [None] * len(paths))
+
     def _submit(self, kind: str, paths: list[str], viewpoints: list[str | None]):
         done: Future = Future()
         self._jobs.put((kind, paths, viewpoints, done))
@@ -175,7 +186,7 @@ class Identifier:
                     jobs.append(self._jobs.get_nowait())
                 except queue.Empty:
                     break
-            for kind in ("identify", "embed"):
+            for kind in ("identify", "embed", "features"):
                 batch = [j for j in jobs if j[0] == kind]
                 if batch:
                     self._run(kind, batch)
@@ -192,8 +203,10 @@ class Identifier:
                                                            embedder=self.embedder, viewpoints=viewpoints,
                                                            **self._operating))
                 threshold = operating_point(catalog, True, **self._operating)[1]
-            else:
+            elif kind == "embed":
                 answers = list(self.embedder.embed_all(paths, self.batch_size, viewpoints))
+            else:
+                answers = embedder_features(self.embedder, self.batch_size)(paths, viewpoints)
         except BaseException as err:  # noqa: BLE001  (handed to the waiting requests, which report it)
             for *_, done in jobs:
                 done.set_exception(err)
