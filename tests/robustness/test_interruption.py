@@ -45,6 +45,7 @@ def listed_shards(out: Path) -> dict:
         return {}
 
 
+@pytest.mark.slow  # photoid in fresh processes
 def test_killed_record_build_resumes_to_the_same_bytes(synthetic_turtles, tmp_path, capsys):
     reference = tmp_path / "reference"
     code, _, err = run_photoid(capsys, "tfrecords", "--data_dir", synthetic_turtles, "--out_dir", reference, *RECORDS)
@@ -75,6 +76,7 @@ def test_killed_record_build_resumes_to_the_same_bytes(synthetic_turtles, tmp_pa
     assert temporary_files(out) == []
 
 
+@pytest.mark.slow  # photoid in a fresh process
 def test_ctrl_c_during_record_building_is_one_line(synthetic_turtles, tmp_path):
     out = tmp_path / "tfrec"
     process, _, err_path = start_photoid("tfrecords", "--data_dir", synthetic_turtles, "--out_dir", out, *RECORDS,
@@ -114,6 +116,7 @@ def history_epochs(fold_dir: Path) -> list[int]:
     return pd.read_csv(path)["epoch"].astype(int).tolist()
 
 
+@pytest.mark.slow  # trains, in fresh processes
 def test_killed_training_resumes_from_its_last_finished_epoch(turtle_dir, turtle_records, tmp_path, capsys):
     run_dir = tmp_path / "run"
     fold_dir = run_dir / "fold_0"
@@ -141,6 +144,7 @@ def test_killed_training_resumes_from_its_last_finished_epoch(turtle_dir, turtle
     assert temporary_files(run_dir) == []
 
 
+@pytest.mark.slow  # trains, in a fresh process
 def test_ctrl_c_during_training_is_one_line(turtle_dir, turtle_records, tmp_path):
     run_dir = tmp_path / "run"
     process, out_path, err_path = start_photoid(*train_argv(turtle_dir, run_dir), log_dir=tmp_path, name="train")
@@ -176,6 +180,7 @@ def poison_head_at(monkeypatch, epoch_to_poison: int) -> None:
     monkeypatch.setattr(train, "make_callbacks", with_poison)
 
 
+@pytest.mark.slow  # trains
 def test_nan_in_the_first_epoch_stops_the_fold_without_a_checkpoint(turtle_dir, turtle_records, tmp_path, capsys,
                                                                     monkeypatch):
     poison_head_at(monkeypatch, 0)
@@ -190,6 +195,7 @@ def test_nan_in_the_first_epoch_stops_the_fold_without_a_checkpoint(turtle_dir, 
     assert not (run_dir / "fold_0" / "done.json").exists()
 
 
+@pytest.mark.slow  # trains
 def test_nan_after_good_epochs_keeps_the_best_checkpoint_so_far(turtle_dir, turtle_records, tmp_path, capsys,
                                                                 monkeypatch):
     poison_head_at(monkeypatch, 2)
@@ -467,6 +473,7 @@ os.execv(sys.executable, [sys.executable, "-m", "pytest", *sys.argv[1:]])
 """
 
 
+@pytest.mark.slow  # pytest and photoid in fresh processes
 def test_ctrl_c_tests_pass_when_pytest_starts_with_sigint_ignored(tmp_path):
     env = {key: value for key, value in subprocess_env().items() if key not in ("HOME", "LANG", "LANGUAGE")}
     env["LC_ALL"] = "C"

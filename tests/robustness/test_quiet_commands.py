@@ -8,6 +8,7 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 
 from photoid.core.quiet import TF_LOG_LINE
 from robustness_support import PHOTOID, subprocess_env
@@ -37,6 +38,7 @@ def test_identify_help_does_not_start_tensorflow():
     assert done.stdout.strip().endswith("tensorflow not imported"), f"{done.stdout} ({seconds:.2f} s)"
 
 
+@pytest.mark.slow  # photoid in fresh processes
 def test_identify_prints_no_tensorflow_start_up_lines_unless_verbose(trained_run, turtle_dir):
     photo = turtle_dir / "images" / f"{pd.read_csv(turtle_dir / 'test.csv')['image_id'][0]}.JPG"
     argv = ["identify", str(photo), "--run", str(trained_run), "--csv"]
