@@ -190,6 +190,7 @@ def test_a_class_count_other_than_the_records_is_refused(turtle_dir, turtle_reco
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # builds an EfficientNetV2
 def test_named_weights_that_cannot_load_are_an_error_not_random_weights():
     from photoid.models.backbones import build_backbone
     from photoid.core.errors import PhotoidError
@@ -200,6 +201,7 @@ def test_named_weights_that_cannot_load_are_an_error_not_random_weights():
         build_backbone("simple-cnn", (32, 32, 3), "imagenet")
 
 
+@pytest.mark.slow  # trains, in fresh processes
 def test_scripts_train_with_a_mirrored_strategy_and_ensemble(turtle_dir, turtle_records, tmp_path, cli_env):
     """run_training.sh / run_inference.sh unchanged, cpu-demo recipe, MirroredStrategy over 2 logical CPUs."""
     tiny = f"--n_folds 2 --final_fold 1 --n_epochs 1 --dim {TINY_DIM} --dim_pre {TINY_DIM} --batch_size 16 --verbose 0"

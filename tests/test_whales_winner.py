@@ -276,6 +276,7 @@ def test_the_effv2_neck_is_batchnorm_of_the_pooled_vector():
     assert models.embed.output_shape == (None, 256)
 
 
+@pytest.mark.slow  # builds kecam's EfficientNet twice
 def test_drop_connect_rate_reaches_the_kecam_backbone():
     from photoid.models.backbones import build_backbone
     from photoid.core.errors import PhotoidError
@@ -401,6 +402,7 @@ def test_monitor_last_keeps_the_last_epoch_and_never_stops_early(tmp_path):
     assert RecordsDir(tmp_path).grouped()
 
 
+@pytest.mark.slow  # builds a full-size EfficientNetV2
 def test_the_second_top_family_is_an_efficientnetv2_with_a_batchnorm_embedding():
     from photoid.models.factory import build_models_from_config
 
@@ -498,6 +500,7 @@ def test_paired_records_hold_a_lateral_partner_of_the_same_whale_row_for_row(pai
         assert top["whale_id"] == lateral["whale_id"] and top["label"] == lateral["label"]
 
 
+@pytest.mark.slow  # trains
 def test_a_paired_run_trains_each_view_through_the_same_network(paired_folder, tmp_path):
     from photoid.core.io import read_json
     from photoid.training.kfold import run_config
