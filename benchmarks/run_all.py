@@ -95,8 +95,18 @@ def run_benchmarks(selected: list[str], size: str, cache_dir: Path) -> tuple[lis
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Progress bars of the record writer and generator would bury the table.
+    # Progress bars of the record writer and generator would bury the table; the setting is undone on return, so a
+    # caller in the same process (the tests) keeps its bars.
+    had_setting = "TQDM_DISABLE" in os.environ
     os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        return _run(args, argv)
+    finally:
+        if not had_setting:
+            os.environ.pop("TQDM_DISABLE", None)
+
+
+def _run(args, argv: list[str] | None) -> int:
     cache_dir = Path(args.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     machine = _common.machine()

@@ -83,6 +83,10 @@ class _MovedModule(types.ModuleType):
     so it calls that function too: `photoid.identify(photos, ...)` keeps working after `import photoid.identify`."""
 
     def __getattr__(self, name: str):
+        # Tools that walk sys.modules (TensorFlow, pytest, inspect) ask every module for `__file__` and the like:
+        # an old module has none of its own, and forwarding them would warn on every walk.
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
         return forward_attribute(self.__name__, name)
 
     def __call__(self, *args, **kwargs):
