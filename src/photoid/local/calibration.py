@@ -1,0 +1,129 @@
+"""Scores mapped to P(same individual), and fused: how a global similarity and a count of inliers are combined.
+
+A raw score means nothing on its own scale (a cosine of 0.6, 25 inliers), so each is calibrated on labelled pairs
+(query photo, candidate individual, same or not) into the probability that the pair is the same individual, as
+WildFusion calibrates each of its matchers (`wildlife_tools/similarity/calibration.py`); the fused score is the
+weighted mean of the calibrated probabilities.
+
+Two calibrations (`KINDS`):
+- `isotonic`: scikit-learn's isotonic regression, a step function. Its flat steps would tie candidates that the
+  raw scores ordered, so each step becomes one knot (the middle of its scores, its probability) and the knots are
+  joined by a monotone cubic (PCHIP): strictly increasing between the first and last knot. Beyond them the curve
+  keeps rising by at most `TAIL` (a tanh), so even scores past every calibration pair keep their order.
+- `logistic`: a logistic regression on the score (log(1 + inliers) for counts), strictly increasing when the
+  score says anything at all.
+Both stay strictly inside (0, 1). Which fits better is measured out of fold by `photoid calibrate` (log-loss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+KINDS = ("isotonic", "logistic")
+DEFAULT_KIND = "isotonic"
+TAIL = 1e-4  # how far the curve may still rise (or fall) beyond its first and last knots
+FLOOR = 1e-4  # probabilities are kept within [FLOOR, 1 - FLOOR] at the knots
+
+
+@dataclass
+class Calibrator:
+    """A strictly increasing map from a raw score to P(same individual); JSON-serialisable (`to_json`)."""
+
+    kind: str
+    x: list[float] = field(default_factory=list)  # isotonic: knots' scores, increasing
+    y: list[float] = field(default_factory=list)  # isotonic: knots' probabilities, increasing
+    coef: float = 0.0  # logistic: on `transform(score)`
+    intercept: float = 0.0
+    log_count: bool = False  # the score is a count: calibrated on log(1 + score)
+    pairs: int = 0
+    positives: int = 0
+
+    def __call__(self, scores) -> np.ndarray:
+        s = np.asarray(scores, dtype=np.float64)
+        if self.kind == "logistic":
+            z = self.coef * self._transform(s) + self.intercept
+            return np.clip(1.0 / (1.0 + np.exp(-z)), FLOOR * 1e-2, 1 - FLOOR * 1e-2)
+        x, y = np.asarray(self.x, dtype=np.float64), np.asarray(self.y, dtype=np.float64)
+        span = max(float(x[-1] - x[0]), 1e-9)
+        inside = np.clip(s, x[0], x[-1])
+        if len(x) == 1:
+            base = np.full_like(s, y[0])
+        else:
+            from scipy.interpolate import PchipInterpolator
+
+            base = PchipInterpolator(x, y, extrapolate=False)(inside)
+        beyond = np.where(np.isfinite(s), s - inside, np.sign(s) * span)
+        return base + TAIL * np.tanh(beyond / span)
+
+    def _transform(self, s: np.ndarray) -> np.ndarray:
+        return np.log1p(np.maximum(s, 0.0)) if self.log_count else s
+
+    def to_json(self) -> dict:
+        entry = {"kind": self.kind, "pairs": self.pairs, "positives": self.positives, "log_count": self.log_count}
+        if self.kind == "isotonic":
+            entry.update(x=[float(v) for v in self.x], y=[float(v) for v in self.y])
+        else:
+            entry.update(coef=float(self.coef), intercept=float(self.intercept))
+        return entry
+
+    @staticmethod
+    def from_json(entry: dict) -> "Calibrator":
+        return Calibrator(kind=entry["kind"], x=list(entry.get("x", [])), y=list(entry.get("y", [])),
+                          coef=float(entry.get("coef", 0.0)), intercept=float(entry.get("intercept", 0.0)),
+                          log_count=bool(entry.get("log_count", False)), pairs=int(entry.get("pairs", 0)),
+                          positives=int(entry.get("positives", 0)))
+
+
+def fit_calibrator(scores, same, kind: str = DEFAULT_KIND, log_count: bool = False) -> Calibrator:
+    """Fit P(same | score) on labelled pairs (`same`: bool per pair). Scores must be finite."""
+    s = np.asarray(scores, dtype=np.float64)
+    t = np.asarray(same, dtype=bool)
+    if s.shape != t.shape or s.ndim != 1:
+        raise ValueError(f"scores {s.shape} and labels {t.shape} must be 1-D of one length")
+    if kind not in KINDS:
+        raise ValueError(f"unknown calibration {kind!r}; choose from {', '.join(KINDS)}")
+    if len(s) == 0:
+        raise ValueError("no pairs to calibrate on")
+    counts = dict(pairs=int(len(s)), positives=int(t.sum()), log_count=log_count)
+    prior = float(np.clip(t.mean(), FLOOR, 1 - FLOOR))
+    if kind == "logistic":
+        x = np.log1p(np.maximum(s, 0.0)) if log_count else s
+        if t.all() or not t.any() or np.ptp(x) == 0:
+            return Calibrator("logistic", coef=0.0, intercept=float(np.log(prior / (1 - prior))), **counts)
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(C=1e4, max_iter=1000).fit(x[:, None], t)
+        return Calibrator("logistic", coef=max(float(model.coef_[0, 0]), 1e-6),
+                          intercept=float(model.intercept_[0]), **counts)
+    from sklearn.isotonic import IsotonicRegression
+
+    fitted = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(s, t)
+    level = np.clip(fitted.predict(s), FLOOR, 1 - FLOOR)
+    knots_x, knots_y = [], []
+    for value in np.unique(level):  # one knot per step: the middle of the scores on it
+        on_step = s[level == value]
+        knots_x.append(float((on_step.min() + on_step.max()) / 2))
+        knots_y.append(float(value))
+    order = np.argsort(knots_x)
+    x_sorted, y_sorted = np.asarray(knots_x)[order], np.asarray(knots_y)[order]
+    keep = np.r_[True, np.diff(x_sorted) > 0]  # (steps are ordered, so their middles are distinct)
+    return Calibrator("isotonic", x=x_sorted[keep].tolist(), y=y_sorted[keep].tolist(), **counts)
+
+
+def log_loss(calibrator: Calibrator, scores, same) -> float:
+    """Mean negative log-likelihood of the labels under the calibrated probabilities (lower is better)."""
+    p = np.clip(calibrator(scores), 1e-6, 1 - 1e-6)
+    t = np.asarray(same, dtype=bool)
+    return float(-np.mean(np.where(t, np.log(p), np.log(1 - p)))) if len(t) else float("nan")
+
+
+def fuse(probabilities: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """The weighted mean of calibrated probabilities (arrays of one shape); a zero weight leaves a score out."""
+    total = sum(float(weights.get(name, 0.0)) for name in probabilities)
+    if total <= 0:
+        raise ValueError(f"fusion weights {weights} give no score any weight")
+    fused = sum(float(weights.get(name, 0.0)) * np.asarray(p, dtype=np.float64)
+                for name, p in probabilities.items() if weights.get(name, 0.0))
+    return (fused / total).astype(np.float64)
