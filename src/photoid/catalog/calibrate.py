@@ -307,6 +307,9 @@ def evaluate(catalog: Catalog, run_dirs: Sequence[str] | None, data_dir: str, ou
         f"(c) blend w={weight}, threshold {threshold:.3f}": with_new(
             blend_scores(scores, aligned, has_probability, weight), threshold),
     }
+    fused = _fused_labels(catalog, test_paths, blend_scores(scores, aligned, has_probability, weight), original_ids)
+    if fused is not None:
+        methods[fused[0]] = fused[1]
     is_new = truth == NEW_TURTLE
     rows = [{"method": name, "map5": map_at_k_from_labels(truth, labels, k=5),
              "acc1": float(np.mean(labels[:, 0] == truth)),
@@ -320,7 +323,17 @@ def evaluate(catalog: Catalog, run_dirs: Sequence[str] | None, data_dir: str, ou
     return result
 
 
+def _fused_labels(catalog: Catalog, paths: Sequence[str], global_scores: np.ndarray, nameable) -> tuple | None:
+    """(method name, labels) of the calibrated fusion with local matching, where the catalogue has one."""
+    from photoid.catalog.fusion import Fusion, LocalScorer, identify_fused, query_features
+    from photoid.catalog.local import has_local_features, local_settings, read_local_features
 
-
-
-
+    fusion = Fusion.from_calibration(catalog.calibration)
+    if fusion is None or not has_local_features(catalog):
+        return None
+    scorer = LocalScorer(catalog, read_local_features(catalog))
+    views = [None] * len(paths)
+    result = identify_fused(global_scores, query_features(paths, views, local_settings(catalog)), views, fusion,
+                            scorer, nameable=nameable, new_label=NEW_TURTLE)
+    return (f"(d) fused with local matching (weights {fusion.weights['global']}/{fusion.weights['local']}, "
+            f"shortlist {fusion.shortlist}), threshold {fusion.threshold:.3f}", result.labels)

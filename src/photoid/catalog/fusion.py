@@ -106,7 +106,7 @@ class LocalScorer:
                     continue
                 cached = cache.get((query_key, row)) if cache is not None else None
                 if cached is not None and not keep_evidence:
-                    inliers, match = cached, None
+                    inliers, match, candidate = cached, None, None
                 else:
                     candidate, root = self._candidate(row)
                     if candidate is None:

@@ -9,9 +9,10 @@ Two calibrations (`KINDS`):
 - `isotonic`: scikit-learn's isotonic regression, a step function. Its flat steps would tie candidates that the
   raw scores ordered, so each step becomes one knot (the middle of its scores, its probability) and the knots are
   joined by a monotone cubic (PCHIP): strictly increasing between the first and last knot. Beyond them the curve
-  keeps rising by at most `TAIL` (a tanh), so even scores past every calibration pair keep their order.
+  keeps rising by at most `TAIL` (v / (1 + |v|)), so even scores past every calibration pair keep their order.
 - `logistic`: a logistic regression on the score (log(1 + inliers) for counts), strictly increasing when the
-  score says anything at all.
+  score says anything at all (past a logit of ±30, where floating point cannot tell the values apart, it rises
+  by a bounded tail as the isotonic curve does).
 Both stay strictly inside (0, 1). Which fits better is measured out of fold by `photoid calibrate` (log-loss).
 """
 
@@ -43,10 +44,15 @@ class Calibrator:
     def __call__(self, scores) -> np.ndarray:
         s = np.asarray(scores, dtype=np.float64)
         if self.kind == "logistic":
-            z = self.coef * self._transform(s) + self.intercept
-            return np.clip(1.0 / (1.0 + np.exp(-z)), FLOOR * 1e-2, 1 - FLOOR * 1e-2)
+            t = self._transform(s)
+            z = self.coef * t + self.intercept
+            # Past |z| = 30 the logistic is 1 or 0 to float precision: the rest of the rise is the bounded tail (and
+            # all of it, for a score that said nothing: coef 0).
+            inside = np.clip(z, -30.0, 30.0)
+            p = FLOOR + (1 - 2 * FLOOR) / (1.0 + np.exp(-inside))
+            return p + FLOOR / 2 * _bounded(z - inside if self.coef > 0 else t)
         x, y = np.asarray(self.x, dtype=np.float64), np.asarray(self.y, dtype=np.float64)
-        span = max(float(x[-1] - x[0]), 1e-9)
+        span = float(x[-1] - x[0]) if len(x) > 1 else max(abs(float(x[0])), 1.0)
         inside = np.clip(s, x[0], x[-1])
         if len(x) == 1:
             base = np.full_like(s, y[0])
@@ -54,11 +60,10 @@ class Calibrator:
             from scipy.interpolate import PchipInterpolator
 
             base = PchipInterpolator(x, y, extrapolate=False)(inside)
-        beyond = np.where(np.isfinite(s), s - inside, np.sign(s) * span)
-        return base + TAIL * np.tanh(beyond / span)
+        return base + TAIL * _bounded((s - inside) / span)
 
     def _transform(self, s: np.ndarray) -> np.ndarray:
-        return np.log1p(np.maximum(s, 0.0)) if self.log_count else s
+        return _log_count(s) if self.log_count else s
 
     def to_json(self) -> dict:
         entry = {"kind": self.kind, "pairs": self.pairs, "positives": self.positives, "log_count": self.log_count}
@@ -89,7 +94,7 @@ def fit_calibrator(scores, same, kind: str = DEFAULT_KIND, log_count: bool = Fal
     counts = dict(pairs=int(len(s)), positives=int(t.sum()), log_count=log_count)
     prior = float(np.clip(t.mean(), FLOOR, 1 - FLOOR))
     if kind == "logistic":
-        x = np.log1p(np.maximum(s, 0.0)) if log_count else s
+        x = _log_count(s) if log_count else s
         if t.all() or not t.any() or np.ptp(x) == 0:
             return Calibrator("logistic", coef=0.0, intercept=float(np.log(prior / (1 - prior))), **counts)
         from sklearn.linear_model import LogisticRegression
@@ -110,6 +115,18 @@ def fit_calibrator(scores, same, kind: str = DEFAULT_KIND, log_count: bool = Fal
     x_sorted, y_sorted = np.asarray(knots_x)[order], np.asarray(knots_y)[order]
     keep = np.r_[True, np.diff(x_sorted) > 0]  # (steps are ordered, so their middles are distinct)
     return Calibrator("isotonic", x=x_sorted[keep].tolist(), y=y_sorted[keep].tolist(), **counts)
+
+
+def _bounded(v: np.ndarray) -> np.ndarray:
+    """v / (1 + |v|): strictly increasing, within (-1, 1), and (unlike tanh) still increasing in floating point far
+    from 0; ±inf map to ±1."""
+    v = np.asarray(v, dtype=np.float64)
+    return np.where(np.isfinite(v), v / (1.0 + np.abs(np.where(np.isfinite(v), v, 0.0))), np.sign(v))
+
+
+def _log_count(s: np.ndarray) -> np.ndarray:
+    """log(1 + count), extended to negative values as its mirror image, so the map stays strictly increasing."""
+    return np.sign(s) * np.log1p(np.abs(s))
 
 
 def log_loss(calibrator: Calibrator, scores, same) -> float:

@@ -98,7 +98,7 @@ def learn_vocabulary(features: list[Features], clusters: int = CLUSTERS, pca_dim
     if len(pool) > sample:
         pool = pool[np.sort(rng.choice(len(pool), sample, replace=False))]
     root = np.ascontiguousarray(rootsift(pool))
-    clusters = max(1, min(clusters, len(root) // 4))  # faiss wants a few points per word
+    clusters = max(1, min(clusters, len(root) // 39))  # faiss wants 39 descriptors per word at least
     kmeans = faiss.Kmeans(root.shape[1], clusters, niter=KMEANS_ITERATIONS, seed=seed, verbose=False,
                           max_points_per_centroid=max(256, len(root) // clusters + 1))
     kmeans.train(root)
