@@ -28,13 +28,12 @@ import numpy as np
 from photoid.catalog.openset import TopCandidates, best_threshold, open_set_metrics, rank_with_new, top_candidates
 from photoid.catalog.store import VIEWPOINT_COLUMN, Catalog
 from photoid.core.errors import PhotoidError
-from photoid.local.calibration import DEFAULT_KIND, KINDS, Calibrator, fit_calibrator, fuse
+from photoid.local.calibration import KINDS, Calibrator, cross_fit, fit_calibrator, fuse
 from photoid.local.features import FeatureSet, Features, Settings, empty_features, photo_features, rootsift
 from photoid.local.matching import PairMatch, match_pair
 
 DEFAULT_SHORTLIST = 10  # individuals matched locally per query (B10: accuracy and time against the shortlist)
 LOCAL_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # tried by calibration
-CROSS_FIT_FOLDS = 5
 MAX_QUERIES = 2000  # out-of-fold queries whose shortlists are matched for calibration, at most (seeded sample)
 NO_FEATURES_NOTE = "{image} has no local features in the catalogue (added without them): local score 0"
 # Added to every fused score times the global probability: equal fused scores (local weight 1 and no inliers) are
@@ -258,14 +257,6 @@ def identify_fused(global_scores: np.ndarray, queries: list[Features], views: Se
 # ----------------------------------------------------------------------------- calibration
 
 
-def _cross_fit(values: np.ndarray, same: np.ndarray, groups: np.ndarray, fold_of_group: dict, kind: str,
-               log_count: bool, n_folds: int) -> list[Calibrator]:
-    """One calibrator per fold, fitted on the pairs of the other folds' queries."""
-    fold = np.array([fold_of_group[g] for g in groups])
-    return [fit_calibrator(values[fold != f], same[fold != f], kind, log_count) if (fold != f).any()
-            else fit_calibrator(values, same, kind, log_count) for f in range(n_folds)]
-
-
 def calibrate_fusion(catalog: Catalog, features: FeatureSet, trials: list, has_probability, nameable,
                      blend_weight: float, *, shortlist_size: int = DEFAULT_SHORTLIST, seed: int = 0,
                      max_queries: int = MAX_QUERIES, kinds: Sequence[str] = KINDS,
@@ -315,37 +306,14 @@ def calibrate_fusion(catalog: Catalog, features: FeatureSet, trials: list, has_p
     same = truth[pair_query] == pair_code
     # Cross-fitting: folds of query individuals, so no query's pairs calibrate the curves applied to it.
     groups = np.asarray(query_codes)[pair_query]
-    distinct = np.unique(query_codes)
-    n_folds = int(min(CROSS_FIT_FOLDS, len(distinct)))
-    order = rng.permutation(len(distinct))
-    fold_of_group = {int(g): int(i % max(n_folds, 1)) for i, g in zip(order, distinct)}
-    n_folds = max(n_folds, 1)
-    query_fold = np.array([fold_of_group[int(c)] for c in query_codes])
-    chosen_kind, losses, cross = {}, {}, {}
-    for name in ("global", "local"):
-        log_count = name == "local"
-        losses[name] = {}
-        for kind in kinds:
-            fitted = _cross_fit(values[name], same, groups, fold_of_group, kind, log_count, n_folds)
-            fold = query_fold[pair_query]
-            p = np.empty(len(same))
-            for f in range(n_folds):
-                p[fold == f] = fitted[f](values[name][fold == f])
-            t = same
-            pc = np.clip(p, 1e-6, 1 - 1e-6)
-            losses[name][kind] = float(-np.mean(np.where(t, np.log(pc), np.log(1 - pc))))
-            cross[(name, kind)] = fitted
-        chosen_kind[name] = min(kinds, key=lambda k: (round(losses[name][k], 9), k != DEFAULT_KIND))
+    fits = {name: cross_fit(values[name], same, groups, log_count=name == "local", kinds=kinds, seed=seed)
+            for name in ("global", "local")}
     # Out-of-fold probabilities of every individual of every picked query (local 0 outside its shortlist).
     local_rows = np.zeros_like(global_rows)
     local_rows[pair_query, pair_code] = values["local"]
     available = np.isfinite(global_rows)
-    prob = {name: np.zeros(global_rows.shape) for name in ("global", "local")}
-    for f in range(n_folds):
-        mine = query_fold == f
-        prob["global"][mine] = cross[("global", chosen_kind["global"])][f](np.where(available[mine],
-                                                                                     global_rows[mine], 0.0))
-        prob["local"][mine] = cross[("local", chosen_kind["local"])][f](local_rows[mine])
+    prob = {"global": fits["global"].probabilities(np.where(available, global_rows, 0.0), query_codes),
+            "local": fits["local"].probabilities(local_rows, query_codes)}
     points = {}
     for w in weights:
         fused = np.where(available, fuse(prob, {"global": 1.0 - w, "local": w}) + TIE_BREAK * prob["global"],
@@ -353,7 +321,7 @@ def calibrate_fusion(catalog: Catalog, features: FeatureSet, trials: list, has_p
         c = top_candidates(fused, truth, nameable=nameable)
         points[float(w)] = (best_threshold(c, w), c)
     best_w = max(points, key=lambda w: (round(points[w][0].map5, 12), -w))
-    final = {name: fit_calibrator(values[name], same, chosen_kind[name], name == "local")
+    final = {name: fit_calibrator(values[name], same, fits[name].kind, name == "local")
              for name in ("global", "local")}
     point, candidates = points[best_w]
 
@@ -365,7 +333,8 @@ def calibrate_fusion(catalog: Catalog, features: FeatureSet, trials: list, has_p
         "weights": {"global": round(1.0 - best_w, 6), "local": best_w},
         "threshold": point.threshold, "shortlist": int(shortlist_size),
         "calibrators": {name: c.to_json() for name, c in final.items()},
-        "calibration_kinds": chosen_kind, "log_loss_out_of_fold": losses,
+        "calibration_kinds": {name: fit.kind for name, fit in fits.items()},
+        "log_loss_out_of_fold": {name: fit.losses for name, fit in fits.items()},
         "metrics": open_set_metrics(candidates, point.threshold),
         "global_only": summary(0.0), "local_only": summary(1.0) if 1.0 in points else None,
         "by_weight": [{"local_weight": w, "threshold": p.threshold, "map5": p.map5} for w, (p, _) in points.items()],

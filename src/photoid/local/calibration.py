@@ -144,3 +144,51 @@ def fuse(probabilities: dict[str, np.ndarray], weights: dict[str, float]) -> np.
     fused = sum(float(weights.get(name, 0.0)) * np.asarray(p, dtype=np.float64)
                 for name, p in probabilities.items() if weights.get(name, 0.0))
     return (fused / total).astype(np.float64)
+
+
+@dataclass
+class CrossFit:
+    """Out-of-fold calibration of one score: the kind chosen, each fold's calibrator and the log-losses measured."""
+
+    kind: str
+    calibrators: list[Calibrator]  # one per fold: fitted on the other folds' pairs
+    fold_of_group: dict[int, int]
+    losses: dict[str, float]  # out-of-fold log-loss of each kind tried
+
+    def fold_of(self, groups) -> np.ndarray:
+        keys = np.array(sorted(self.fold_of_group))
+        folds = np.array([self.fold_of_group[k] for k in keys])
+        return folds[np.searchsorted(keys, np.asarray(groups))]
+
+    def probabilities(self, scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """Each row of `scores` calibrated by the calibrator of its group's fold (never fitted on that group);
+        `groups` has one entry per row (first axis)."""
+        scores, fold = np.asarray(scores, dtype=np.float64), self.fold_of(groups)
+        out = np.empty(scores.shape)
+        for f, calibrator in enumerate(self.calibrators):
+            out[fold == f] = calibrator(scores[fold == f])
+        return out
+
+
+def cross_fit(scores, same, groups, *, log_count: bool = False, kinds=KINDS, folds: int = 5,
+              seed: int = 0) -> CrossFit:
+    """Calibrate `scores` (pairs labelled `same`) out of fold: the pairs' `groups` (e.g. the query's individual)
+    are split into `folds`, each fold's pairs calibrated by a curve fitted on the others; the kind of lower
+    out-of-fold log-loss is kept (on a tie, `DEFAULT_KIND`)."""
+    scores, same, groups = np.asarray(scores, np.float64), np.asarray(same, bool), np.asarray(groups)
+    distinct = np.unique(groups)
+    n_folds = int(max(1, min(folds, len(distinct))))
+    order = np.random.default_rng(seed).permutation(len(distinct))
+    fold_of_group = {int(g): int(i % n_folds) for i, g in zip(order, distinct)}
+    fold = CrossFit("", [], fold_of_group, {}).fold_of(groups)
+    fits, losses = {}, {}
+    for kind in kinds:
+        fits[kind] = [fit_calibrator(scores[fold != f], same[fold != f], kind, log_count) if (fold != f).any()
+                      else fit_calibrator(scores, same, kind, log_count) for f in range(n_folds)]
+        p = np.empty(len(scores))
+        for f in range(n_folds):
+            p[fold == f] = fits[kind][f](scores[fold == f])
+        pc = np.clip(p, 1e-6, 1 - 1e-6)
+        losses[kind] = float(-np.mean(np.where(same, np.log(pc), np.log(1 - pc)))) if len(same) else float("nan")
+    kind = min(kinds, key=lambda k: (round(losses[k], 9), k != DEFAULT_KIND))
+    return CrossFit(kind, fits[kind], fold_of_group, losses)
