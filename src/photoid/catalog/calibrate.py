@@ -213,7 +213,8 @@ def _calibration_record(catalog: Catalog, folds: list[FoldQueries], has_probabil
         from photoid.catalog.fusion import calibrate_fusion
 
         record["fusion"] = calibrate_fusion(catalog, read_local_features(catalog), trials, has_probability, nameable,
-                                            chosen.blend_weight, shortlist_size=shortlist, seed=seed)
+                                            chosen.blend_weight, shortlist_size=shortlist, seed=seed,
+                                            global_map5=record["metrics"]["map5"])
     return record
 
 

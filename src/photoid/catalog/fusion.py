@@ -260,9 +260,12 @@ def identify_fused(global_scores: np.ndarray, queries: list[Features], views: Se
 def calibrate_fusion(catalog: Catalog, features: FeatureSet, trials: list, has_probability, nameable,
                      blend_weight: float, *, shortlist_size: int = DEFAULT_SHORTLIST, seed: int = 0,
                      max_queries: int = MAX_QUERIES, kinds: Sequence[str] = KINDS,
-                     weights: Sequence[float] = LOCAL_WEIGHTS) -> dict:
+                     weights: Sequence[float] = LOCAL_WEIGHTS, global_map5: float | None = None) -> dict:
     """Calibrations, weights and threshold of the fused score, from out-of-fold `trials` with their query rows
-    (`calibrate.simulated_trials(..., with_rows=True)`); returns the manifest's `calibration["fusion"]` entry."""
+    (`calibrate.simulated_trials(..., with_rows=True)`); returns the manifest's `calibration["fusion"]` entry.
+
+    `global_map5`: the out-of-fold MAP@5 of the global score with its own threshold; a fusion that does not beat it
+    gets local weight 0 (identification then ranks by the global score alone, as calibrated)."""
     from photoid.catalog.openset import blend_scores
 
     started = time.time()
@@ -321,6 +324,9 @@ def calibrate_fusion(catalog: Catalog, features: FeatureSet, trials: list, has_p
         c = top_candidates(fused, truth, nameable=nameable)
         points[float(w)] = (best_threshold(c, w), c)
     best_w = max(points, key=lambda w: (round(points[w][0].map5, 12), -w))
+    kept_global = global_map5 is not None and points[best_w][0].map5 <= global_map5 + 1e-12
+    if kept_global:
+        best_w = 0.0
     final = {name: fit_calibrator(values[name], same, fits[name].kind, name == "local")
              for name in ("global", "local")}
     point, candidates = points[best_w]
@@ -340,5 +346,6 @@ def calibrate_fusion(catalog: Catalog, features: FeatureSet, trials: list, has_p
         "by_weight": [{"local_weight": w, "threshold": p.threshold, "map5": p.map5} for w, (p, _) in points.items()],
         "queries": int(len(picked)), "pairs": int(len(same)), "same_pairs": int(same.sum()),
         "blend_weight": float(blend_weight), "notes": sorted(notes)[:20],
+        "global_score_kept": bool(kept_global),  # no fusion beat the global score alone out of fold
         "seconds": round(time.time() - started, 1),
     }
