@@ -30,7 +30,7 @@ from photoid.catalog.store import VIEWPOINT_COLUMN, Catalog
 from photoid.core.errors import PhotoidError
 from photoid.local.calibration import KINDS, Calibrator, cross_fit, fit_calibrator, fuse
 from photoid.local.features import FeatureSet, Features, Settings, empty_features, photo_features, rootsift
-from photoid.local.matching import PairMatch, match_pair
+from photoid.local.matching import DEFAULT_METHOD, RATIO, THRESHOLD_PX, PairMatch, match_pair
 
 DEFAULT_SHORTLIST = 10  # individuals matched locally per query (B10: accuracy and time against the shortlist)
 LOCAL_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # tried by calibration
@@ -345,6 +345,7 @@ def calibrate_fusion(catalog: Catalog, features: FeatureSet, trials: list, has_p
         "global_only": summary(0.0), "local_only": summary(1.0) if 1.0 in points else None,
         "by_weight": [{"local_weight": w, "threshold": p.threshold, "map5": p.map5} for w, (p, _) in points.items()],
         "queries": int(len(picked)), "pairs": int(len(same)), "same_pairs": int(same.sum()),
+        "matching": {"method": DEFAULT_METHOD, "ratio": RATIO, "threshold_px": THRESHOLD_PX},
         "blend_weight": float(blend_weight), "notes": sorted(notes)[:20],
         "global_score_kept": bool(kept_global),  # no fusion beat the global score alone out of fold
         "seconds": round(time.time() - started, 1),

@@ -3,10 +3,12 @@
 1. Tentative matches: each query descriptor's two nearest catalogue-photo descriptors (RootSIFT, Euclidean); kept
    when the nearest is clearly nearer than the second (Lowe's ratio test, `RATIO`) and the match is mutual (the
    query descriptor is in turn the nearest to its match among the query's).
-2. Verification: a homography fitted by OpenCV's USAC with MAGSAC++ scoring (`cv2.USAC_MAGSAC`), an inlier being a
-   match it maps within `THRESHOLD_PX` pixels of the working size; `method="affine"` fits a partial affine
-   transform (rotation, uniform scale, shift; `cv2.estimateAffinePartial2D`, RANSAC) instead. B10 measured both on
-   photos of animals (`docs/local-matching.md`).
+2. Verification: a partial affine transform (rotation, uniform scale, shift: `cv2.estimateAffinePartial2D`,
+   RANSAC), an inlier being a match it maps within `THRESHOLD_PX` pixels of the working size; `method="homography"`
+   fits a homography by OpenCV's USAC with MAGSAC++ scoring (`cv2.USAC_MAGSAC`) instead. On the synthetic turtles,
+   belugas and generic photos the partial affine transform named the right individual as often or more often
+   (acc@1 0.938 against 0.906 on turtles, 0.810 against 0.792 on belugas, equal on the generic set;
+   `docs/local-matching.md`): its 4 degrees of freedom leave a wrong pair fewer chance inliers than a homography's 8.
 3. Score: the number of verified inliers (0 below `MIN_MATCHES` tentative matches or without a model).
 
 OpenCV's random generator is seeded (`cv2.setRNGSeed`) before every fit, so a pair scores the same every time.
@@ -24,7 +26,7 @@ from photoid.local.features import Features, rootsift
 
 RATIO = 0.8  # Lowe's ratio test (the nearest at most this fraction of the second nearest's distance)
 METHODS = ("homography", "affine")
-DEFAULT_METHOD = "homography"
+DEFAULT_METHOD = "affine"
 THRESHOLD_PX = 5.0  # a verified match lands within this many pixels (at the working size) of where the model maps it
 MIN_MATCHES = 4  # tentative matches needed to fit a model (a homography needs 4)
 MAX_ITERS = 2000
@@ -72,7 +74,8 @@ def tentative_matches(query: np.ndarray, candidate: np.ndarray, ratio: float = R
 
 def verify(query_xy: np.ndarray, candidate_xy: np.ndarray, method: str = DEFAULT_METHOD,
            threshold: float = THRESHOLD_PX, seed: int = SEED) -> np.ndarray:
-    """Which of the matched points (row i of both) one geometric model explains: bool (matches,)."""
+    """Which of the matched points (row i of both) one geometric model explains: bool (matches,). OpenCV's random
+    generator is seeded first: the same points give the same inliers every time."""
     import cv2
 
     n = len(query_xy)

@@ -1,7 +1,7 @@
 """`photoid rank --local`: each query's shortlist re-ranked by the winner's score fused with local matching.
 
 The winner's routed ranking (`photoid.whales.routing`) stays the shortlist: each query's best `shortlist` database
-images. Each is matched locally with the query (`photoid.local`: RootSIFT, verified by USAC/MAGSAC; only
+images. Each is matched locally with the query (`photoid.local`: RootSIFT, verified geometrically; only
 comparable views: a left side never against a right side, so the cross-view routes keep the winner's order), and
 the pair's fused score is the weighted mean of the two calibrated probabilities; images beyond the shortlist keep a
 local score of 0, so they stay below.
