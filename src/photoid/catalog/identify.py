@@ -24,10 +24,11 @@ def check_viewpoint(embedder, viewpoint: str | None, catalog: Catalog | None = N
     """Refuse a viewpoint for a catalogue whose models' records never mirrored right views (it would change
     nothing); a catalogue with local features takes one (only comparable views are matched locally)."""
     from photoid.catalog.local import has_local_features
-    from photoid.runs.loaded import check_viewpoint_applies
 
     if catalog is not None and has_local_features(catalog):
         return
+    from photoid.runs.loaded import check_viewpoint_applies
+
     check_viewpoint_applies(viewpoint, [m.preprocessing for m in embedder.predictor.members],
                             "the catalogue's models were")
 
