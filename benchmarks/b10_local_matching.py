@@ -392,12 +392,8 @@ def run(preset: str, cache_dir: Path = CACHE_DIR) -> list[Result]:
 
 
 def write_section(results: Path, rows: list[Result], command: str) -> None:
-    import re
-
     from _common import machine
-    from _report import table
-
-    from photoid.core.io import write_text
+    from _report import replace_section, table
 
     m = machine()
     lines = [SECTION, "", f"Written by `{command}`; machine: {m['cpu']}, {m['cores']}, load average at the start "
@@ -405,11 +401,7 @@ def write_section(results: Path, rows: list[Result], command: str) -> None:
              "", table(rows), ""]
     for r in rows:
         lines += [f"### {r.id} — {r.what}", "", *[f"- {d}" for d in r.details], *[f"- {n}" for n in r.notes], ""]
-    text = "\n".join(lines)
-    page = results.read_text(encoding="utf-8") if results.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=^## |\Z)", flags=re.S | re.M)
-    page = pattern.sub(lambda _: text, page) if pattern.search(page) else page.rstrip("\n") + "\n\n" + text
-    write_text(results, page)
+    replace_section(results, SECTION, "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,10 +23,9 @@ from photoid.local.matching import match_pair
 @pytest.fixture(scope="module")
 def species(tmp_path_factory) -> Path:
     """A species no model was trained on: 6 individuals x 3 encounters (the last one test) and 1 unseen, 256 px."""
-    from photoid.synth.generic import generate_generic
-
     out = tmp_path_factory.mktemp("species") / "data"
-    generate_generic(out, seed=11, n_individuals=6, encounters_per_individual=3, n_unknown=1, size=256, workers=1)
+    assert main(["synth", "generic", "--out", str(out), "--seed", "11", "--n-individuals", "6", "--n-unknown", "1",
+                 "--size", "256", "--workers", "1"]) == 0
     return out
 
 
