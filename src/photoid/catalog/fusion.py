@@ -30,7 +30,7 @@ from photoid.catalog.store import VIEWPOINT_COLUMN, Catalog
 from photoid.core.errors import PhotoidError
 from photoid.local.calibration import KINDS, Calibrator, cross_fit, fit_calibrator, fuse
 from photoid.local.features import FeatureSet, Features, Settings, empty_features, photo_features, rootsift
-from photoid.local.matching import DEFAULT_METHOD, RATIO, THRESHOLD_PX, PairMatch, match_pair
+from photoid.local.matching import DEFAULT_METHOD, RATIO, THRESHOLD_PX, PairMatch, match_pair, one_blas_thread
 
 DEFAULT_SHORTLIST = 10  # individuals matched locally per query (B10: accuracy and time against the shortlist)
 LOCAL_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # tried by calibration
@@ -92,6 +92,10 @@ class LocalScorer:
               ) -> tuple[np.ndarray, dict[int, LocalEvidence], list[str]]:
         """Each individual's local score (most inliers over its comparable photos), its best photo's evidence,
         and notes (photos without features). `cache` keyed by (query_key, row) saves pairs scored before."""
+        with one_blas_thread():
+            return self._score(query, view, individuals, exclude_row, cache, query_key, keep_evidence)
+
+    def _score(self, query, view, individuals, exclude_row, cache, query_key, keep_evidence):
         scores = np.zeros(len(individuals), dtype=np.float32)
         evidence: dict[int, LocalEvidence] = {}
         notes: list[str] = []

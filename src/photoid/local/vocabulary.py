@@ -45,6 +45,12 @@ class Vocabulary:
 
     def vlad(self, features: list[Features]) -> np.ndarray:
         """Unprojected VLAD rows (photos, clusters * 128); a photo without keypoints gets a zero row."""
+        from photoid.local.matching import one_blas_thread
+
+        with one_blas_thread():  # small products, one per photo
+            return self._vlad(features)
+
+    def _vlad(self, features: list[Features]) -> np.ndarray:
         out = np.zeros((len(features), self.words.size), dtype=np.float32)
         word_norms = (self.words ** 2).sum(axis=1)
         for i, f in enumerate(features):

@@ -28,7 +28,7 @@ import pandas as pd
 from photoid.core.errors import PhotoidError
 from photoid.local.calibration import Calibrator, cross_fit, fit_calibrator, fuse
 from photoid.local.features import Features, Settings, empty_features, photo_features, rootsift
-from photoid.local.matching import match_pair
+from photoid.local.matching import match_pair, one_blas_thread
 from photoid.whales.routing import LATERAL_VIEWPOINTS, Families, route_scores
 from photoid.whales.scoring import score_ranking
 
@@ -84,7 +84,8 @@ class WhalePhotos:
         q, c = self.get(query), self.get(candidate)
         if not (q.usable and c.usable):
             return 0
-        return match_pair(q, c, query_root=self.root(query), candidate_root=self.root(candidate)).inliers
+        with one_blas_thread():
+            return match_pair(q, c, query_root=self.root(query), candidate_root=self.root(candidate)).inliers
 
 
 def feature_settings(run_dirs) -> Settings:
