@@ -336,5 +336,4 @@ def _fused_labels(catalog: Catalog, paths: Sequence[str], global_scores: np.ndar
     views = [None] * len(paths)
     result = identify_fused(global_scores, query_features(paths, views, local_settings(catalog)), views, fusion,
                             scorer, nameable=nameable, new_label=NEW_TURTLE)
-    return (f"(d) fused with local matching (weights {fusion.weights['global']}/{fusion.weights['local']}, "
-            f"shortlist {fusion.shortlist}), threshold {fusion.threshold:.3f}", result.labels)
+    return (f"(d) fused, local weight {fusion.weights['local']}, threshold {fusion.threshold:.3f}", result.labels)
