@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from photoid.catalog.openset import TopCandidates, best_threshold, open_set_metrics, rank_with_new, top_candidates
+from photoid.catalog.openset import best_threshold, open_set_metrics, rank_with_new, top_candidates
 from photoid.catalog.store import VIEWPOINT_COLUMN, Catalog
 from photoid.core.errors import PhotoidError
 from photoid.local.calibration import KINDS, Calibrator, cross_fit, fit_calibrator, fuse
@@ -129,7 +129,6 @@ class LocalScorer:
                     self.image_ids[best_row], str(self.table["path"].iloc[best_row]), self.views[best_row], best_match,
                     query.xy[best_match.query_index], best_candidate.xy[best_match.candidate_index])
         return scores, evidence, notes
-
 
     def explain(self, queries: list[Features], views: Sequence[str | None], labels: np.ndarray
                 ) -> tuple[list[dict[str, LocalEvidence]], list[list[str]]]:
