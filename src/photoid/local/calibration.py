@@ -186,7 +186,7 @@ def cross_fit(scores, same, groups, *, log_count: bool = False, kinds=KINDS, fol
         fits[kind] = [fit_calibrator(scores[fold != f], same[fold != f], kind, log_count) if (fold != f).any()
                       else fit_calibrator(scores, same, kind, log_count) for f in range(n_folds)]
         # The pairs' mean log-loss, each fold's pairs under the curve fitted without them.
-        losses[kind] = sum(log_loss(fits[kind][f], scores[fold == f], same[fold == f]) * (fold == f).sum()
-                           for f in range(n_folds) if (fold == f).any()) / max(len(scores), 1)
+        losses[kind] = float(sum(log_loss(fits[kind][f], scores[fold == f], same[fold == f]) * (fold == f).sum()
+                                 for f in range(n_folds) if (fold == f).any()) / max(len(scores), 1))
     kind = min(kinds, key=lambda k: (round(losses[k], 9), k != DEFAULT_KIND))
     return CrossFit(kind, fits[kind], fold_of_group, losses)
