@@ -8,7 +8,10 @@
    photo that gave it is the one an explanation draws. A photo without enough keypoints scores 0, with a note.
 3. Fused score: each score mapped to P(same individual) by its calibration (`photoid.local.calibration`), then
    the weighted mean. An individual outside the shortlist keeps a local score of 0 (calibrated like any other 0):
-   with strictly increasing calibrations it stays below every shortlisted individual it does not beat globally.
+   with strictly increasing calibrations it stays below every shortlisted individual it does not beat globally. A
+   shortlisted individual none of whose photos could be compared (no comparable viewpoint, or no features) has no
+   local score: its fused score is its global probability alone, neither raised nor lowered by a comparison that
+   did not happen. (The query's own lack of keypoints is a local score of 0: the photo gave nothing to match.)
 4. "New" comes first when the best fused score does not exceed the fused threshold (`openset.rank_with_new`).
 
 `calibrate_fusion` fits all of it on the catalogue's own out-of-fold pairs (`photoid.catalog.calibrate`'s trials:
@@ -28,7 +31,7 @@ import numpy as np
 from photoid.catalog.openset import best_threshold, open_set_metrics, rank_with_new, top_candidates
 from photoid.catalog.store import VIEWPOINT_COLUMN, Catalog
 from photoid.core.errors import PhotoidError
-from photoid.local.calibration import KINDS, Calibrator, cross_fit, fit_calibrator, fuse
+from photoid.local.calibration import KINDS, Calibrator, cross_fit, fit_calibrator, fuse_global_local
 from photoid.local.features import FeatureSet, Features, Settings, empty_features, photo_features, rootsift
 from photoid.local.matching import DEFAULT_METHOD, RATIO, THRESHOLD_PX, PairMatch, match_pair, one_blas_thread
 
@@ -36,9 +39,6 @@ DEFAULT_SHORTLIST = 10  # individuals matched locally per query (B10: accuracy a
 LOCAL_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # tried by calibration
 MAX_QUERIES = 2000  # out-of-fold queries whose shortlists are matched for calibration, at most (seeded sample)
 NO_FEATURES_NOTE = "{image} has no local features in the catalogue (added without them): local score 0"
-# Added to every fused score times the global probability: equal fused scores (local weight 1 and no inliers) are
-# ordered by the global score, as the shortlist was, instead of by name.
-TIE_BREAK = 1e-6
 
 
 def comparable(a: str | None, b: str | None) -> bool:
@@ -90,8 +90,9 @@ class LocalScorer:
     def score(self, query: Features, view: str | None, individuals: Sequence[int], exclude_row: int = -1,
               cache: dict | None = None, query_key=None, keep_evidence: bool = True
               ) -> tuple[np.ndarray, dict[int, LocalEvidence], list[str]]:
-        """Each individual's local score (most inliers over its comparable photos), its best photo's evidence,
-        and notes (photos without features). `cache` keyed by (query_key, row) saves pairs scored before."""
+        """Each individual's local score (most inliers over its comparable photos; NaN when none could be
+        compared), its best photo's evidence, and notes (photos without features). `cache` keyed by
+        (query_key, row) saves pairs scored before."""
         with one_blas_thread():
             return self._score(query, view, individuals, exclude_row, cache, query_key, keep_evidence)
 
@@ -112,8 +113,9 @@ class LocalScorer:
                     inliers, match, candidate = cached, None, None
                 else:
                     candidate, root = self._candidate(row)
-                    if candidate is None:
-                        notes.append(NO_FEATURES_NOTE.format(image=self.image_ids[row]))
+                    if candidate is None or not candidate.usable:  # nothing to compare with: no evidence
+                        if candidate is None:
+                            notes.append(NO_FEATURES_NOTE.format(image=self.image_ids[row]))
                         continue
                     match = match_pair(query, candidate, query_root=query_root, candidate_root=root,
                                        **self.match_options)
@@ -122,8 +124,7 @@ class LocalScorer:
                         cache[(query_key, row)] = inliers
                 if inliers > best:
                     best, best_match, best_row, best_candidate = inliers, match, row, candidate
-            if best > 0:
-                scores[k] = best
+            scores[k] = best if best >= 0 else np.nan  # -1: no comparable photo with features
             if keep_evidence and best_match is not None:
                 evidence[int(code)] = LocalEvidence(
                     self.image_ids[best_row], str(self.table["path"].iloc[best_row]), self.views[best_row], best_match,
@@ -175,11 +176,13 @@ class Fusion:
                       int(entry.get("shortlist", DEFAULT_SHORTLIST)))
 
     def fuse(self, global_scores: np.ndarray, local_scores: np.ndarray) -> np.ndarray:
-        """Fused scores (queries, individuals): -inf where the global score is -inf (no candidate)."""
+        """Fused scores (queries, individuals): -inf where the global score is -inf (no candidate); the global
+        probability alone where the local score is NaN (`fuse_global_local`)."""
         available = np.isfinite(global_scores)
-        probabilities = {"global": self.calibrators["global"](np.where(available, global_scores, 0.0)),
-                         "local": self.calibrators["local"](np.nan_to_num(local_scores, nan=0.0))}
-        fused = fuse(probabilities, self.weights) + TIE_BREAK * probabilities["global"]
+        local = np.asarray(local_scores, dtype=np.float64)
+        p_local = np.where(np.isnan(local), np.nan, self.calibrators["local"](np.nan_to_num(local, nan=0.0)))
+        fused = fuse_global_local(self.calibrators["global"](np.where(available, global_scores, 0.0)), p_local,
+                                  self.weights.get("local", 0.0))
         return np.where(available, fused, -np.inf)
 
 
@@ -243,7 +246,7 @@ def identify_fused(global_scores: np.ndarray, queries: list[Features], views: Se
     size = fusion.shortlist if shortlist_size is None else shortlist_size
     if size < 1:
         raise PhotoidError(f"the shortlist must hold at least 1 individual, got {size}")
-    local = np.full(global_scores.shape, np.nan, dtype=np.float32)
+    local = np.zeros(global_scores.shape, dtype=np.float32)  # outside the shortlist: 0
     evidence, notes = [], []
     for i, (query, view) in enumerate(zip(queries, views)):
         short = shortlist(global_scores[i], size)
@@ -310,28 +313,35 @@ def calibrate_fusion(catalog: Catalog, features: FeatureSet, trials: list, has_p
     pair_query, pair_code = np.asarray(pair_query), np.asarray(pair_code)
     values = {"global": np.asarray(pair_global, np.float64), "local": np.asarray(pair_local, np.float64)}
     same = truth[pair_query] == pair_code
-    # Cross-fitting: folds of query individuals, so no query's pairs calibrate the curves applied to it.
+    # Cross-fitting: folds of query individuals, so no query's pairs calibrate the curves applied to it. The local
+    # curve is fitted on the pairs actually compared (a pair without a comparable photo has no local score).
     groups = np.asarray(query_codes)[pair_query]
-    fits = {name: cross_fit(values[name], same, groups, log_count=name == "local", kinds=kinds, seed=seed)
-            for name in ("global", "local")}
-    # Out-of-fold probabilities of every individual of every picked query (local 0 outside its shortlist).
+    compared = ~np.isnan(values["local"])
+    if compared.sum() < 2 or same[compared].all() or not same[compared].any():
+        raise PhotoidError(f"too few pairs could be compared locally ({int(compared.sum())} of {len(same)}: no "
+                           "comparable viewpoints, or photos without keypoints) to calibrate the fusion")
+    fits = {"global": cross_fit(values["global"], same, groups, kinds=kinds, seed=seed),
+            "local": cross_fit(values["local"][compared], same[compared], groups[compared], log_count=True,
+                               kinds=kinds, seed=seed)}
+    # Out-of-fold probabilities of every individual of every picked query (local 0 outside its shortlist, NaN for
+    # a shortlisted one that could not be compared).
     local_rows = np.zeros_like(global_rows)
     local_rows[pair_query, pair_code] = values["local"]
     available = np.isfinite(global_rows)
-    prob = {"global": fits["global"].probabilities(np.where(available, global_rows, 0.0), query_codes),
-            "local": fits["local"].probabilities(local_rows, query_codes)}
+    p_global = fits["global"].probabilities(np.where(available, global_rows, 0.0), query_codes)
+    p_local = np.where(np.isnan(local_rows), np.nan,
+                       fits["local"].probabilities(np.nan_to_num(local_rows, nan=0.0), query_codes))
     points = {}
     for w in weights:
-        fused = np.where(available, fuse(prob, {"global": 1.0 - w, "local": w}) + TIE_BREAK * prob["global"],
-                         -np.inf)
+        fused = np.where(available, fuse_global_local(p_global, p_local, w), -np.inf)
         c = top_candidates(fused, truth, nameable=nameable)
         points[float(w)] = (best_threshold(c, w), c)
     best_w = max(points, key=lambda w: (round(points[w][0].map5, 12), -w))
     kept_global = global_map5 is not None and points[best_w][0].map5 <= global_map5 + 1e-12
     if kept_global:
         best_w = 0.0
-    final = {name: fit_calibrator(values[name], same, fits[name].kind, name == "local")
-             for name in ("global", "local")}
+    final = {"global": fit_calibrator(values["global"], same, fits["global"].kind),
+             "local": fit_calibrator(values["local"][compared], same[compared], fits["local"].kind, True)}
     point, candidates = points[best_w]
 
     def summary(w):
@@ -348,6 +358,7 @@ def calibrate_fusion(catalog: Catalog, features: FeatureSet, trials: list, has_p
         "global_only": summary(0.0), "local_only": summary(1.0) if 1.0 in points else None,
         "by_weight": [{"local_weight": w, "threshold": p.threshold, "map5": p.map5} for w, (p, _) in points.items()],
         "queries": int(len(picked)), "pairs": int(len(same)), "same_pairs": int(same.sum()),
+        "pairs_compared": int(compared.sum()),
         "matching": {"method": DEFAULT_METHOD, "ratio": RATIO, "threshold_px": THRESHOLD_PX},
         "blend_weight": float(blend_weight), "notes": sorted(notes)[:20],
         "global_score_kept": bool(kept_global),  # no fusion beat the global score alone out of fold

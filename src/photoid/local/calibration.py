@@ -136,6 +136,20 @@ def log_loss(calibrator: Calibrator, scores, same) -> float:
     return float(-np.mean(np.where(t, np.log(p), np.log(1 - p)))) if len(t) else float("nan")
 
 
+TIE_BREAK = 1e-6  # times the global probability, added to every fused score: equal ones keep the global order
+
+
+def fuse_global_local(p_global: np.ndarray, p_local: np.ndarray, local_weight: float) -> np.ndarray:
+    """(1 − w)·P_global + w·P_local, where a local probability is NaN (no comparable photo was compared: no
+    evidence either way) the global probability alone; plus `TIE_BREAK`·P_global, so that equal fused scores (local
+    weight 1 and no inliers) keep the global order."""
+    p_global = np.asarray(p_global, dtype=np.float64)
+    missing = np.isnan(p_local)
+    fused = fuse({"global": p_global, "local": np.where(missing, 0.0, p_local)},
+                 {"global": 1.0 - local_weight, "local": local_weight})
+    return np.where(missing, p_global, fused) + TIE_BREAK * p_global
+
+
 def fuse(probabilities: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
     """The weighted mean of calibrated probabilities (arrays of one shape); a zero weight leaves a score out."""
     total = sum(float(weights.get(name, 0.0)) for name in probabilities)

@@ -2,9 +2,10 @@
 
 The winner's routed ranking (`photoid.whales.routing`) stays the shortlist: each query's best `shortlist` database
 images. Each is matched locally with the query (`photoid.local`: RootSIFT, verified geometrically; only
-comparable views: a left side never against a right side, so the cross-view routes keep the winner's order), and
-the pair's fused score is the weighted mean of the two calibrated probabilities; images beyond the shortlist keep a
-local score of 0, so they stay below.
+comparable views: a left side never against a right side), and the pair's fused score is the weighted mean of the
+two calibrated probabilities; a pair that cannot be compared (other views: the cross-view routes) keeps its
+calibrated global score alone, so those routes keep the winner's order; images beyond the shortlist keep a local
+score of 0, so they stay below.
 
 Calibration on the training photos (the metadata's photos outside every scenario, which the runs trained on), out
 of fold: for each fold f, the photos of fold f, which fold f's models never trained on, are pseudo-queries ranked by
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from photoid.core.errors import PhotoidError
-from photoid.local.calibration import Calibrator, cross_fit, fit_calibrator, fuse
+from photoid.local.calibration import Calibrator, cross_fit, fit_calibrator, fuse_global_local
 from photoid.local.features import Features, Settings, empty_features, photo_features, rootsift
 from photoid.local.matching import match_pair, one_blas_thread
 from photoid.whales.routing import LATERAL_VIEWPOINTS, Families, route_scores
@@ -35,7 +36,6 @@ from photoid.whales.scoring import score_ranking
 DEFAULT_SHORTLIST = 20  # database images matched locally per query: the whole submitted list
 LOCAL_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 MAX_PSEUDO_QUERIES = 2000  # training photos used as pseudo-queries, at most (seeded sample)
-TIE_BREAK = 1e-6  # equal fused scores keep the winner's order
 GROUPS = (("top", "top", ("top", "top2")), ("lateral", "mixed", ("lateral", "top2")))  # (view, route, families)
 
 
@@ -52,8 +52,10 @@ class WhaleFusion:
     record: dict
 
     def fuse(self, global_scores: np.ndarray, local_scores: np.ndarray) -> np.ndarray:
-        p = {"global": self.calibrators["global"](global_scores), "local": self.calibrators["local"](local_scores)}
-        return fuse(p, self.weights) + TIE_BREAK * p["global"]
+        """`fuse_global_local` of the calibrated scores (a NaN local score: not compared, the global alone)."""
+        local = np.asarray(local_scores, dtype=np.float64)
+        p_local = np.where(np.isnan(local), np.nan, self.calibrators["local"](np.nan_to_num(local, nan=0.0)))
+        return fuse_global_local(self.calibrators["global"](global_scores), p_local, self.weights["local"])
 
 
 class WhalePhotos:
@@ -78,12 +80,16 @@ class WhalePhotos:
             self._root[image_id] = rootsift(self.get(image_id).descriptors)
         return self._root[image_id]
 
-    def inliers(self, query: str, candidate: str) -> int:
+    def inliers(self, query: str, candidate: str) -> float:
+        """Verified inliers of the pair: 0 when the query has too few keypoints, NaN when the pair cannot be
+        compared (other viewpoints, or a candidate without keypoints)."""
         if not comparable(self.views.get(query, ""), self.views.get(candidate, "")):
-            return 0
+            return np.nan
         q, c = self.get(query), self.get(candidate)
-        if not (q.usable and c.usable):
-            return 0
+        if not q.usable:
+            return 0.0
+        if not c.usable:
+            return np.nan
         with one_blas_thread():
             return match_pair(q, c, query_root=self.root(query), candidate_root=self.root(candidate)).inliers
 
@@ -105,7 +111,7 @@ def rerank(submission: pd.DataFrame, scenarios, fusion: WhaleFusion, features: W
     parts = []
     for query_id, rows in submission.groupby("query_id", sort=False):
         rows = rows.sort_values("score", ascending=False, kind="stable")
-        local = np.zeros(len(rows))
+        local = np.zeros(len(rows))  # beyond the shortlist: 0
         for i, candidate in enumerate(rows["database_image_id"].iloc[:size]):
             local[i] = features.inliers(image_of[query_id], candidate)
         fused = fusion.fuse(rows["score"].to_numpy(dtype=np.float64), local)
@@ -201,8 +207,16 @@ def calibrate_on_training(data, scenarios, sources: dict, records_dir: str, feat
     values = {"global": np.concatenate([s for _, _, s, _, _ in pseudo]),
               "local": np.concatenate([l for _, _, _, l, _ in pseudo])}
     same = np.concatenate([t for *_, t in pseudo])
-    fits = {name: cross_fit(values[name], same, groups, log_count=name == "local", seed=seed) for name in values}
-    probabilities = {name: fits[name].probabilities(values[name], groups) for name in values}
+    compared = ~np.isnan(values["local"])  # the local curve is fitted on the pairs actually compared
+    if compared.sum() < 2 or same[compared].all() or not same[compared].any():
+        raise PhotoidError(f"too few training pairs could be compared locally ({int(compared.sum())} of "
+                           f"{len(same)}) to calibrate --local")
+    fits = {"global": cross_fit(values["global"], same, groups, seed=seed),
+            "local": cross_fit(values["local"][compared], same[compared], groups[compared], log_count=True,
+                               seed=seed)}
+    p_global = fits["global"].probabilities(values["global"], groups)
+    p_local = np.where(compared, fits["local"].probabilities(np.nan_to_num(values["local"], nan=0.0), groups),
+                       np.nan)
     truth = pd.DataFrame([(q, c) for q, *_ in pseudo for c, w in whale_of.items()
                           if w == whale_of[q] and c != q and c not in in_scenarios
                           and (view_of[c] in LATERAL_VIEWPOINTS) == (view_of[q] in LATERAL_VIEWPOINTS)],
@@ -210,7 +224,7 @@ def calibrate_on_training(data, scenarios, sources: dict, records_dir: str, feat
     bounds = np.cumsum([0, *[len(c) for _, c, *_ in pseudo]])
     by_weight = {}
     for w in LOCAL_WEIGHTS:
-        fused = fuse(probabilities, {"global": 1.0 - w, "local": w}) + TIE_BREAK * probabilities["global"]
+        fused = fuse_global_local(p_global, p_local, w)
         frames = []
         for k, (q, c, *_) in enumerate(pseudo):
             part = fused[bounds[k]:bounds[k + 1]]
@@ -219,8 +233,10 @@ def calibrate_on_training(data, scenarios, sources: dict, records_dir: str, feat
                                         "score": np.clip(part[order], 0, 1)}))
         by_weight[w] = score_ranking(pd.concat(frames, ignore_index=True), truth)["map"]
     best = max(by_weight, key=lambda w: (round(by_weight[w], 12), -w))
-    final = {name: fit_calibrator(values[name], same, fits[name].kind, name == "local") for name in values}
+    final = {"global": fit_calibrator(values["global"], same, fits["global"].kind),
+             "local": fit_calibrator(values["local"][compared], same[compared], fits["local"].kind, True)}
     record = {"pseudo_queries": len(pseudo), "pairs": int(len(same)), "same_pairs": int(same.sum()),
+              "pairs_compared": int(compared.sum()),
               "weights": {"global": round(1 - best, 6), "local": best}, "shortlist": shortlist,
               "map_by_local_weight": {str(w): round(m, 6) for w, m in by_weight.items()},
               "calibration_kinds": {name: fit.kind for name, fit in fits.items()},
