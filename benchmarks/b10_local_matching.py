@@ -296,6 +296,33 @@ def synthetic_catalogue(n_photos: int, pool: list, vocabulary_from, out: Path, v
                                  local_settings(vocabulary_from), extra_files={VOCABULARY_KEY: vocabulary.to_bytes()})
 
 
+def pair_milliseconds(pool: list, keypoints: int | None, pairs: int = 200) -> float:
+    """Milliseconds of one `match_pair` of two photos of the pool (median of `pairs`), or of two photos of
+    `keypoints` keypoints each, made by joining several pool photos' keypoints (photos at the cap)."""
+    from photoid.local.features import Features
+    from photoid.local.matching import match_pair, one_blas_thread
+
+    def photo(i: int) -> Features:
+        if keypoints is None:
+            return pool[i % len(pool)]
+        parts, k = [], i
+        while sum(len(p) for p in parts) < keypoints:
+            parts.append(pool[k % len(pool)])
+            k += 1
+        return Features(np.concatenate([p.xy for p in parts])[:keypoints],
+                        np.concatenate([p.descriptors for p in parts])[:keypoints], parts[0].size)
+
+    photos = [photo(3 * i) for i in range(20)]
+    times = []
+    with one_blas_thread():
+        for i in range(pairs):
+            query, candidate = photos[i % 20], photos[(i * 7 + 1) % 20]
+            started = time.perf_counter()
+            match_pair(query, candidate)
+            times.append(time.perf_counter() - started)
+    return 1000 * float(np.median(times))
+
+
 def cost(s: Settings, cache: Path) -> dict:
     from photoid.catalog.identify import identify_paths_with_catalog
     from photoid.catalog.local import extract_photos, local_settings
@@ -344,6 +371,7 @@ def cost(s: Settings, cache: Path) -> dict:
         if n >= 100_000:
             shutil.rmtree(folder, ignore_errors=True)
     return {"extraction_rate": extraction_rate, "bytes_per_photo": kept["bytes_per_photo"],
+            "pair_ms": pair_milliseconds(pool, None), "pair_ms_at_cap": pair_milliseconds(pool, 400),
             "keypoints_per_photo": kept["keypoints_per_photo"], "times": times, "cold": cold,
             "by_shortlist": by_shortlist, "queries": len(queries), "pool": len(pool),
             "at_cap_bytes": 400 * 132 + 16}
@@ -397,6 +425,9 @@ def run(preset: str, cache_dir: Path = CACHE_DIR) -> list[Result]:
                                                      for (n, b), t in c["by_shortlist"].items()),
             f"feature extraction: {c['extraction_rate']:.1f} photos/s (RootSIFT, 512 px working size, photos of "
             "512 px, one process)",
+            f"one pair matched and verified: {c['pair_ms']:.2f} ms with these photos' keypoints, "
+            f"{c['pair_ms_at_cap']:.2f} ms for two photos at the cap of 400 keypoints (median of 200 pairs); a "
+            "query matches B x (photos per individual) pairs",
             f"stored local features: {c['bytes_per_photo'] / 1024:.1f} KiB per photo here ({c['keypoints_per_photo']} "
             f"keypoints per photo); at the cap of 400 keypoints {c['at_cap_bytes'] / 1024:.1f} KiB (128 + 4 bytes "
             "per keypoint, 16 per photo)"],
@@ -412,8 +443,9 @@ def write_section(results: Path, rows: list[Result], command: str) -> None:
     from _report import replace_section, table
 
     m = machine()
+    end = " ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [SECTION, "", f"Written by `{command}`; machine: {m['cpu']}, {m['cores']}, load average at the start "
-             f"{m['load average at the start (1, 5, 15 min)']}, at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
+             f"{m['load average at the start (1, 5, 15 min)']}, at the end {end}.",
              "", table(rows), ""]
     for r in rows:
         lines += [f"### {r.id} — {r.what}", "", *[f"- {d}" for d in r.details], *[f"- {n}" for n in r.notes], ""]

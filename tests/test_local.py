@@ -136,7 +136,8 @@ def test_vlad_rows_are_unit_and_find_the_same_photo_first():
     turned = [extract(warp(spots(seed), 15, 0.9)) for seed in range(8)]
     vocabulary = learn_vocabulary(photos + turned, clusters=16, pca_dim=8)
     # 16 photos are too few to learn 8 directions that fit new photos (10 per direction): the VLADs stay whole.
-    assert vocabulary.dim == vocabulary.words.size and learn_vocabulary(photos + turned, clusters=16, pca_dim=1).dim == 1
+    assert vocabulary.dim == vocabulary.words.size
+    assert learn_vocabulary(photos + turned, clusters=16, pca_dim=1).dim == 1
     described = vocabulary.describe(photos)
     assert described.shape == (8, vocabulary.dim) and np.allclose(np.linalg.norm(described, axis=1), 1, atol=1e-5)
     queries = vocabulary.describe(turned)

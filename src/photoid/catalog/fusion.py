@@ -294,7 +294,8 @@ def calibrate_fusion(catalog: Catalog, features: FeatureSet, trials: list, has_p
         short = shortlist(row_scores, shortlist_size)
         query = scorer.photo(row)
         if query is None:
-            local, found_notes = np.zeros(len(short), np.float32), [NO_FEATURES_NOTE.format(image=scorer.image_ids[row])]
+            local = np.zeros(len(short), np.float32)
+            found_notes = [NO_FEATURES_NOTE.format(image=scorer.image_ids[row])]
         else:
             local, _, found_notes = scorer.score(query, scorer.views[row], short, exclude_row=row, cache=cache,
                                                  query_key=row, keep_evidence=False)

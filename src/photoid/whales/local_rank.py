@@ -116,7 +116,8 @@ def rerank(submission: pd.DataFrame, scenarios, fusion: WhaleFusion, features: W
             local[i] = features.inliers(image_of[query_id], candidate)
         fused = fusion.fuse(rows["score"].to_numpy(dtype=np.float64), local)
         order = np.argsort(-fused, kind="stable")
-        parts.append(pd.DataFrame({"query_id": query_id, "database_image_id": rows["database_image_id"].to_numpy()[order],
+        candidates = rows["database_image_id"].to_numpy()[order]
+        parts.append(pd.DataFrame({"query_id": query_id, "database_image_id": candidates,
                                    "score": np.clip(fused[order], 0.0, 1.0).astype(np.float32)}))
     return pd.concat(parts, ignore_index=True) if parts else submission.iloc[:0]
 
@@ -241,5 +242,6 @@ def calibrate_on_training(data, scenarios, sources: dict, records_dir: str, feat
               "map_by_local_weight": {str(w): round(m, 6) for w, m in by_weight.items()},
               "calibration_kinds": {name: fit.kind for name, fit in fits.items()},
               "log_loss_out_of_fold": {name: fit.losses for name, fit in fits.items()},
-              "calibrators": {name: c.to_json() for name, c in final.items()}, "seconds": round(time.time() - started, 1)}
+              "calibrators": {name: c.to_json() for name, c in final.items()},
+              "seconds": round(time.time() - started, 1)}
     return WhaleFusion(final, record["weights"], shortlist, record)
