@@ -3,8 +3,8 @@
 Only the inliers the pair's score counted are drawn (`matching.PairMatch`: the caller passes their points), each
 coloured by its strength (1 − the ratio of its two nearest distances: red for a match barely passing the ratio
 test, through yellow, to green for an unambiguous one). The photos are the prepared ones the features were found in
-(turned and mirrored as the run prepares them), scaled to one height. `draw_matches` returns the segments it drew, in the image's pixels, so a
-caller (and a test) can check that the picture shows exactly the counted matches.
+(turned and mirrored as the run prepares them), scaled to one height. `draw_matches` returns the segments it drew,
+in the image's pixels, so a caller (and a test) can check that the picture shows exactly the counted matches.
 """
 
 from __future__ import annotations
