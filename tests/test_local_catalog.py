@@ -157,6 +157,8 @@ def test_a_catalogue_without_local_features_says_how_to_add_them_and_changes_not
     capsys.readouterr()
     before = folder_digest(catalog_dir)
     photo = str(next((turtle_dir / "images").glob("*.JPG")))
+    assert main(["identify", photo, "--catalog", str(catalog_dir)]) == 0  # as before: the global score alone
+    assert "rank  label" in capsys.readouterr().out
     for argv in (["identify", photo, "--catalog", str(catalog_dir), "--explain", str(tmp_path / "why")],
                  ["identify", photo, "--catalog", str(catalog_dir), "--local"],
                  ["calibrate", "--catalog", str(catalog_dir), "--local"]):
