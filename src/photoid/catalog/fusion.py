@@ -37,7 +37,7 @@ from photoid.local.matching import DEFAULT_METHOD, RATIO, THRESHOLD_PX, PairMatc
 
 DEFAULT_SHORTLIST = 10  # individuals matched locally per query (B10: accuracy and time against the shortlist)
 LOCAL_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # tried by calibration
-MAX_QUERIES = 2000  # out-of-fold queries whose shortlists are matched for calibration, at most (seeded sample)
+MAX_QUERIES = 1000  # out-of-fold queries whose shortlists are matched for calibration, at most (seeded sample)
 NO_FEATURES_NOTE = "{image} has no local features in the catalogue (added without them): local score 0"
 
 
