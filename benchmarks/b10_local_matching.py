@@ -438,14 +438,13 @@ def run(preset: str, cache_dir: Path = CACHE_DIR) -> list[Result]:
     return rows
 
 
-def write_section(results: Path, rows: list[Result], command: str) -> None:
-    from _common import machine
+def write_section(results: Path, rows: list[Result], command: str, machine: dict) -> None:
     from _report import replace_section, table
 
-    m = machine()
+    m = machine
     end = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    lines = [SECTION, "", f"Written by `{command}`; machine: {m['cpu']}, {m['cores']}, load average at the start "
-             f"{m['load average at the start (1, 5, 15 min)']}, at the end {end}.",
+    lines = [SECTION, "", f"Written by `{command}`; machine: {m['cpu']}, {m['cores']}, load average (1, 5, 15 min) at "
+             f"the start {m['load average at the start (1, 5, 15 min)']}, at the end {end}.",
              "", table(rows), ""]
     for r in rows:
         lines += [f"### {r.id} — {r.what}", "", *[f"- {d}" for d in r.details], *[f"- {n}" for n in r.notes], ""]
@@ -461,11 +460,14 @@ def main(argv: list[str] | None = None) -> int:
     import photoid  # noqa: F401
     from _report import table
 
+    from _common import machine
+
     os.environ.setdefault("TQDM_DISABLE", "1")
+    at_start = machine()
     rows = run(args.size, Path(args.cache_dir))
     print(table(rows))
     write_section(Path(args.out), rows, "python benchmarks/b10_local_matching.py"
-                  + (f" --size {args.size}" if args.size != "full" else ""))
+                  + (f" --size {args.size}" if args.size != "full" else ""), at_start)
     print(f"written to {args.out}")
     return 0
 
