@@ -209,6 +209,14 @@ def test_the_page_serves_a_zero_shot_catalogue_and_draws_why_a_candidate_matches
     picture = client.get(f"/explain/{result['sha256']}/{label}")
     assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
     assert Image.open(__import__("io").BytesIO(picture.content)).height > 300
+    # The match view's hook: the same photo against one catalogue photo, by its image id.
+    from photoid.serve.match import explain_url
+
+    image_id = read_catalog(catalog_dir).table["image_id"].iloc[0]
+    address = explain_url(read_catalog(catalog_dir), result["sha256"], image_id)
+    assert address == f"/explain/{result['sha256']}/{image_id}.png"
+    one = client.get(address)
+    assert one.status_code == 200 and one.headers["content-type"] == "image/png"
     assert client.get(f"/explain/{result['sha256']}/nobody").status_code == 400
     assert client.get(f"/explain/{'0' * 64}/{label}").status_code == 400
     # Confirming adds the photo with its VLAD embedding (no model): the catalogue grows by one.

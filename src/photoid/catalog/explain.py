@@ -85,3 +85,22 @@ def explain_pair(catalog: Catalog, scorer: LocalScorer, settings: Settings, quer
     record = {"candidate": label, "candidate_image_id": evidence.image_id, "inliers": evidence.match.inliers,
               "matches": matches_record(evidence), "segments_drawn": len(segments), "notes": notes}
     return png_bytes(canvas), record
+
+
+def explain_photo(catalog: Catalog, scorer: LocalScorer, settings: Settings, query_path: str, image_id: str,
+                  query_view: str | None = None) -> tuple[bytes, dict]:
+    """The explanation picture (PNG bytes) of one query photo and one catalogue photo, and its record."""
+    rows = catalog.table.index[catalog.table["image_id"] == image_id]
+    if len(rows) == 0:
+        raise PhotoidError(f"no photo {image_id!r} in catalogue {catalog.path}")
+    query = photo_features(query_path, settings, query_view)
+    evidence = scorer.score_photo(query, int(rows[0]))
+    if evidence is None:
+        raise PhotoidError(f"catalogue photo {image_id} has no local features: "
+                           f"photoid catalog build --local --out {catalog.path} adds them")
+    label = str(catalog.table["individual_id"].iloc[int(rows[0])])
+    canvas, segments = _render(query_path, query_view, evidence, settings, *titles(label, evidence, None))
+    record = {"candidate": label, "candidate_image_id": image_id, "inliers": evidence.match.inliers,
+              "matches": matches_record(evidence), "segments_drawn": len(segments),
+              "notes": [query.note] if query.note else []}
+    return png_bytes(canvas), record

@@ -135,6 +135,17 @@ class LocalScorer:
                     query.xy[best_match.query_index], best_candidate.xy[best_match.candidate_index])
         return scores, evidence, notes
 
+    def score_photo(self, query: Features, row: int) -> LocalEvidence | None:
+        """The verified matches of the query with one catalogue photo (whatever its viewpoint: it was chosen),
+        or None when that photo has no features."""
+        candidate, root = self._candidate(row)
+        if candidate is None:
+            return None
+        with one_blas_thread():
+            match = match_pair(query, candidate, candidate_root=root, **self.match_options)
+        return LocalEvidence(self.image_ids[row], str(self.table["path"].iloc[row]), self.views[row], match,
+                             query.xy[match.query_index], candidate.xy[match.candidate_index])
+
     def explain(self, queries: list[Features], views: Sequence[str | None], labels: np.ndarray
                 ) -> tuple[list[dict[str, LocalEvidence]], list[list[str]]]:
         """Each query's best local match with each individual among its ranked `labels` (others skipped)."""

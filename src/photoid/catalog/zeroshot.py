@@ -91,6 +91,7 @@ class ZeroShotEmbedder:
     classes: list[str] = []
 
     def __init__(self, catalog: Catalog):
+        self.task = catalogue_task(catalog)
         self.settings = local_settings(catalog)
         self.vocabulary = Vocabulary.from_bytes(read_extra_file(catalog, VOCABULARY_KEY))
         self.mirrors_right = self.settings.mirror_right

@@ -110,18 +110,37 @@ class Identifier:
         """Whether the catalogue keeps local features, so a candidate's matches can be drawn (`explain`)."""
         return has_local_features(self.catalog)
 
-    def explain(self, sha: str, label: str) -> bytes:
-        """The PNG of an uploaded photo beside `label`'s best catalogue photo, their verified matches drawn."""
-        from photoid.catalog.explain import explain_pair
+    def explain(self, sha: str, target: str) -> bytes:
+        """The PNG of an uploaded or survey photo (by its sha256) beside `target` — an individual's best catalogue
+        photo, or the catalogue photo `IMAGE_ID.png` — with their verified local matches drawn."""
+        from photoid.catalog.explain import explain_pair, explain_photo
         from photoid.catalog.fusion import LocalScorer
 
-        result = self.results.get(sha)
-        if result is None or result.path is None:
-            raise PhotoidError("this photo is no longer kept by the server; identify it again")
+        path, viewpoint = self._photo_of(sha)
         catalog = self.catalog
         require_local_features(catalog, "drawing why photos match")
         scorer = LocalScorer(catalog, read_local_features(catalog))
-        return explain_pair(catalog, scorer, local_settings(catalog), str(result.path), label, result.viewpoint)[0]
+        if target.endswith(".png") and (catalog.table["image_id"] == target[:-4]).any():
+            return explain_photo(catalog, scorer, local_settings(catalog), path, target[:-4], viewpoint)[0]
+        return explain_pair(catalog, scorer, local_settings(catalog), path, target, viewpoint)[0]
+
+    def _photo_of(self, sha: str) -> tuple[str, str | None]:
+        """(file, viewpoint) of a photo identified here or imported in a survey, by its sha256 (never a path)."""
+        result = self.results.get(sha)
+        if result is not None and result.path is not None:
+            return str(result.path), result.viewpoint
+        if SHA256.fullmatch(sha):
+            from photoid.survey.store import Survey, list_surveys
+
+            for name in list_surveys(self.path):
+                photos = Survey(self.path, name).photos()
+                found = photos[photos["sha256"] == sha]
+                if len(found) and Path(found["path"].iloc[0]).is_file():
+                    return str(found["path"].iloc[0]), found["viewpoint"].iloc[0] or None
+            stored = self.stored_photo(sha)
+            if stored is not None:
+                return str(stored), None
+        raise PhotoidError("this photo is no longer kept by the server; identify it again")
 
     @property
     def operating(self) -> dict:
