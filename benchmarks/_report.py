@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from _common import Result
 
 
@@ -47,3 +50,14 @@ def markdown(results: list[Result], failures: dict[str, str], header: dict[str, 
         out += [f"- {line}" for line in r.notes]
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def replace_section(results: Path, heading: str, text: str) -> None:
+    """Put `text` (starting with the line `heading`) into the page `results` in place of an earlier section under
+    that heading, or at its end (atomically); the rest of the page stays as it is."""
+    from photoid.core.io import write_text
+
+    page = results.read_text(encoding="utf-8") if results.exists() else ""
+    pattern = re.compile(re.escape(heading) + r".*?(?=^## |\Z)", flags=re.S | re.M)
+    page = pattern.sub(lambda _: text, page) if pattern.search(page) else page.rstrip("\n") + "\n\n" + text
+    write_text(results, page)

@@ -35,6 +35,7 @@ BENCHMARKS = {
     "B6": "b6_peak_memory",
     "B7": "b7_serve",
     "B8": "b8_whale_augment",
+    "B10": "b10_local_matching",
 }
 
 

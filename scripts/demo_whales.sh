@@ -138,3 +138,35 @@ for family in families:
 print(f"  time: {time.time() - started:.0f} s")
 print(f"  outputs: data {demo / 'data'}, runs {demo / 'runs'}, submission {demo / 'submission.csv'}")
 PY
+
+# --- Local matching and fusion (docs/local-matching.md) ---------------------------------------------------------
+# The same families, each query's 20 candidates re-ranked by the winner's score fused with local matching
+# (RootSIFT, verified geometrically; only comparable views), calibrated out of fold on the training photos. Its mAP
+# per route beside the winner's routing, whichever is higher.
+photoid rank --run_top "$RUNS/top" --run_top2 "$RUNS/top2" --run_lateral "$RUNS/lateral" --data_dir "$DATA" \
+    --out "$DEMO/submission-local.csv" --local > "$DEMO/rank-local.txt"
+grep "^local matching\|pseudo-query" "$DEMO/rank-local.txt"
+python - "$DEMO" <<'PY'
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from photoid.whales.data import load_belugas, load_truth
+from photoid.whales.routing import route_of_queries
+from photoid.whales.scoring import score_ranking
+
+demo = Path(sys.argv[1])
+data = load_belugas(demo / "data", check_images=False)
+truth = load_truth(demo / "data/example_labels.csv")
+routes = route_of_queries(data.scenarios, dict(zip(data.metadata["image_id"], data.metadata["viewpoint"])))
+read = lambda name: pd.read_csv(demo / name, dtype={"query_id": str, "database_image_id": str})
+results = {name: score_ranking(read(f), truth, routes) for name, f in
+           [("winner's routing", "submission.csv"), ("fused with local", "submission-local.csv")]}
+names = sorted(next(iter(results.values()))["by_viewpoint"])
+print()
+print("photoid whale demo: local matching")
+print(f"  {'mAP (official)':<26}{'overall':>9}" + "".join(f"{r:>16}" for r in names))
+for name, r in results.items():
+    print(f"  {name:<26}{r['map']:>9.3f}" + "".join(f"{r['by_viewpoint'][v]['map']:>16.3f}" for v in names))
+PY

@@ -26,9 +26,9 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("bench-cache")
 
 
-# B3, B4, B6, B7 and B8 build and train or run models (B6 in four fresh processes, B7 a server), B1 times the
-# input pipeline in repeated passes: seconds each.
-SLOW_BENCHMARKS = ("B1", "B3", "B4", "B6", "B7", "B8")
+# B3, B4, B6, B7, B8 and B10 build and train or run models (B6 in four fresh processes, B7 a server, B10 three
+# tiny runs), B1 times the input pipeline in repeated passes: seconds each.
+SLOW_BENCHMARKS = ("B1", "B3", "B4", "B6", "B7", "B8", "B10")
 
 
 @pytest.mark.parametrize("bench_id", [pytest.param(b, marks=pytest.mark.slow) if b in SLOW_BENCHMARKS else b

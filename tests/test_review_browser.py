@@ -198,7 +198,14 @@ def test_the_match_view_its_tools_and_every_key(server, browser, keys_survey, sh
         cells = row.find_elements(By.TAG_NAME, "td")
         assert float(cells[2].text) > 0 and cells[3].text.endswith("%")
         assert cells[4].text == "—" if "new" in row.get_attribute("class") else float(cells[4].text) >= 0
-    assert not browser.find_element(By.ID, "explain").is_displayed()  # no local features in this catalogue
+    # The catalogue keeps local features: "Explain the match" loads the picture of the verified matches between the
+    # survey photo and the candidate photo shown (the page's /explain route), and hides it again.
+    explain = browser.find_element(By.ID, "explain")
+    assert explain.is_displayed() and explain.get_attribute("data-url").endswith(".png")
+    explain.click()
+    wait(browser, lambda b: loaded(b, "explain-image") and b.find_element(By.ID, "explain-image").is_displayed())
+    explain.click()
+    assert not browser.find_element(By.ID, "explain-image").is_displayed()
 
     # Wheel zoom, drag pan: the two sides together, then apart.
     query_viewer = browser.find_element(By.ID, "query-viewer")

@@ -338,3 +338,29 @@ def test_embeddings_written_by_embed_rank_exactly_as_the_runs_themselves(ranking
     assert got[["query_id", "database_image_id"]].values.tolist() == \
         expected[["query_id", "database_image_id"]].values.tolist()
     np.testing.assert_allclose(got["score"], expected["score"], rtol=1e-5, atol=1e-6)
+
+
+def test_rank_local_reranks_each_querys_shortlist_by_the_fused_score(ranking, beluga_dir, whale_run, tmp_path,
+                                                                     capsys):
+    from photoid.cli import main
+    from photoid.whales.data import load_belugas
+    from photoid.whales.routing import route_of_queries
+
+    winner, _ = ranking
+    out = tmp_path / "fused.csv"
+    assert main(["rank", "--run", str(whale_run), "--data_dir", str(beluga_dir), "--out", str(out), "--local"]) == 0
+    printed = capsys.readouterr().out
+    assert "local matching: calibrated on" in printed and "pseudo-query mAP by local weight: 0.0:" in printed
+    assert "without local matching (winner routing):" in printed and "fused with local matching (written):" in printed
+    fused = pd.read_csv(out, dtype={"query_id": str, "database_image_id": str})
+    assert pd.unique(fused["query_id"]).tolist() == pd.unique(winner["query_id"]).tolist()
+    data = load_belugas(beluga_dir, check_images=False)
+    viewpoint_of = dict(zip(data.metadata["image_id"], data.metadata["viewpoint"]))
+    routes = route_of_queries(data.scenarios, viewpoint_of)
+    for query_id, rows in fused.groupby("query_id", sort=False):
+        before = winner[winner["query_id"] == query_id]
+        # The same shortlist, re-ordered: scores are fused probabilities, non-increasing.
+        assert sorted(rows["database_image_id"]) == sorted(before["database_image_id"])
+        assert rows["score"].between(0, 1).all() and (np.diff(rows["score"].to_numpy()) <= 0).all()
+        if routes[query_id] in ("top_to_lateral", "lateral_to_top"):  # no comparable view: the winner's order
+            assert rows["database_image_id"].tolist() == before["database_image_id"].tolist()

@@ -68,11 +68,17 @@ def _runs_summary(signatures: list[dict], runs_by_dir: dict) -> list[dict]:
 
 
 def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path, *, folds: list[int] | None = None,
-                  records_dir: str | None = None, batch_size: int = DEFAULT_BATCH, force: bool = False) -> Catalog:
+                  records_dir: str | None = None, batch_size: int = DEFAULT_BATCH, force: bool = False,
+                  local: bool = True) -> Catalog:
     """A catalogue of every labelled photo of a data folder of the runs' task (`Task.labelled_photos`: Turtle
     Recall's train.csv then extra_images.csv; a whale folder's labelled metadata rows; a generic folder's train
     rows). Whale and generic folders say each photo's viewpoint: right views are embedded mirrored where the runs'
-    records mirrored them, as the models saw them in training."""
+    records mirrored them, as the models saw them in training.
+
+    `local`: also every photo's local features (`photoid.catalog.local`), prepared as the runs prepare photos and
+    committed with the embeddings."""
+    from photoid.catalog.local import commit_with_local, settings_for_runs, table_features
+
     from photoid.inference.embedder import Embedder
     from photoid.inference.fold_models import EMBEDDING_VIEWS
     from photoid.runs.loaded import choose_folds, load_run
@@ -93,6 +99,11 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
     viewpoints = table[VIEWPOINT_COLUMN].tolist() if VIEWPOINT_COLUMN in table.columns else None
     embeddings = embedder.embed_all(table["path"].tolist(), batch_size, viewpoints)
     signatures = embedder.signatures()
+    features = settings = extracted = None
+    if local:
+        settings, local_started = settings_for_runs(runs), time.time()
+        features = table_features(table, settings)
+        extracted = time.time() - local_started
     manifest = {
         "created": _now(),
         "data_dir": str(Path(data_dir).resolve()), "embedding_views": list(EMBEDDING_VIEWS),
@@ -101,7 +112,7 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
     }
     with catalog_transaction(out, waiting_message=f"to build a catalogue of {len(table)} photos") as tx:
         _check_build_target(out, force)
-        return tx.commit(manifest, table, embeddings)
+        return commit_with_local(tx, manifest, table, embeddings, features, settings, extracted)
 
 
 def _check_build_target(out: Path, force: bool) -> None:
@@ -134,23 +145,81 @@ def add_photos(catalog_dir: str | Path, paths: Sequence[str], individual_id: str
     catalog = read_catalog(catalog_dir)
     image_ids = [Path(p).stem for p in paths]
     _check_new_image_ids(catalog, paths, image_ids)  # before the slow work, and again under the lock
+    from photoid.catalog.local import (
+        LOCAL_KEY,
+        commit_with_local,
+        has_local_features,
+        local_settings,
+        read_local_features,
+        table_features,
+    )
+    from photoid.local.features import FeatureSet
+
     embedder = load_catalog_embedder(catalog, run_dirs, records_dir)
-    check_viewpoint(embedder, viewpoint)
-    embeddings = embedder.embed_all(paths, batch_size, None if viewpoint is None else [viewpoint] * len(paths))
+    check_viewpoint(embedder, viewpoint, catalog)
     added = pd.DataFrame({"individual_id": individual_id, "image_id": image_ids, "source": "added",
                           "path": [str(Path(p).resolve()) for p in paths]})
     if viewpoint is not None:
         added[VIEWPOINT_COLUMN] = viewpoint
+    views = None if viewpoint is None else [viewpoint] * len(paths)
+    # The photos' local features, where the catalogue keeps them (a zero-shot catalogue's embeddings come from them).
+    features = table_features(added, local_settings(catalog)) if has_local_features(catalog) else None
+    if features is not None and not catalog.models:
+        embeddings = embedder.describe([features.get(i) for i in image_ids])
+    else:
+        embeddings = embedder.embed_all(paths, batch_size, views)
     with catalog_transaction(catalog.path, f"to add {len(paths)} photo(s) of {individual_id}") as tx:
         current = tx.catalog
-        if current is None or current.models != catalog.models:
+        if current is None or current.models != catalog.models or \
+                (current.manifest.get(LOCAL_KEY) or {}).get("settings") != \
+                (catalog.manifest.get(LOCAL_KEY) or {}).get("settings"):
             raise PhotoidError(f"{catalog.path} was rebuilt while the photos were embedded; nothing was added, add "
                                "them again")
         _check_new_image_ids(current, paths, image_ids)
         known = bool((current.table["individual_id"] == individual_id).any())
         table = with_viewpoints(pd.concat([current.table, added], ignore_index=True))
-        updated = tx.commit(current.manifest, table, np.concatenate([current.embeddings, embeddings]))
+        embeddings = np.concatenate([current.embeddings, embeddings])
+        if features is None:
+            updated = tx.commit(current.manifest, table, embeddings)
+        else:
+            joined = FeatureSet.join(read_local_features(current), features)
+            updated = commit_with_local(tx, current.manifest, table, embeddings, joined, local_settings(current))
     return updated, known
+
+
+def add_local_features(catalog_dir: str | Path) -> tuple[Catalog, int]:
+    """Extract the local features a catalogue lacks (built without them, or photos added by a writer that does not
+    extract them) and commit them; its photos, embeddings and decisions stay. Returns (catalogue, photos added)."""
+    from photoid.catalog.local import (
+        LOCAL_KEY,
+        commit_with_local,
+        local_settings,
+        read_local_features,
+        settings_for_runs,
+        table_features,
+    )
+    from photoid.local.features import FeatureSet
+    from photoid.runs.loaded import load_run
+
+    catalog = read_catalog(catalog_dir)
+    if catalog.manifest.get(LOCAL_KEY):
+        settings, have = local_settings(catalog), read_local_features(catalog)
+    else:
+        settings = settings_for_runs([load_run(d) for d in catalog.run_dirs()])
+        have = FeatureSet.pack([], [])
+    missing = catalog.table[~catalog.table["image_id"].isin(set(have.image_ids))]
+    started = time.time()
+    features = table_features(missing, settings)
+    seconds = time.time() - started
+    with catalog_transaction(catalog.path, f"to add the local features of {len(missing)} photo(s)") as tx:
+        current = tx.catalog
+        if current is None or current.models != catalog.models:
+            raise PhotoidError(f"{catalog.path} was rebuilt meanwhile; nothing was added, run this again")
+        before = read_local_features(current) if current.manifest.get(LOCAL_KEY) else FeatureSet.pack([], [])
+        joined = FeatureSet.join(before, features).select(current.table["image_id"])
+        updated = commit_with_local(tx, current.manifest, current.table, current.embeddings, joined, settings,
+                                    seconds)
+    return updated, len(missing)
 
 
 
@@ -180,7 +249,8 @@ def summary(catalog: Catalog) -> dict:
     return {"catalog": str(catalog.path), "images": int(len(table)), "individuals": int(len(per_individual)),
             "single_photo_individuals": int((per_individual == 1).sum()), "dim": catalog.dim,
             "sources": by_source, "runs": catalog.manifest.get("runs", []), "updated": catalog.manifest["updated"],
-            "calibration": catalog.calibration}
+            "calibration": catalog.calibration, "local_features": catalog.manifest.get("local_features"),
+            "zero_shot": catalog.manifest.get("zero_shot")}
 
 
 

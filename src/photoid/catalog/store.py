@@ -113,7 +113,10 @@ class Catalog:
         return [str(d) for d in given] if given else recorded
 
     def blocks(self, fold: int | None = None) -> list[tuple[int, int]]:
-        """(offset, dim) of each model's columns in the embeddings; only fold `fold`'s models when given."""
+        """(offset, dim) of each model's columns in the embeddings; only fold `fold`'s models when given. A
+        catalogue without models (zero-shot: `photoid.catalog.zeroshot`) has one block, its whole width."""
+        if not self.models:
+            return [(0, self.dim)]
         return [(m["offset"], m["dim"]) for m in self.models if fold is None or m["fold"] == fold]
 
     def individuals(self) -> tuple[list[str], np.ndarray]:

@@ -5,7 +5,7 @@ Light (numpy only): the catalogue produces results and `identify` prints them, a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,3 +29,5 @@ class Identification:
     labels: list[str] | None = None
     scores: list[float] | None = None
     error: str | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. why its local score is 0 (too few keypoints)
+    evidence: dict | None = None  # label -> `photoid.catalog.fusion.LocalEvidence` (local matching ran)

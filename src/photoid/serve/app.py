@@ -186,7 +186,7 @@ def create_app(identifier: Identifier, *, token: str | None = None, allowed_host
                                  "references": references(label)} for label, score in zip(r.labels, r.scores)]}
                 for r in results]
         return page(request, "review.html", review=request.path_params["review"], rows=rows, refused=refused,
-                    threshold=identifier.threshold())
+                    threshold=identifier.threshold(), explain=identifier.can_explain)
 
     async def decide(request: Request) -> Response:
         form = await request.form(max_files=0, max_fields=10)
@@ -249,6 +249,12 @@ def create_app(identifier: Identifier, *, token: str | None = None, allowed_host
             raise HTTPException(404, "no such photo in the catalogue")
         return FileResponse(match.iloc[0], media_type="image/jpeg")
 
+    async def explain(request: Request) -> Response:
+        """Why an uploaded photo matches a candidate: the PNG of their verified local matches."""
+        png = await run_in_threadpool(identifier.explain, request.path_params["sha"],
+                                      request.path_params["individual"])
+        return Response(png, media_type="image/png")
+
     async def uploaded_photo(request: Request) -> Response:
         path = identifier.stored_photo(request.path_params["sha"])
         if path is None:
@@ -298,6 +304,7 @@ def create_app(identifier: Identifier, *, token: str | None = None, allowed_host
         Route("/photo/{image_id:str}", catalog_photo), Route("/upload/{sha:str}", uploaded_photo),
         Route("/reviewer", reviewer_page, methods=["GET", "POST"]),
         *surveys.routes(site), *quality.routes(site),
+        Route("/explain/{sha:str}/{individual:str}", explain),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, PhotoidError: user_error,

@@ -40,10 +40,9 @@ def explain_url(catalog, photo_sha256: str, image_id: str) -> str | None:
     catalogue photo `image_id` (lines between matched points), or None when the catalogue has no local features.
 
     The match view shows its "Explain" button only where this gives an address, and loads the picture into the
-    candidate's side on demand. Wire it to the local-matching route once it exists, e.g.
-        return f"/explain/{photo_sha256}/{image_id}.png" if catalog.manifest.get("local_features") else None
+    candidate's side on demand (the page's `/explain` route, `Identifier.explain`).
     """
-    return None
+    return f"/explain/{photo_sha256}/{image_id}.png" if catalog.manifest.get("local_features") else None
 
 
 class MatchPages:

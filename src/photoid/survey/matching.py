@@ -58,6 +58,8 @@ class Scorer:
         """The scorer of a catalogue's loaded models (`catalog.identify.load_catalog_embedder`), as `identify`."""
         from photoid.tasks import get_task
 
+        if not embedder.members:  # a zero-shot catalogue's (photoid.catalog.zeroshot): no classifier, no runs
+            return cls(None, get_task(embedder.task).new_label, mirrors_right=embedder.mirrors_right, **options)
         first_run = embedder.members[0][0]
         return cls(embedder.classes, get_task(first_run.config.task).new_label, original_ids=first_run.original_ids,
                    mirrors_right=embedder.mirrors_right, **options)

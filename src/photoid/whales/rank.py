@@ -91,6 +91,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="by_query routing: similarity search (auto: the faster of numpy and faiss here)")
     parser.add_argument("--top_k", type=int, default=20, help="database images per query (the competition: 20)")
     parser.add_argument("--batch_size", type=int, default=64, help="images per prediction batch")
+    parser.add_argument("--local", action="store_true",
+                        help="re-rank each query's shortlist with the winner's score fused with local matching, "
+                             "calibrated out of fold on the training photos (needs the families as runs)")
+    parser.add_argument("--shortlist", type=int, default=None, metavar="B",
+                        help="with --local: database images matched locally per query (default: all submitted)")
 
 
 def _family_sources(args) -> dict[str, tuple[str, object]]:
@@ -159,18 +164,54 @@ def run(args: argparse.Namespace) -> int:
         options = dict(top_k=args.top_k, query_expansion=args.query_expansion, backend=args.backend)
         submission = rank_by_view(data.scenarios, list(families.image_ids), viewpoint_of, families.top,
                                   families.lateral, **options)
+    fused_lines, winner = [], None
+    if args.local:
+        winner = submission
+        submission, fused_lines = _local_rerank(args, data, submission, viewpoint_of)
     write_csv(args.out, submission)
 
     n_queries = sum(len(q) for _, q, _ in data.scenarios)
-    print("\n".join(lines))
+    print("\n".join(lines + fused_lines))
     expansion = "always (winner routing)" if args.routing == "winner" else "on" if args.query_expansion else "off"
     print(f"ranked {n_queries} queries in {len(data.scenarios)} scenarios ({len(needed)} images, routing "
           f"{args.routing}, query expansion {expansion}): {len(submission)} rows written to {args.out} in "
           f"{time.perf_counter() - started:.1f} s")
     truth_path = Path(args.data_dir) / TRUTH_FILE
     if truth_path.exists():
+        if winner is not None:
+            print(f"without local matching ({args.routing} routing):")
+            print(evaluation_report(winner, truth_path, data.scenarios, viewpoint_of, args.top_k))
+            print("fused with local matching (written):")
         print(evaluation_report(submission, truth_path, data.scenarios, viewpoint_of, args.top_k))
     return 0
+
+
+def _local_rerank(args, data, submission: pd.DataFrame, viewpoint_of: dict) -> tuple[pd.DataFrame, list[str]]:
+    """`--local`: the fusion calibrated on the training photos, then every query's shortlist re-ranked."""
+    from photoid.whales.local_rank import (
+        DEFAULT_SHORTLIST,
+        WhalePhotos,
+        calibrate_on_training,
+        feature_settings,
+        rerank,
+    )
+
+    shortlist = min(args.shortlist or DEFAULT_SHORTLIST, args.top_k)
+    if shortlist < 1:
+        raise PhotoidError(f"--shortlist must be at least 1, got {args.shortlist}")
+    sources = _family_sources(args)
+    runs = [r for kind, given in sources.values() if kind == "runs" for r in given]
+    photos = WhalePhotos(data, feature_settings(runs))
+    records_dir = args.records_dir or str(Path(args.data_dir) / "tfrec")
+    fusion = calibrate_on_training(data, data.scenarios, sources, records_dir, photos, args, shortlist=shortlist)
+    r = fusion.record
+    lines = [f"local matching: calibrated on {r['pseudo_queries']} training photos as out-of-fold pseudo-queries "
+             f"({r['pairs']} pairs, {r['same_pairs']} of the same whale; calibrations {r['calibration_kinds']}) in "
+             f"{r['seconds']:.0f} s: weights global {r['weights']['global']} / local {r['weights']['local']}, "
+             f"shortlist {shortlist}",
+             "  pseudo-query mAP by local weight: " + ", ".join(f"{w}: {m:.4f}"
+                                                              for w, m in r["map_by_local_weight"].items())]
+    return rerank(submission, data.scenarios, fusion, photos, shortlist), lines
 
 
 def evaluation_report(submission: pd.DataFrame, truth_path: Path, scenarios: list, viewpoint_of: dict[str, str],
