@@ -204,7 +204,7 @@ def load_weights_file(model: tf_keras.Model, path: str | Path, n_classes: int | 
 
 
 def _saved_weight_arrays(path: str) -> int | None:
-    """How many layer weight arrays a local weights file holds (None for remote files, which h5py cannot open).
+    """How many layer weight arrays a weights file holds (a remote one is read from a local copy: h5py opens files).
 
     Keras refuses a file that lacks weights for one of the model's layers, but the `.weights.h5` layout matches
     layers by position and ignores entries the model has no place for (e.g. a GeM exponent loaded into a model
@@ -214,8 +214,15 @@ def _saved_weight_arrays(path: str) -> int | None:
     """
     import h5py
 
-    if "://" in path:
-        return None
+    from photoid.core import fs
+
+    if fs.is_remote(path):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            local = f"{folder}/{fs.as_path(path).name}"
+            fs.copy(path, local)
+            return _saved_weight_arrays(local)
 
     def count(f) -> int:
         group = f["layers"] if "layers" in f else f["model_weights"] if "model_weights" in f else f

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import pandas as pd
 
+from photoid.core import fs
 from photoid.core.errors import PhotoidError, ProblemList
 from photoid.core.io import write_csv
 from photoid.core.labels import NEW_TURTLE, top_labels
@@ -103,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
                            "trained on other data, so their new_turtle mapping does not fit this folder")
     frame = make_submission(probs, row_ids, classes, original_ids, data.sample_submission["image_id"].tolist())
     write_submission(frame, args.out)
-    files_per_run = Counter(Path(u).parent.parent for u in used)
-    per_run = ", ".join(f"{Path(d).name}: {files_per_run[Path(d)]}" for d in args.run_dirs)
+    files_per_run = Counter(fs.as_path(u).parent.parent for u in used)
+    per_run = ", ".join(f"{fs.as_path(d).name}: {files_per_run[fs.as_path(d)]}" for d in args.run_dirs)
     n_new = int((frame["prediction1"] == NEW_TURTLE).sum())
     print(f"averaged {len(used)} test prediction files from {len(args.run_dirs)} runs ({per_run})")
     print(f"wrote {len(frame)} rows to {args.out} ({n_new} with {NEW_TURTLE} first)")
