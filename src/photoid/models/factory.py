@@ -168,10 +168,30 @@ def embedding_layers(neck_kind: str, embedding_size: int, pooled_width: int) -> 
     ]
 
 
-def compile_for_training(model: tf_keras.Model, lr: float) -> None:
-    """Adam + sparse categorical cross-entropy + accuracy, as the original (metric named `acc` → `val_acc`)."""
+OPTIMIZERS = ("adam", "adam_keras")
+
+
+def make_optimizer(name: str, lr: float) -> tf_keras.optimizers.Optimizer:
+    """Adam by the configuration's `optimizer` name.
+
+    `adam` is `tf_keras.optimizers.legacy.Adam`, the optimizer the originals' TF 2.8 `tf.keras.optimizers.Adam` was:
+    every variable is updated by TensorFlow's fused `ResourceApplyAdam` kernel (α = lr·√(1−β₂ᵗ)/(1−β₁ᵗ),
+    m += (g−m)(1−β₁), v += (g²−v)(1−β₂), var −= α·m/(√v+ε)), so a step rounds as it rounded for the original.
+    `adam_keras` is Keras' newer Adam (Keras ≥ 2.11): the same rule computed by separate TensorFlow operations, and
+    compiled by XLA on a GPU, which rounds differently.
+    """
+    if name == "adam":
+        return tf_keras.optimizers.legacy.Adam(lr)
+    if name == "adam_keras":
+        return tf_keras.optimizers.Adam(lr)
+    raise PhotoidError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+
+
+def compile_for_training(model: tf_keras.Model, lr: float, optimizer: str = "adam") -> None:
+    """Adam (`make_optimizer`) + sparse categorical cross-entropy + accuracy, as the original (metric named `acc` →
+    `val_acc`)."""
     model.compile(
-        optimizer=tf_keras.optimizers.Adam(lr),
+        optimizer=make_optimizer(optimizer, lr),
         loss="sparse_categorical_crossentropy",
         metrics=["acc", tf_keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="acc5")],
     )

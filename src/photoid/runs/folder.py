@@ -306,6 +306,15 @@ class RunDir:
                                "(--job val or test) or choose folds and TTAs")
         return [(f, t, found[f, t]) for t in chosen_ttas for f in chosen_folds]
 
+    def missing_folds(self, split: str) -> list[int]:
+        """Folds of the run's `n_folds` (config.json) that its default choice of prediction files lacks: a run whose
+        folds are not all trained (or predicted) averages fewer predictions than the recipe makes."""
+        n_folds = self.config_values().get("n_folds")
+        if not isinstance(n_folds, int):
+            return []
+        used = {fold for fold, _, _ in self.prediction_files(split)}
+        return sorted(set(range(n_folds)) - used)
+
     def done_folds(self) -> list[int]:
         """Folds with done.json (their weights need not be here: predictions alone can be averaged)."""
         return sorted(int(d.name[5:]) for d in self.path.glob("fold_*")

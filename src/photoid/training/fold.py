@@ -321,7 +321,7 @@ def train_fold(cfg, fold: int, run_dir: fs.AnyPath, strategy, n_classes: int) ->
             from photoid.models.factory import paired_train_model
 
             trained = paired_train_model(models.train)
-        compile_for_training(trained, cfg.lr)
+        compile_for_training(trained, cfg.lr, cfg.optimizer)
 
     loss_guard = LossGuard(cfg.divergence_factor)
     started = time.time()

@@ -20,7 +20,7 @@ from photoid.core import fs
 from photoid.core import io as pio
 from photoid.core.errors import PhotoidError
 from photoid.records.folder import FOLDS_CSV, RecordsDir
-from photoid.runs.config import Config, resolve_config
+from photoid.runs.config import Config, batch_size_note, resolve_config
 from photoid.runs.folder import IMAGE_JOBS, RunDir
 from photoid.tasks import all_tasks
 
@@ -128,6 +128,9 @@ def run_config(cfg: Config) -> int:
     mirror_right = records.mirror_right() if stored is not None else None
     RunDir(run_dir).prepare(cfg, classes, original_ids, stored, mirror_right)
     print(f"run {run_dir}: recipe {cfg.model}, backbone {cfg.backbone} at {cfg.dim}px, {len(classes)} classes, folds {cfg.folds_to_run}")
+    note = batch_size_note(cfg) if cfg.jobs & {"train", "skip"} else None
+    if note:
+        print(note)
 
     jobs = cfg.jobs
     if jobs & {"train", "skip", "val", "test"}:
@@ -141,7 +144,8 @@ def run_config(cfg: Config) -> int:
     if jobs & {"val", "score"}:
         scores = score_run(run_dir, folds, classes, original_ids, cfg.tta_number)
         print(format_scores(scores, leaderboard_labels=task.leaderboard_labels))
-    if jobs & {"subm"} and task.submits:
+    # As the original: a job that predicts the test set also writes the run's own submission (its `--job test`).
+    if jobs & {"test", "subm"} and task.submits:
         path = task.write_run_submission(cfg, run_dir)
         print(f"submission written to {path}")
     print(f"done in {time.time() - started:.0f}s; outputs in {run_dir}")

@@ -93,10 +93,26 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="folds to average, e.g. 0,1 (default: each run's trained folds)")
     parser.add_argument("--tta", type=_int_list,
                         help="TTA indices to average, e.g. 0,1 (default: 0..each run's tta_number)")
+    parser.add_argument("--allow_partial", action="store_true",
+                        help="average runs whose folds are not all trained or predicted (refused by default: the "
+                             "original averaged every fold of every run, 30 predictions)")
+
+
+def check_runs_complete(run_dirs: Sequence[str], allow_partial: bool) -> None:
+    """Refuse runs whose folds are not all predicted (unless `allow_partial`, then say which are missing)."""
+    incomplete = [f"{d}: fold(s) {missing} of {RunDir(d).config_values()['n_folds']} have no test predictions"
+                  for d in run_dirs if (missing := RunDir(d).missing_folds("test"))]
+    if incomplete and not allow_partial:
+        raise PhotoidError("some runs are not complete: " + "; ".join(incomplete) + ". Train and predict the "
+                           "missing folds, choose folds with --folds, or pass --allow_partial to average what there is")
+    for line in incomplete:
+        print(f"warning: {line}; averaged without them (--allow_partial)")
 
 
 def run(args: argparse.Namespace) -> int:
     data = load_turtles(args.data_dir, check_images=False)
+    if args.folds is None:
+        check_runs_complete(args.run_dirs, args.allow_partial)
     probs, row_ids, classes, original_ids, used = load_run_predictions(args.run_dirs, "test", args.folds, args.tta)
     if set(original_ids) != set(data.original_ids):
         raise PhotoidError(f"the runs' original_ids.txt ({len(original_ids)} ids) differs from the turtle ids of "
