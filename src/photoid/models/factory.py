@@ -49,6 +49,7 @@ def build_models(
     arcface_margin: float = 0.5,
     arcface_margin_std: float = 0.0,
     arcface_sub_centers: int = 1,
+    arcface_init_std: float = 0.01,
     neck_kind: str = "dense_bn",
     drop_connect_rate: float = -1.0,
     input_norm: str = "unit",
@@ -94,6 +95,9 @@ def build_models(
         margin=arcface_margin,
         margin_std=arcface_margin_std,
         sub_centers=arcface_sub_centers,
+        # The winner's ElasticArcFace: nn.init.normal_(kernel, std=0.01); Keras' own default would be Glorot uniform.
+        kernel_initializer=(tf_keras.initializers.RandomNormal(0.0, arcface_init_std) if arcface_init_std > 0
+                            else "glorot_uniform"),
         name="arcface",
     )
     softmax = layers.Activation("softmax", dtype="float32", name="probabilities")
@@ -117,6 +121,7 @@ def build_models_from_config(cfg, n_classes: int) -> Models:
         arcface_margin=cfg.arcface_margin,
         arcface_margin_std=cfg.arcface_margin_std,
         arcface_sub_centers=cfg.arcface_sub_centers,
+        arcface_init_std=cfg.arcface_init_std,
         neck_kind=cfg.neck,
         drop_connect_rate=cfg.drop_connect_rate,
         input_norm=cfg.input_norm,

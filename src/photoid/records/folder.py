@@ -138,6 +138,16 @@ class RecordsDir:
         value = self.setting("mirror_right", None)
         return None if value is None else bool(value)
 
+    def classes(self) -> list[str] | None:
+        """The label space records.json lists (None where it lists none: the labels index the folds' individuals)."""
+        classes = self.manifest().get("classes")
+        if classes is None:
+            return None
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or classes != sorted(
+                set(classes)):
+            raise PhotoidError(f"{self.manifest_path}: its classes must be distinct ids in sorted order")
+        return classes
+
     def listed_rows(self, name: str) -> int | None:
         """The row count records.json lists for shard `name` (None: not listed)."""
         entry = self.manifest().get("shards", {}).get(name)

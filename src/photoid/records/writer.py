@@ -167,13 +167,17 @@ class RecordsManifest:
     which deletes those records first so old and new shards can never be read together.
     """
 
-    def __init__(self, out_dir: str, settings: dict, shards: dict[str, dict]):
+    def __init__(self, out_dir: str, settings: dict, shards: dict[str, dict], classes: list[str] | None = None):
         self.out_dir = out_dir
         self.settings = settings
         self.shards = shards
+        self.classes = classes
 
     @classmethod
-    def open(cls, out_dir: str | os.PathLike, settings: dict, force: bool = False) -> "RecordsManifest":
+    def open(cls, out_dir: str | os.PathLike, settings: dict, force: bool = False,
+             classes: list[str] | None = None) -> "RecordsManifest":
+        """`classes`: the label space the records' labels index, where it holds more than their individuals (Where's
+        Whale-do: every whale of the metadata, as the winner's 788 classes)."""
         out_dir = str(out_dir).rstrip("/")
         fs.makedirs(out_dir)
         path = fs.join(out_dir, MANIFEST_NAME)
@@ -194,12 +198,15 @@ class RecordsManifest:
             shards = {}
         for leftover in _leftovers(out_dir):
             fs.remove(leftover)  # a killed run's unfinished shard: never complete, never read
-        manifest = cls(out_dir, settings, shards)
+        manifest = cls(out_dir, settings, shards, classes)
         manifest.save()
         return manifest
 
     def save(self) -> None:
-        write_json(fs.join(self.out_dir, MANIFEST_NAME), {"settings": self.settings, "shards": self.shards})
+        content = {"settings": self.settings, "shards": self.shards}
+        if self.classes is not None:
+            content["classes"] = list(self.classes)
+        write_json(fs.join(self.out_dir, MANIFEST_NAME), content)
 
     def is_complete(self, name: str, inputs: str) -> bool:
         """Whether shard `name` exists, was written from these inputs and still has the bytes it was written with."""

@@ -48,6 +48,7 @@ class Config:
     arcface_margin: float = 0.5  # ArcFace m (winner: 0.5)
     arcface_margin_std: float = 0.0  # >0: per-sample margin ~ N(m, std), ElasticFace-Arc (winner: 0.0125)
     arcface_sub_centers: int = 1  # sub-centres per class (1 = plain ArcFace)
+    arcface_init_std: float = 0.01  # ArcFace class centres start ~ N(0, std) (the winner's 0.01); 0: Glorot uniform
     dropout: float = 0.0  # dropout before the head (the original: none)
     # --- optimisation -----------------------------------------------------------------------------------------
     batch_size: int = 64  # global batch size across replicas (the original: 64 on a TPUv3-8)
@@ -338,6 +339,8 @@ def validate_config(cfg: Config) -> None:
     if cfg.divergence_factor != 0 and cfg.divergence_factor <= 1:
         problems.add("config", None, f"divergence_factor must be above 1 (or 0: no divergence guard), got "
                                      f"{cfg.divergence_factor}")
+    if cfg.arcface_init_std < 0:
+        problems.add("config", None, f"arcface_init_std must be 0 (Glorot) or more, got {cfg.arcface_init_std}")
     if cfg.head == "arcface" and cfg.arcface_sub_centers < 1:
         problems.add("config", None, "arcface_sub_centers must be at least 1")
     problems.raise_if_any(title="invalid configuration")

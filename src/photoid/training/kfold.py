@@ -118,7 +118,7 @@ def run_config(cfg: Config) -> int:
     cfg = task.check_training(cfg, folds)
     records = open_records(cfg.records_dir)  # read once for the checks below
     cfg = _without_missing_test_set(cfg, records)
-    classes, original_ids = task.label_space(folds)
+    classes, original_ids = task.label_space(folds, cfg.records_dir)
     if cfg.n_classes and cfg.n_classes != len(classes):
         raise PhotoidError(f"--n_classes {cfg.n_classes}, but {folds_path} has {len(classes)} classes: the class count "
                            "comes from the records (leave --n_classes out)")
