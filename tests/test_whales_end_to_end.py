@@ -28,7 +28,8 @@ def ranking(beluga_dir, whale_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("ranking") / "submission.csv"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert main(["rank", "--run", str(whale_run), "--data_dir", str(beluga_dir), "--out", str(out)]) == 0
+        assert main(["rank", "--run", str(whale_run), "--data_dir", str(beluga_dir), "--out", str(out),
+                     "--lateral_from_top"]) == 0   # one family for every route
     return pd.read_csv(out, dtype={"query_id": str, "database_image_id": str}), printed.getvalue()
 
 
@@ -332,7 +333,8 @@ def test_embeddings_written_by_embed_rank_exactly_as_the_runs_themselves(ranking
     assert embeddings.shape[1] == 2 * 128   # two folds of the demo recipe's 128-d embedding, concatenated raw
     assert set(ids) >= scenario_images(beluga_dir)
     submission = tmp_path / "from_embeddings.csv"
-    assert main(["rank", "--data_dir", str(beluga_dir), "--top", str(out), "--out", str(submission)]) == 0
+    assert main(["rank", "--data_dir", str(beluga_dir), "--top", str(out), "--out", str(submission),
+                 "--lateral_from_top"]) == 0
     expected, _ = ranking
     got = pd.read_csv(submission, dtype={"query_id": str, "database_image_id": str})
     assert got[["query_id", "database_image_id"]].values.tolist() == \
