@@ -92,6 +92,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--query_expansion", action="store_true", help="by_query routing: the winner's expansion")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="by_query routing: similarity search (auto: the faster of numpy and faiss here)")
+    parser.add_argument("--save_embeddings", default=None, metavar="DIR",
+                        help="write each family embedded from runs to DIR/<family>.npz (as photoid embed writes it), "
+                             "so the ranking can be reproduced from its embeddings")
     parser.add_argument("--lateral_from_top", action="store_true",
                         help="without a lateral family, rank scenarios holding lateral photos with the top family "
                              "(refused by default: the winner ranked them with its paired lateral model)")
@@ -168,6 +171,12 @@ def gather_families(args, needed: set[str]) -> tuple[Families, list[str]]:
                                                   batch_size=args.batch_size, flip=args.flip, join=args.join)
             lines += [f"{family}: run {i['run']} ({i['recipe']}), folds {i['folds']}, {i['size']} per fold"
                       for i in infos]
+            if args.save_embeddings:
+                from photoid.whales.embed import save_embeddings
+
+                path = fs.join(args.save_embeddings, f"{family}.npz")
+                save_embeddings(path, ids, embeddings)
+                lines.append(f"{family}: {len(ids)} images × {embeddings.shape[1]} ({args.join}) written to {path}")
         row_of = pd.Index(ids)
         missing = sorted(needed - set(ids))
         if missing:
