@@ -145,3 +145,41 @@ def test_a_tpu_with_remote_records_passes_the_records_checks_and_fails_at_the_tp
     assert f"run {root}/runs/tpu: recipe cpu-demo" in out   # the records were read and the run folder prepared
     assert "error: TPU 'no-such-tpu' was asked for but cannot be used" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_whale_records_training_ranking_and_score_on_a_remote_file_system(tmp_path, capsys):
+    """reproduce_whales.sh's steps with every output on ram://: records (top photos; lateral pairs), a top and a
+    paired lateral run (1 fold × 1 epoch), the ranking with its embeddings saved, the score; then the ranking again
+    from the saved embeddings."""
+    from photoid.cli import main
+    from photoid.core import fs
+    from photoid.synth.belugas import generate_belugas
+
+    data = tmp_path / "data"
+    generate_belugas(data, seed=2, n_whales=8, images_per_whale=8, size=32, workers=1)
+    root = bucket()
+    for name, option in (("top", ["--views", "top"]), ("pairs", ["--pair_lateral"])):
+        assert main(["whale-records", "--data_dir", str(data), "--out_dir", f"{root}/tfrec/{name}",
+                     "--train_on_scenarios", "--no-grouped", "--n_folds", "2", "--dim_pre", str(TINY_DIM),
+                     "--workers", "1", *option]) == 0
+    assert fs.exists(f"{root}/tfrec/pairs/pair.0.tfrecord-00000-of-00001")
+    tiny = ["--data_dir", str(data), "--n_folds", "2", "--final_fold", "1", "--n_epochs", "1", "--dim", str(TINY_DIM),
+            "--dim_pre", str(TINY_DIM), "--batch_size", "4", "--backbone", "simple-cnn", "--weights", "none",
+            "--drop_connect_rate", "-1", "--embedding_size", "16", "--verbose", "0"]
+    for recipe, records in (("whale-top", "top"), ("whale-lateral", "pairs")):
+        assert main(["train", "--model", recipe, "--data_tfrec_dir", f"{root}/tfrec/{records}", "--run_dir",
+                     f"{root}/runs/{recipe}", *tiny]) == 0
+    first = f"{root}/submission.csv"
+    assert main(["rank", "--data_dir", str(data), "--records_dir", f"{root}/tfrec/top", "--run_top",
+                 f"{root}/runs/whale-top", "--run_lateral", f"{root}/runs/whale-lateral", "--save_embeddings",
+                 f"{root}/embeddings", "--out", first]) == 0
+    assert main(["score-ranking", "--submission", first, "--truth", str(data / "example_labels.csv")]) == 0
+    assert "mAP (official" in capsys.readouterr().out
+    again = f"{root}/again.csv"
+    assert main(["rank", "--data_dir", str(data), "--top", f"{root}/embeddings/top.npz", "--lateral",
+                 f"{root}/embeddings/lateral.npz", "--out", again]) == 0
+    read = [pd.read_csv(fs.open_file(path), dtype={"query_id": str, "database_image_id": str}) for path in (first, again)]
+    assert read[0][["query_id", "database_image_id"]].values.tolist() == \
+        read[1][["query_id", "database_image_id"]].values.tolist()
+    np.testing.assert_allclose(read[0]["score"], read[1]["score"], rtol=1e-5, atol=1e-6)

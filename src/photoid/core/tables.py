@@ -80,6 +80,8 @@ def read_csv_strict(path: str | Path, **kwargs) -> pd.DataFrame:
     with warnings.catch_warnings():
         warnings.simplefilter("error", pd.errors.ParserWarning)
         try:
+            if fs.is_remote(path):   # a gs:// submission, read through TensorFlow's file system
+                return pd.read_csv(io.BytesIO(fs.as_path(path).read_bytes()), index_col=False, **kwargs)
             return pd.read_csv(path, index_col=False, **kwargs)
         except pd.errors.ParserWarning:
             raise pd.errors.ParserError("some rows have more fields than the header has columns") from None
