@@ -2,7 +2,8 @@
 
 Reading and validation are `photoid.whales.data`'s, folds and records `photoid.whales.records`' (encounter-grouped
 folds, or the winner's StratifiedKFold; wide photos stood upright; right views mirrored with --mirror_right). Every
-whale of the training folds can be named; any other is `new_individual`.
+whale of the records' label space can be named (by default every whale of metadata.csv, the winner's classes);
+any other is `new_individual`.
 """
 
 from __future__ import annotations
