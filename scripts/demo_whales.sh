@@ -8,19 +8,19 @@
 # The winner's lateral model started from ImageNet weights, which cannot be downloaded here: the demo's lateral family
 # starts from the top family's fold-0 weights instead (the top family never saw an evaluation whale either).
 #
-# Sizes (environment variables): N_WHALES (default 150), LATERAL_SHARE (0.7 of them with side views too; the real set
-# 280 of 788), FOLDS (3), EPOCHS (top families, 15), LATERAL_EPOCHS (12).
+# Sizes (environment variables): N_WHALES (default 120), LATERAL_SHARE (0.7 of them with side views too; the real set
+# 280 of 788), FOLDS (3), EPOCHS (top families, 12), LATERAL_EPOCHS (10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO="${1:-demo/whales}"
 DATA="$DEMO/data"
 SCENARIOS="$DEMO/scenarios"
 RUNS="$DEMO/runs"
-N_WHALES="${N_WHALES:-150}"
+N_WHALES="${N_WHALES:-120}"
 FOLDS="${FOLDS:-3}"
-EPOCHS="${EPOCHS:-15}"
+EPOCHS="${EPOCHS:-12}"
 LATERAL_SHARE="${LATERAL_SHARE:-0.7}"
-LATERAL_EPOCHS="${LATERAL_EPOCHS:-12}"
+LATERAL_EPOCHS="${LATERAL_EPOCHS:-10}"
 SYNTH=(--seed 0 --n-whales "$N_WHALES" --lateral-share "$LATERAL_SHARE" --images-per-whale 8 --size 128)
 started=$(date +%s)
 

@@ -267,9 +267,12 @@ def run(args: argparse.Namespace) -> int:
                                   views=args.views, rotate_wide=args.rotate_wide, pair_lateral=args.pair_lateral,
                                   label_space=args.label_space)
     split = ("grouped by encounter" if args.grouped else "StratifiedKFold") + (f", views {args.views}" if args.views else "")
-    print(f"folds ({split}): {summary['fold_rows']} images of {summary['n_trained_classes']} whales; label space "
-          f"{summary['n_classes']} whales ({args.label_space}); test (the scenario images): {summary['test_rows']} "
-          "images")
+    if summary["fold_rows"]:
+        print(f"folds ({split}): {summary['fold_rows']} images of {summary['n_trained_classes']} whales; label space "
+              f"{summary['n_classes']} whales ({args.label_space}); test (the scenario images): {summary['test_rows']} "
+              "images")
+    else:   # a folder without labels (the test-time layout)
+        print(f"no labels, no folds; test (the scenario images): {summary['test_rows']} images")
     if summary["left_out"]:
         why = "sharing an encounter with a scenario image" + (
             f", or of other views than {args.views}" if args.views else
