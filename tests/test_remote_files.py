@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, TINY_DIM
+from conftest import TINY_DIM
 
 
 def bucket() -> str:
