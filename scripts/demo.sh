@@ -12,8 +12,9 @@ started=$(date +%s)
 if [ ! -f "$DATA/train.csv" ]; then
     photoid synth turtles --out "$DATA" --seed 0
 fi
-photoid tfrecords --data_dir "$DATA" --dim_pre 48 --n_folds 3  # the cpu-demo recipe's
-RECIPES=cpu-demo DATA_DIR="$DATA" RUNS_DIR="$RUNS" PYTHON=python EXTRA_ARGS="--verbose 2" bash run_training.sh
+# run_training.sh builds the records first: the cpu-demo recipe's 3 folds at 48 px.
+RECIPES=cpu-demo DATA_DIR="$DATA" RUNS_DIR="$RUNS" PYTHON=python RECORD_ARGS="--dim_pre 48 --n_folds 3" \
+    EXTRA_ARGS="--verbose 2" bash run_training.sh
 RECIPES=cpu-demo DATA_DIR="$DATA" RUNS_DIR="$RUNS" PYTHON=python BATCH_SIZE=64 OUT="$DEMO/submission.csv" bash run_inference.sh
 photoid score --data_dir "$DATA" --submission "$DEMO/submission.csv" --json > "$DEMO/test_score.json"
 # The catalogue that `photoid serve` opens: every labelled photo embedded by the fold models, then calibrated.

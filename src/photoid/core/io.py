@@ -1,20 +1,25 @@
 """Atomic output: every file is written under a temporary name in its folder, then renamed.
 
 An interrupted run therefore leaves either the previous file or the complete new one, never half a submission,
-checkpoint or prediction file.
+checkpoint or prediction file. Paths may be URLs (gs://..., `photoid.core.fs`): the file is then written to a local
+temporary file, copied beside its target under a temporary name and renamed onto it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import secrets
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
+from photoid.core import fs
 from photoid.core.errors import PhotoidError
 
 
@@ -22,8 +27,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> "AtomicPa
     """A context manager: a temporary path beside `path`, renamed onto `path` only if the block succeeds.
 
     `suffix` keeps an extension that a writer needs to see (e.g. ".h5", ".keras", ".npy"). The temporary file is
-    ".NAME.RANDOM.tmpSUFFIX" in `path`'s folder (the same file system, so the rename is atomic).
+    ".NAME.RANDOM.tmpSUFFIX" in `path`'s folder (the same file system, so the rename is atomic). A URL's file is
+    written to a local temporary file, then copied beside its target and renamed.
     """
+    if fs.is_remote(path):
+        return _atomic_remote_path(fs.as_path(path), suffix)
     return AtomicPath(path, suffix)
 
 
@@ -78,6 +86,24 @@ class AtomicPath:
             self.tmp = None
 
 
+@contextlib.contextmanager
+def _atomic_remote_path(path, suffix: str | None) -> Iterator[str]:
+    """A remote file: written locally, copied beside `path` under a temporary name, then renamed onto it."""
+    suffix = path.suffix if suffix is None else suffix
+    fs.makedirs(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    os.close(fd)
+    staged = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}")
+    try:
+        yield tmp
+        fs.copy(tmp, staged)
+        fs.replace(staged, path)
+    finally:
+        os.remove(tmp)
+        with contextlib.suppress(Exception):   # only left behind by a failed copy or rename
+            fs.remove(staged, missing_ok=True)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
@@ -104,6 +130,9 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
     A damaged or pickled file is a PhotoidError naming it, so commands report it in one line.
     """
     try:
+        if fs.is_remote(path):
+            with fs.open_file(path, "rb") as f:
+                return np.load(io.BytesIO(f.read()), allow_pickle=False)
         return np.load(path, allow_pickle=False)
     except (ValueError, EOFError) as err:
         raise PhotoidError(f"{path} cannot be read as a numeric array file (.npy): {err}") from None
@@ -112,7 +141,7 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with fs.open_file(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -121,7 +150,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 def read_json(path: str | os.PathLike):
     """Read a JSON file; a damaged one is a PhotoidError naming it."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with fs.open_file(path, "r") as f:
             return json.load(f)
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise PhotoidError(f"{path} is not a valid JSON file: {err}") from None

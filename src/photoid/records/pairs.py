@@ -8,9 +8,9 @@ A task that writes `pair.K.tfrecord` beside `fold.K.tfrecord`, row for row (Wher
 from __future__ import annotations
 
 import secrets
-from pathlib import Path
 from typing import Sequence
 
+from photoid.core import fs
 from photoid.core.errors import PhotoidError
 
 
@@ -22,7 +22,7 @@ def pair_files(fold_files: Sequence[str]) -> list[str]:
         if not name.startswith("fold."):
             raise PhotoidError(f"{path}: not a fold record shard")
         paired.append(f"{folder}/pair.{name[len('fold.'):]}" if folder else f"pair.{name[len('fold.'):]}")
-    missing = [p for p in paired if "://" not in p and not Path(p).is_file()]
+    missing = [p for p in paired if not fs.exists(p)]
     if missing:
         raise PhotoidError(f"{missing[0]} is missing: a paired recipe needs records written by photoid "
                            "whale-records --pair_lateral")

@@ -22,7 +22,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from photoid.core.errors import PhotoidError
-from photoid.records.folder import IMAGE_FEATURE, RecordsDir, is_remote
+from photoid.records.folder import IMAGE_FEATURE, RecordsDir
 from photoid.records.transforms import N_TRANSFORMS, apply_transform
 from photoid.tasks import get_augmentation
 
@@ -218,21 +218,9 @@ def augmentation(augment: str, aug_number: int, aug_percentage: float, aug_draw:
     return augment_one
 
 
-class _TensorFlowFiles:
-    """TensorFlow's file system (gs:// and other remote folders), as a RecordsDir reads files."""
-
-    glob = staticmethod(tf.io.gfile.glob)
-    exists = staticmethod(tf.io.gfile.exists)
-
-    @staticmethod
-    def read_text(path: str) -> str:
-        with tf.io.gfile.GFile(path, "r") as f:
-            return f.read()
-
-
 def open_records(path: str | os.PathLike) -> RecordsDir:
-    """A records folder, local or remote (read through TensorFlow's file system)."""
-    return RecordsDir(path, files=_TensorFlowFiles() if is_remote(path) else None)
+    """A records folder, local or remote (read through TensorFlow's file system, `photoid.core.fs`)."""
+    return RecordsDir(path)
 
 
 def fold_files(records_dir: str | os.PathLike, folds) -> list[str]:
