@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo
 
-.PHONY: demo demo-whales test bench bench-gpu clean
+.PHONY: demo demo-whales test test-fast bench bench-gpu clean
 
 $(BIN)/photoid: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo-whales: $(BIN)/photoid
 
 test: $(BIN)/photoid
 	$(BIN)/python -m pytest
+
+# The quick loop between changes: every test but the slow ones (pyproject.toml says which those are).
+test-fast: $(BIN)/photoid
+	$(BIN)/python -m pytest -m "not slow"
 
 bench: $(BIN)/photoid
 	$(BIN)/python benchmarks/run_all.py

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from _common import Result
 
@@ -74,10 +75,13 @@ def section(selected: list[str], results: list[Result], failures: dict[str, str]
     return "\n".join(out).rstrip() + "\n"
 
 
-def replace_section(page: str, text: str) -> str:
-    """`page` with `text` (a `section`) in place of the section of the same title, or added at the end."""
-    title = text.splitlines()[0]
-    pattern = re.compile(re.escape(title) + r"\n.*?(?=^## |\Z)", flags=re.S | re.M)
-    if pattern.search(page):
-        return pattern.sub(lambda _: text.rstrip("\n") + "\n\n", page).rstrip("\n") + "\n"
-    return page.rstrip("\n") + "\n\n" + text
+def replace_section(results: Path, heading: str, text: str) -> None:
+    """Put `text` (starting with the line `heading`) into the page `results` in place of an earlier section under
+    that heading, or at its end (atomically); the rest of the page stays as it is."""
+    from photoid.core.io import write_text
+
+    page = results.read_text(encoding="utf-8") if results.exists() else ""
+    pattern = re.compile(re.escape(heading) + r"\n.*?(?=^## |\Z)", flags=re.S | re.M)
+    text = text.rstrip("\n") + "\n\n"
+    page = pattern.sub(lambda _: text, page) if pattern.search(page) else page.rstrip("\n") + "\n\n" + text
+    write_text(results, page.rstrip("\n") + "\n")

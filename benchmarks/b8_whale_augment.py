@@ -3,7 +3,7 @@
 Ours: `augment = "whaledo"` (flip, OneOf(Sharpen, ToGray, CLAHE), ShiftScaleRotate, ColorJitter; see
 `photoid.whales.augment`). Baseline: the same pipeline with the horizontal flip alone (`augment = "original"`,
 aug_number 1, the whale recipes' setting before the winner's chain). Both map uint8 images held in memory through
-`photoid.records.reader.augment_image` and `finish_image` on every core, batched, so the figure is the augmentation's own
+`photoid.records.reader.augmentation` and `finish_image` on every core, batched, so the figure is the augmentation's own
 cost; its inverse is the cost per photo. Steady state: alternating windows on fresh iterators, median window.
 Where the time goes: each transform alone on one photo, in processor time (all threads), weighted by how often
 the chain draws it.
@@ -41,11 +41,13 @@ PRESETS = {
 def dataset(images: np.ndarray, augment: str, settings: Settings):
     import tensorflow as tf
 
-    from photoid.records.reader import AUTOTUNE, augment_image, finish_image
+    from photoid.records.reader import AUTOTUNE, augmentation, finish_image
+
+    augment_one = augmentation(augment, 1, 0.5, "first")
 
     def transform(position, image):
         seed = tf.stack([tf.constant(1, tf.int64), position])
-        return finish_image(augment_image(image, augment, 1, 0.5, seed, "first"), settings.dim_pre)
+        return finish_image(augment_one(image, seed), settings.dim_pre)
 
     ds = tf.data.Dataset.from_tensor_slices(images).repeat().enumerate()
     return ds.map(transform, num_parallel_calls=AUTOTUNE).batch(settings.batch_size).prefetch(AUTOTUNE)

@@ -13,7 +13,6 @@ without a GPU unless given `--allow_cpu` (the tests run it that way at a tiny si
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -87,12 +86,10 @@ def rows(measures: list[Measure], dim: int, epochs_per_fold: int) -> list[str]:
 
 def write_section(results: Path, text: str) -> None:
     """Put `text` as the GPU section of `results`, replacing an earlier one (atomically)."""
-    from photoid.core.io import write_text
+    sys.path.insert(0, str(BENCH_DIR))
+    from _report import replace_section
 
-    page = results.read_text(encoding="utf-8") if results.exists() else ""
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=^## |\Z)", flags=re.S | re.M)
-    page = pattern.sub(lambda _: text, page) if pattern.search(page) else page.rstrip("\n") + "\n\n" + text
-    write_text(results, page)
+    replace_section(results, SECTION, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,7 @@ BENCHMARKS = {
     "B7": "b7_serve",
     "B8": "b8_whale_augment",
     "B9": "b9_scale",
+    "B10": "b10_local_matching",
 }
 
 
@@ -104,8 +105,18 @@ def run_benchmarks(selected: list[str], size: str, cache_dir: Path) -> tuple[lis
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Progress bars of the record writer and generator would bury the table.
+    # Progress bars of the record writer and generator would bury the table; the setting is undone on return, so a
+    # caller in the same process (the tests) keeps its bars.
+    had_setting = "TQDM_DISABLE" in os.environ
     os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        return _run(args, argv)
+    finally:
+        if not had_setting:
+            os.environ.pop("TQDM_DISABLE", None)
+
+
+def _run(args, argv: list[str] | None) -> int:
     cache_dir = Path(args.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     machine = _common.machine()
@@ -130,9 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         from photoid.core.io import write_text
 
         if args.section:
-            page = Path(args.out).read_text(encoding="utf-8") if Path(args.out).exists() else ""
             text = _report.section(args.selected, results, failures, header, _common.versions())
-            write_text(args.out, _report.replace_section(page, text))
+            _report.replace_section(Path(args.out), text.splitlines()[0], text)
         else:
             write_text(args.out, _report.markdown(results, failures, header, _common.versions()))
         print(f"results written to {args.out}")

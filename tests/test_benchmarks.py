@@ -26,9 +26,9 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("bench-cache")
 
 
-# B3, B4, B6, B7, B8 and B9 build and train or run models (B6 in four fresh processes, B7 and B9 servers): seconds
-# each.
-SLOW_BENCHMARKS = ("B3", "B4", "B6", "B7", "B8", "B9")
+# B3, B4, B6, B7, B8, B9 and B10 build and train or run models (B6 in four fresh processes, B7 and B9 servers, B10
+# three tiny runs), B1 times the input pipeline in repeated passes: seconds each.
+SLOW_BENCHMARKS = ("B1", "B3", "B4", "B6", "B7", "B8", "B9", "B10")
 
 
 @pytest.mark.parametrize("bench_id", [pytest.param(b, marks=pytest.mark.slow) if b in SLOW_BENCHMARKS else b
@@ -149,6 +149,7 @@ def test_memory_sampling_finds_child_processes_and_their_private_memory():
         child.wait()
 
 
+@pytest.mark.slow  # trains
 def test_gpu_benchmark_runs_and_replaces_its_section(tmp_path):
     import gpu_models
 

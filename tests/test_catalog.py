@@ -56,7 +56,12 @@ def unseen_turtle_photos(turtle_dir, known_ids) -> tuple[str, list[str]]:
 def test_build_embeds_every_labelled_photo_into_plain_files(built, trained_run, turtle_dir):
     data = load_turtles(turtle_dir, check_images=False)
     assert sorted(p.name for p in built.path.iterdir()) == [".photoid.lock", "embeddings-00001.npy", "images-00001.csv",
-                                                             "manifest.json"]
+                                                             "local-00001.npy", "local-00001.npz", "manifest.json"]
+    # The local features (no pickle either): one entry per photo, keyed by image id, in the same commit.
+    with np.load(built.path / "local-00001.npz", allow_pickle=False) as index:
+        assert index["image_ids"].tolist() == data.labeled["image_id"].tolist() and index["xy"].dtype == np.float16
+    assert np.load(built.path / "local-00001.npy", allow_pickle=False).dtype == np.uint8
+    assert built.manifest["local_features"]["photos"] == len(data.labeled)
     assert built.table["image_id"].tolist() == data.labeled["image_id"].tolist()
     assert built.table["individual_id"].tolist() == data.labeled["turtle_id"].tolist()
     assert set(built.table["source"]) == {"train", "extra"}
@@ -131,7 +136,8 @@ def test_a_new_individual_is_found_at_rank_1_right_after_it_is_added(calibrated,
     assert len(grown.table) == len(catalog.table) + len(photos)
     assert (grown.table["source"] == "added").sum() == len(photos)
     assert sorted(p.name for p in grown.path.iterdir()) == [".photoid.lock", "embeddings-00002.npy", "images-00002.csv",
-                                                            "manifest.json"]
+                                                            "local-00002.npy", "local-00002.npz", "manifest.json"]
+    assert grown.manifest["local_features"]["photos"] == len(grown.table)  # committed with the embeddings
     assert grown.calibration == catalog.calibration
     # `photoid identify --catalog` names it first for each of its photos (the retired size switch is ignored).
     assert main(["identify", *photos, "--catalog", str(grown.path), "--csv", "--faiss_above", "10"]) == 0
@@ -192,7 +198,8 @@ def test_evaluation_table_compares_the_classifier_rule_the_catalogue_and_the_ble
     result = json.loads(out.read_text())
     truth = pd.read_csv(turtle_dir / "test_labels.csv", dtype=str)
     assert result["n_test"] == len(truth) and result["n_new_turtle"] == (truth["label_101"] == NEW_TURTLE).sum()
-    assert [r["method"][:3] for r in result["rows"]] == ["(a)", "cat", "(b)", "(c)"]
+    # (d): the calibrated fusion with local matching, the catalogue having local features.
+    assert [r["method"][:3] for r in result["rows"]] == ["(a)", "cat", "(b)", "(c)", "(d)"]
     for row in result["rows"]:
         assert 0.0 <= row["map5"] <= 1.0 and row["acc1"] <= row["map5"] + 1e-9
         assert f"| {row['method']} | {row['map5']:.4f} |" in printed

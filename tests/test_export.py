@@ -57,6 +57,7 @@ def fold_mean(run, folds, images) -> np.ndarray:
     return np.mean([m.predict.predict(images, verbose=0) for m in load_fold_models(run, folds)], axis=0)
 
 
+@pytest.mark.slow  # loads the export in a fresh Python
 def test_softmax_run_exports_to_plain_keras_with_the_ensembles_predictions(trained_run, tmp_path):
     keras_file, savedmodel = tmp_path / "out" / "model.keras", tmp_path / "out" / "savedmodel"
     export_run(trained_run, keras_file, str(savedmodel))
@@ -106,7 +107,9 @@ def fake_run(root: Path, n_trained: int, **settings) -> Path:
 
 
 @pytest.mark.parametrize("settings, n_trained, modules", [
-    (dict(backbone="simple-cnn", head="arcface", pooling="gem", embedding_size=8), 2, ["photoid.models.layers"]),
+    # Both load the export in a fresh Python (slow).
+    pytest.param(dict(backbone="simple-cnn", head="arcface", pooling="gem", embedding_size=8), 2,
+                 ["photoid.models.layers"], marks=pytest.mark.slow),
     pytest.param(dict(backbone="efficientnet-b0"), 1, ["efficientnet.tfkeras"], marks=pytest.mark.slow),
 ], ids=["gem-arcface", "efficientnet"])
 def test_custom_layers_load_with_only_the_modules_the_export_names(tmp_path, settings, n_trained, modules):

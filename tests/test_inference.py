@@ -94,8 +94,8 @@ def test_records_dir_settings_shards_and_completeness(tmp_path):
     write_json(tmp_path / "records.json", {"settings": {"layout": "compact"}})
     with pytest.raises(PhotoidError, match="lack dim_pre"):
         RecordsDir(tmp_path).photo_settings()
-    with pytest.raises(PhotoidError, match="open_records"):
-        RecordsDir("gs://bucket/records")
+    # A remote folder keeps its URL (read through TensorFlow's file system when asked; tests/test_remote_files.py).
+    assert RecordsDir("gs://bucket/records/").join("records.json") == "gs://bucket/records/records.json"
 
 
 @pytest.fixture(scope="module")

@@ -44,3 +44,15 @@ def test_every_module_of_the_old_layout_still_imports():
 
     for old in MOVED:
         assert importlib.import_module(old).__name__ == old
+
+
+def test_the_api_functions_named_like_old_modules_still_work_after_an_old_import(trained_run, turtle_dir):
+    import pandas as pd
+
+    import photoid
+    import photoid.identify  # noqa: F401  (the old module's name is now the package's attribute)
+
+    photo = str(turtle_dir / "images" / f"{pd.read_csv(turtle_dir / 'test.csv', dtype=str)['image_id'][0]}.JPG")
+    table = photoid.identify([photo], runs=[trained_run], top=2)
+    assert table["rank"].tolist() == [1, 2]
+    assert photoid.identify.identify_paths is importlib.import_module("photoid.inference.identify").identify_paths

@@ -33,6 +33,7 @@ def test_committed_notebook_has_no_outputs():
     assert sum(cell.cell_type == "markdown" for cell in notebook.cells) >= len(code) - 1  # each step explained
 
 
+@pytest.mark.slow  # a Jupyter kernel in a fresh process
 def test_notebook_identifies_test_photos_with_the_sessions_run(trained_run, tmp_path, monkeypatch):
     monkeypatch.setenv("PHOTOID_RUN", str(trained_run))
     monkeypatch.setenv("PHOTOID_NOTEBOOK_WORKDIR", str(tmp_path))

@@ -25,6 +25,8 @@ from photoid.inference.identify import ensemble_from_weights, identify_paths
 from photoid.models.factory import load_weights_file
 from photoid.records.reader import preprocess_image_bytes
 
+pytestmark = pytest.mark.slow  # builds EfficientNets, B7 among them
+
 DIM = 32
 
 

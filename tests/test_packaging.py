@@ -6,9 +6,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 
 
+@pytest.mark.slow  # builds a wheel, loads it in a fresh Python
 def test_the_wheel_carries_every_module_and_the_recipes_which_load_from_any_folder(tmp_path):
     source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside pyproject.toml
     source.mkdir()

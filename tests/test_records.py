@@ -328,6 +328,7 @@ def test_command_and_root_script(turtle_folder, tmp_path, monkeypatch, capsys):
         "fold.0.tfrecord-00000-of-00001", "fold.1.tfrecord-00000-of-00001"]
 
 
+@pytest.mark.slow  # Python and its workers in fresh processes
 def test_workers_that_cannot_start_give_an_error_not_a_hang(tmp_path):
     """Spawned workers re-import the calling script; from stdin they cannot, and the writer must say so."""
     import subprocess

@@ -3,6 +3,7 @@ the command's numbers, decisions through the catalogue's transaction with undo, 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -15,6 +16,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -23,7 +25,8 @@ from starlette.testclient import TestClient
 
 from photoid.catalog.build import read_catalog
 from photoid.cli import main
-from photoid.serve import decisions, is_loopback
+from photoid.catalog import decisions
+from photoid.serve import is_loopback
 from photoid.serve.app import Limits, create_app, loopback_hosts
 from photoid.serve.identifier import Identifier
 
@@ -266,11 +269,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def served(serve_catalog, tmp_path):
-    """`photoid serve` as a user starts it, on a copy of the catalogue; yields (address, catalogue path)."""
-    path = tmp_path / "catalog"
-    shutil.copytree(serve_catalog.path, path)
+@contextlib.contextmanager
+def serving(path: Path) -> Iterator[str]:
+    """`photoid serve` as a user starts it, on catalogue `path`, in its own process; yields its address once it
+    answers."""
     port = free_port()
     command = ["serve", "--catalog", str(path), "--port", str(port)]
     server = subprocess.Popen([sys.executable, "-c", "import sys; from photoid.cli import main; sys.exit(main())",
@@ -291,10 +293,19 @@ def served(serve_catalog, tmp_path):
             except OSError:
                 assert time.monotonic() < deadline and server.poll() is None, "".join(printed)
                 time.sleep(0.2)
-        yield address, path
+        yield address
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.fixture
+def served(serve_catalog, tmp_path):
+    """`photoid serve` on a copy of the catalogue; yields (address, catalogue path)."""
+    path = tmp_path / "catalog"
+    shutil.copytree(serve_catalog.path, path)
+    with serving(path) as address:
+        yield address, path
 
 
 @pytest.mark.slow
@@ -363,8 +374,8 @@ def test_a_researcher_confirms_a_match_in_a_browser(served, turtle_dir, tmp_path
     finally:
         browser.quit()
     assert int((read_catalog(path).table["individual_id"] == chosen).sum()) == n_before + 1
-    assert sorted(p.name for p in shots.glob("*.png")) == ["catalog.png", "decided.png", "decisions.png",
-                                                          "identify.png", "individuals.png", "review.png"]
+    assert {"catalog.png", "decided.png", "decisions.png", "identify.png", "individuals.png", "review.png"} <= {
+        p.name for p in shots.glob("*.png")}  # the folder may hold other tests' screenshots too
 
 
 def test_a_host_beyond_loopback_gets_a_generated_token_checked_on_every_request(identifier, monkeypatch, capsys):

@@ -1,14 +1,12 @@
 """k-fold training on the tiny synthetic set: outputs, manifests, resume, precision, strategies, scripts."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, TINY_DIM, tiny_args
+from conftest import TINY_DIM, tiny_args
 from photoid.core import io as pio
 from photoid.runs.config import resolve_config
 from photoid.core.labels import classes_sha256
@@ -190,6 +188,7 @@ def test_a_class_count_other_than_the_records_is_refused(turtle_dir, turtle_reco
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # builds an EfficientNetV2
 def test_named_weights_that_cannot_load_are_an_error_not_random_weights():
     from photoid.models.backbones import build_backbone
     from photoid.core.errors import PhotoidError
@@ -198,25 +197,6 @@ def test_named_weights_that_cannot_load_are_an_error_not_random_weights():
         build_backbone("efficientnet-v2-b0", (32, 32, 3), "imagenet")
     with pytest.raises(PhotoidError, match="has no pretrained weights 'imagenet'"):
         build_backbone("simple-cnn", (32, 32, 3), "imagenet")
-
-
-def test_scripts_train_with_a_mirrored_strategy_and_ensemble(turtle_dir, turtle_records, tmp_path, cli_env):
-    """run_training.sh / run_inference.sh unchanged, cpu-demo recipe, MirroredStrategy over 2 logical CPUs."""
-    tiny = f"--n_folds 2 --final_fold 1 --n_epochs 1 --dim {TINY_DIM} --dim_pre {TINY_DIM} --batch_size 16 --verbose 0"
-    env = {**cli_env, "RECIPES": "cpu-demo", "DATA_DIR": str(turtle_dir), "TFREC_DIR": str(turtle_records),
-           "RUNS_DIR": str(tmp_path / "runs"), "OUT": str(tmp_path / "submission.csv")}
-    train = subprocess.run(["bash", str(REPO / "run_training.sh")], env={**env, "EXTRA_ARGS": tiny + " --strategy mirrored --cpu_devices 2"},
-                           capture_output=True, text=True, timeout=600)
-    assert train.returncode == 0, train.stderr[-2000:]
-    assert "MirroredStrategy with 2 replica(s)" in train.stdout
-    infer = subprocess.run(["bash", str(REPO / "run_inference.sh")], env={**env, "EXTRA_ARGS": tiny},
-                           capture_output=True, text=True, timeout=600)
-    assert infer.returncode == 0, infer.stderr[-2000:]
-    submission = pd.read_csv(tmp_path / "submission.csv", dtype=str)
-    assert submission["image_id"].tolist() == pd.read_csv(turtle_dir / "sample_submission.csv", dtype=str)["image_id"].tolist()
-    score = subprocess.run([sys.executable, "-m", "photoid.cli", "score", "--data_dir", str(turtle_dir), "--submission",
-                            str(tmp_path / "submission.csv"), "--json"], capture_output=True, text=True, env=cli_env)
-    assert set(json.loads(score.stdout)) == {"map5", "acc1", "n"}
 
 
 def test_a_weights_file_predicts_as_it_is_without_training(trained_run, turtle_dir, tmp_path):

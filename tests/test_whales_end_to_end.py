@@ -28,7 +28,8 @@ def ranking(beluga_dir, whale_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("ranking") / "submission.csv"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert main(["rank", "--run", str(whale_run), "--data_dir", str(beluga_dir), "--out", str(out)]) == 0
+        assert main(["rank", "--run", str(whale_run), "--data_dir", str(beluga_dir), "--out", str(out),
+                     "--lateral_from_top"]) == 0   # one family for every route
     return pd.read_csv(out, dtype={"query_id": str, "database_image_id": str}), printed.getvalue()
 
 
@@ -67,7 +68,8 @@ def test_records_hold_the_training_folds_and_every_scenario_image_in_test(beluga
     assert not evaluated & set(folds["image_id"])
     assert not held_out_encounters & set(folds["encounter_id"])
     assert folds.groupby("encounter_id")["fold"].nunique().max() == 1   # grouped by encounter
-    classes = sorted(folds["whale_id"].unique())
+    # Labels index every whale of the metadata (the winner's label space), held-out whales included.
+    classes = sorted(metadata["whale_id"].unique())
     assert folds["label"].tolist() == [classes.index(w) for w in folds["whale_id"]]
 
     for fold in (0, 1):
@@ -81,10 +83,10 @@ def test_records_hold_the_training_folds_and_every_scenario_image_in_test(beluga
                    (row["whale_id"], row["viewpoint"], row["encounter_id"])
     test = read_records(test_files(whale_records))
     assert {r["image_id"] for r in test} == evaluated
-    for record in test:   # whales outside the training classes get -1
+    for record in test:   # every labelled scenario photo has its whale's label
         whale = metadata.loc[record["image_id"], "whale_id"]
         assert record["whale_id"] == whale
-        assert int(record["label"]) == (classes.index(whale) if whale in classes else -1)
+        assert int(record["label"]) == classes.index(whale)
 
 
 def test_right_views_are_stored_mirrored(beluga_dir, whale_records):
@@ -194,13 +196,16 @@ def test_fold_files_with_wrong_labels_are_refused(tmp_path):
 
 # --- training -------------------------------------------------------------------------------------------------
 
-def test_arcface_training_through_run_py_keeps_checkpoints(whale_run, whale_records):
+def test_arcface_training_through_run_py_keeps_checkpoints(whale_run, whale_records, beluga_dir):
     from photoid.core import io as pio
 
     folds = pd.read_csv(whale_records / "folds.csv", dtype=str)
     config = pio.read_json(whale_run / "config.json")
     assert (config["task"], config["head"], config["pooling"]) == ("whales", "arcface", "gem")
-    assert (whale_run / "classes.txt").read_text().split() == sorted(folds["whale_id"].unique())
+    # The label space: every whale of the metadata (the winner's), the held-out scenario whales included.
+    metadata = pd.read_csv(beluga_dir / "metadata.csv", dtype=str)
+    assert (whale_run / "classes.txt").read_text().split() == sorted(metadata["whale_id"].unique())
+    assert set(folds["whale_id"]) < set(metadata["whale_id"])
     for fold in (0, 1):
         assert (whale_run / f"fold_{fold}" / "best.weights.h5").stat().st_size > 0
         assert pio.read_json(whale_run / f"fold_{fold}" / "done.json")["epochs_run"] == 1
@@ -332,9 +337,36 @@ def test_embeddings_written_by_embed_rank_exactly_as_the_runs_themselves(ranking
     assert embeddings.shape[1] == 2 * 128   # two folds of the demo recipe's 128-d embedding, concatenated raw
     assert set(ids) >= scenario_images(beluga_dir)
     submission = tmp_path / "from_embeddings.csv"
-    assert main(["rank", "--data_dir", str(beluga_dir), "--top", str(out), "--out", str(submission)]) == 0
+    assert main(["rank", "--data_dir", str(beluga_dir), "--top", str(out), "--out", str(submission),
+                 "--lateral_from_top"]) == 0
     expected, _ = ranking
     got = pd.read_csv(submission, dtype={"query_id": str, "database_image_id": str})
     assert got[["query_id", "database_image_id"]].values.tolist() == \
         expected[["query_id", "database_image_id"]].values.tolist()
     np.testing.assert_allclose(got["score"], expected["score"], rtol=1e-5, atol=1e-6)
+
+
+def test_rank_local_reranks_each_querys_shortlist_by_the_fused_score(ranking, beluga_dir, whale_run, tmp_path,
+                                                                     capsys):
+    from photoid.cli import main
+    from photoid.whales.data import load_belugas
+    from photoid.whales.routing import route_of_queries
+
+    winner, _ = ranking
+    out = tmp_path / "fused.csv"
+    assert main(["rank", "--run", str(whale_run), "--data_dir", str(beluga_dir), "--out", str(out), "--local"]) == 0
+    printed = capsys.readouterr().out
+    assert "local matching: calibrated on" in printed and "pseudo-query mAP by local weight: 0.0:" in printed
+    assert "without local matching (winner routing):" in printed and "fused with local matching (written):" in printed
+    fused = pd.read_csv(out, dtype={"query_id": str, "database_image_id": str})
+    assert pd.unique(fused["query_id"]).tolist() == pd.unique(winner["query_id"]).tolist()
+    data = load_belugas(beluga_dir, check_images=False)
+    viewpoint_of = dict(zip(data.metadata["image_id"], data.metadata["viewpoint"]))
+    routes = route_of_queries(data.scenarios, viewpoint_of)
+    for query_id, rows in fused.groupby("query_id", sort=False):
+        before = winner[winner["query_id"] == query_id]
+        # The same shortlist, re-ordered: scores are fused probabilities, non-increasing.
+        assert sorted(rows["database_image_id"]) == sorted(before["database_image_id"])
+        assert rows["score"].between(0, 1).all() and (np.diff(rows["score"].to_numpy()) <= 0).all()
+        if routes[query_id] in ("top_to_lateral", "lateral_to_top"):  # no comparable view: the winner's order
+            assert rows["database_image_id"].tolist() == before["database_image_id"].tolist()

@@ -14,6 +14,10 @@ import os
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 # TensorFlow's C++ start-up chatter hides the messages researchers need to read; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN's CPU kernels on every x86 CPU: TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI, BF16 or
+# AMX, and elsewhere (an AVX2-only AMD EPYC) falls back to Eigen's kernels, which took 1.6x the CPU time per training
+# step of `make demo` there (emulated: docs/speed.md). TF_ENABLE_ONEDNN_OPTS=0 still chooses Eigen.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from photoid._version import __version__  # noqa: E402,F401
 
@@ -22,8 +26,8 @@ from photoid import _moved  # noqa: E402  (old import paths keep working)
 _moved.install()
 
 
-_API = ("build_records", "train", "open_run", "identify", "identifications", "build_catalog", "open_catalog",
-        "add_photos", "catalog_summary", "calibrate", "evaluate", "RunInfo", "Catalog", "Identification")
+_API = ("build_records", "train", "open_run", "identify", "identifications", "fold_ensemble", "build_catalog",
+        "open_catalog", "add_photos", "catalog_summary", "calibrate", "evaluate", "RunInfo", "Catalog", "Identification")
 
 
 def __getattr__(name: str):

@@ -59,6 +59,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "photoid.tasks.whales": ("photoid.whales.task",),
     "photoid.tasks.generic": ("photoid.generic.data", "photoid.generic.task"),
     "photoid.tasks.cli": ("photoid.commands.records",),
+    "photoid.serve.decisions": ("photoid.catalog.decisions",),
     "photoid.whales.pairs": ("photoid.whales.pairs", "photoid.records.pairs", "photoid.models.factory"),
 }
 
@@ -76,11 +77,29 @@ def forward_attribute(old: str, name: str):
                          f"{', '.join(m for m in MOVED[old] if m != old)})")
 
 
+class _MovedModule(types.ModuleType):
+    """An old module: its attributes come from the new modules. Where its name is also a function of the API
+    (`photoid.identify`, `photoid.calibrate`), importing the old path makes it the package's attribute of that name,
+    so it calls that function too: `photoid.identify(photos, ...)` keeps working after `import photoid.identify`."""
+
+    def __getattr__(self, name: str):
+        # Tools that walk sys.modules (TensorFlow, pytest, inspect) ask every module for `__file__` and the like:
+        # an old module has none of its own, and forwarding them would warn on every walk.
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+        return forward_attribute(self.__name__, name)
+
+    def __call__(self, *args, **kwargs):
+        api = importlib.import_module("photoid.api")
+        function = getattr(api, self.__name__.rsplit(".", 1)[1], None)
+        if self.__name__.count(".") != 1 or function is None:
+            raise TypeError(f"module {self.__name__!r} is not callable")
+        return function(*args, **kwargs)
+
+
 class _OldModule(importlib.abc.Loader):
     def create_module(self, spec):
-        module = types.ModuleType(spec.name, f"Moved: see {', '.join(MOVED[spec.name])}.")
-        module.__getattr__ = lambda name, old=spec.name: forward_attribute(old, name)
-        return module
+        return _MovedModule(spec.name, f"Moved: see {', '.join(MOVED[spec.name])}.")
 
     def exec_module(self, module):
         pass

@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "catalog": ("photoid.commands.catalog", "build, grow and list an embedding catalogue of known individuals"),
     "calibrate": ("photoid.commands.calibrate", "choose the new-individual threshold and blend weight on held-out data"),
     "serve": ("photoid.serve", "a web page to identify photos, confirm matches and grow a catalogue"),
+    "survey": ("photoid.commands.survey", "import a survey's photos, identify them in one batch job, export the "
+                                          "reviewed sightings"),
     "import": ("photoid.importers", "write a generic folder (metadata.csv, images/) from a wildlife-datasets data "
                                     "set or a Turtle Recall folder"),
 }

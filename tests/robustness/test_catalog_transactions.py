@@ -23,6 +23,9 @@ from photoid.catalog.store import LOCK, catalog_transaction, read_catalog
 from photoid.core.quiet import TF_LOG_LINE
 from robustness_support import kill, reaped, start_photoid, subprocess_env, temporary_files, wait_until
 
+# Every test starts `photoid` or Python in fresh processes (each `photoid catalog add` starts TensorFlow).
+pytestmark = pytest.mark.slow
+
 N_PARALLEL = 8
 N_KILLS = 20
 

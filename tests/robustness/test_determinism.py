@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from photoid.core.io import load_npy
 from robustness_support import (file_bytes, reaped, run_photoid, start_photoid, temporary_files,
@@ -48,6 +49,7 @@ def manifest_without_run_dir(path: Path) -> dict:
     return manifest
 
 
+@pytest.mark.slow  # trains three runs, in fresh processes
 def test_seeded_deterministic_training_gives_identical_outputs(turtle_dir, turtle_records, tmp_path):
     def start(name: str, seed: str):
         argv = ["train", "--model", "cpu-demo", "--data_dir", turtle_dir, "--run_dir", tmp_path / name,

@@ -6,6 +6,7 @@ or interrupted (SIGINT, as Ctrl-C) part-way, then run again. Writers that fail m
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import signal
@@ -44,6 +45,7 @@ def listed_shards(out: Path) -> dict:
         return {}
 
 
+@pytest.mark.slow  # photoid in fresh processes
 def test_killed_record_build_resumes_to_the_same_bytes(synthetic_turtles, tmp_path, capsys):
     reference = tmp_path / "reference"
     code, _, err = run_photoid(capsys, "tfrecords", "--data_dir", synthetic_turtles, "--out_dir", reference, *RECORDS)
@@ -74,6 +76,7 @@ def test_killed_record_build_resumes_to_the_same_bytes(synthetic_turtles, tmp_pa
     assert temporary_files(out) == []
 
 
+@pytest.mark.slow  # photoid in a fresh process
 def test_ctrl_c_during_record_building_is_one_line(synthetic_turtles, tmp_path):
     out = tmp_path / "tfrec"
     process, _, err_path = start_photoid("tfrecords", "--data_dir", synthetic_turtles, "--out_dir", out, *RECORDS,
@@ -113,6 +116,7 @@ def history_epochs(fold_dir: Path) -> list[int]:
     return pd.read_csv(path)["epoch"].astype(int).tolist()
 
 
+@pytest.mark.slow  # trains, in fresh processes
 def test_killed_training_resumes_from_its_last_finished_epoch(turtle_dir, turtle_records, tmp_path, capsys):
     run_dir = tmp_path / "run"
     fold_dir = run_dir / "fold_0"
@@ -140,6 +144,7 @@ def test_killed_training_resumes_from_its_last_finished_epoch(turtle_dir, turtle
     assert temporary_files(run_dir) == []
 
 
+@pytest.mark.slow  # trains, in a fresh process
 def test_ctrl_c_during_training_is_one_line(turtle_dir, turtle_records, tmp_path):
     run_dir = tmp_path / "run"
     process, out_path, err_path = start_photoid(*train_argv(turtle_dir, run_dir), log_dir=tmp_path, name="train")
@@ -175,6 +180,7 @@ def poison_head_at(monkeypatch, epoch_to_poison: int) -> None:
     monkeypatch.setattr(train, "make_callbacks", with_poison)
 
 
+@pytest.mark.slow  # trains
 def test_nan_in_the_first_epoch_stops_the_fold_without_a_checkpoint(turtle_dir, turtle_records, tmp_path, capsys,
                                                                     monkeypatch):
     poison_head_at(monkeypatch, 0)
@@ -189,6 +195,7 @@ def test_nan_in_the_first_epoch_stops_the_fold_without_a_checkpoint(turtle_dir, 
     assert not (run_dir / "fold_0" / "done.json").exists()
 
 
+@pytest.mark.slow  # trains
 def test_nan_after_good_epochs_keeps_the_best_checkpoint_so_far(turtle_dir, turtle_records, tmp_path, capsys,
                                                                 monkeypatch):
     poison_head_at(monkeypatch, 2)
@@ -293,6 +300,68 @@ def test_a_checkpoint_that_fails_midway_leaves_the_best_one(tmp_path, monkeypatc
     # An epoch whose loss became NaN never replaces it either, whatever its monitor says.
     checkpoint.on_epoch_end(2, {"loss": float("nan"), "val_loss": 0.1})
     assert pio.read_json(tmp_path / "best.json")["epoch"] == 1
+
+
+# Where CPython runs a pending signal's handler, so where a Ctrl-C's KeyboardInterrupt is raised: on entering a
+# function (RESUME), on a loop's backward jump, and just after a call returns.
+CHECKS_SIGNALS_AT = {"RESUME", "JUMP_BACKWARD"}
+CHECKS_SIGNALS_AFTER = {"CALL", "CALL_KW", "CALL_FUNCTION_EX"}
+
+
+@functools.lru_cache(maxsize=None)
+def signal_checks(code) -> frozenset[int]:
+    """Offsets of the instructions of `code` before which a pending signal's handler may run."""
+    import dis
+
+    instructions = list(dis.get_instructions(code))
+    return frozenset(now.offset for before, now in zip([None, *instructions], instructions)
+                     if now.opname in CHECKS_SIGNALS_AT or (before and before.opname in CHECKS_SIGNALS_AFTER))
+
+
+def ctrl_c_at_signal_check(n: int):
+    """A trace function raising KeyboardInterrupt at the n-th signal check run in `photoid.core.io`: a Ctrl-C that
+    arrives just then. (A trace function that raises is unset, so the cleanup runs untraced.) Finalisers are left
+    out: Python reports an exception raised in one and carries on."""
+    checks = 0
+
+    def per_instruction(frame, event, arg):
+        nonlocal checks
+        if event in ("call", "opcode") and frame.f_lasti in signal_checks(frame.f_code):
+            checks += 1
+            if checks == n:
+                raise KeyboardInterrupt
+        return per_instruction
+
+    def per_call(frame, event, arg):
+        in_finaliser = any(f.f_code.co_name == "__del__" for f in (frame, frame.f_back) if f is not None)
+        if frame.f_code.co_filename != pio.__file__ or in_finaliser:
+            return None
+        frame.f_trace_opcodes = True
+        return per_instruction(frame, event, arg)  # the call event is the frame's RESUME
+
+    return per_call
+
+
+def test_ctrl_c_at_any_signal_check_of_an_atomic_write_leaves_no_temporary_file(tmp_path):
+    # `photoid tfrecords` interrupted just as it began its next shard once left that shard's temporary file: the
+    # Ctrl-C landed after the file was created and before the code that removes it was armed.
+    target = tmp_path / "report.json"
+    interrupted = 0
+    while True:
+        pio.write_text(target, "old")
+        sys.settrace(ctrl_c_at_signal_check(interrupted + 1))
+        try:
+            pio.write_text(target, "new")
+        except KeyboardInterrupt:
+            interrupted += 1
+        else:
+            break
+        finally:
+            sys.settrace(None)
+        assert temporary_files(tmp_path) == [], f"Ctrl-C at signal check {interrupted}"
+        assert target.read_text(encoding="utf-8") in ("old", "new"), f"Ctrl-C at signal check {interrupted}"
+    assert interrupted > 10  # the write was interrupted at each of its checks (the tracing did work)
+    assert target.read_text(encoding="utf-8") == "new" and temporary_files(tmp_path) == []
 
 
 def test_damaged_prediction_and_report_files_are_named_not_tracebacks(tmp_path):
@@ -404,6 +473,7 @@ os.execv(sys.executable, [sys.executable, "-m", "pytest", *sys.argv[1:]])
 """
 
 
+@pytest.mark.slow  # pytest and photoid in fresh processes
 def test_ctrl_c_tests_pass_when_pytest_starts_with_sigint_ignored(tmp_path):
     env = {key: value for key, value in subprocess_env().items() if key not in ("HOME", "LANG", "LANGUAGE")}
     env["LC_ALL"] = "C"

@@ -6,8 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
+import pytest
 
 from photoid.core.quiet import TF_LOG_LINE
 from robustness_support import PHOTOID, subprocess_env
@@ -37,16 +39,19 @@ def test_identify_help_does_not_start_tensorflow():
     assert done.stdout.strip().endswith("tensorflow not imported"), f"{done.stdout} ({seconds:.2f} s)"
 
 
+@pytest.mark.slow  # photoid in fresh processes
 def test_identify_prints_no_tensorflow_start_up_lines_unless_verbose(trained_run, turtle_dir):
     photo = turtle_dir / "images" / f"{pd.read_csv(turtle_dir / 'test.csv')['image_id'][0]}.JPG"
     argv = ["identify", str(photo), "--run", str(trained_run), "--csv"]
-    quiet = subprocess.run([*PHOTOID, *argv], capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    # Both at once: each process starts TensorFlow on its own (about 3 s of one core).
+    with ThreadPoolExecutor(2) as pool:
+        quiet, verbose = pool.map(lambda a: subprocess.run([*PHOTOID, *a], capture_output=True, text=True,
+                                                           env=subprocess_env(), timeout=300),
+                                  [argv, ["--verbose", *argv]])
     assert quiet.returncode == 0, quiet.stderr
     assert tensorflow_lines(quiet.stderr) == [] and "cuda" not in quiet.stderr.lower(), quiet.stderr
     assert "identifying 1 photo(s)" in quiet.stderr
     # The same lines are there to see on request; the filter is what hid them.
-    verbose = subprocess.run([*PHOTOID, "--verbose", *argv], capture_output=True, text=True, env=subprocess_env(),
-                             timeout=300)
     assert verbose.returncode == 0, verbose.stderr
     assert tensorflow_lines(verbose.stderr), verbose.stderr
     assert verbose.stdout == quiet.stdout

@@ -14,6 +14,9 @@ from photoid.core import io as pio
 from robustness_support import kill, reaped, run_photoid, start_photoid, wait_until
 
 
+pytestmark = pytest.mark.slow  # every test trains
+
+
 def train_argv(turtle_dir: Path, run_dir: Path, *extra: str) -> list:
     """Fold 0, a few batches per epoch; the plateau and early-stopping patiences are short so both act."""
     return ["train", "--model", "cpu-demo", "--data_dir", turtle_dir, "--run_dir", run_dir, "--n_folds", "2",

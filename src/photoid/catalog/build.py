@@ -15,6 +15,7 @@ on them.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -59,7 +60,7 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
                   records_dir: str | None = None, batch_size: int = DEFAULT_BATCH, force: bool = False,
                   storage: str = "float32", index: str = "exact", nlist: int | None = None,
                   nprobe: int | None = None, ef_search: int | None = None, chunk_rows: int = PART_ROWS,
-                  progress: bool = False, note=None) -> Catalog:
+                  progress: bool = False, note=None, local: bool = True) -> Catalog:
     """A catalogue of every labelled photo of a data folder of the runs' task (`Task.labelled_photos`: Turtle
     Recall's train.csv then extra_images.csv; a whale folder's labelled metadata rows; a generic folder's train
     rows). Whale and generic folders say each photo's viewpoint: right views are embedded mirrored where the runs'
@@ -69,8 +70,11 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
     where it stopped and several processes can share one (`photoid.catalog.stream`). `storage` "float16" halves
     the embeddings' memory and disk (its effect on scores is measured on the first chunk and kept in the
     manifest); `index` "ivf" or "hnsw" adds an approximate search index, whose recall against the exact search is
-    measured when it is built (`photoid.catalog.approximate`). Returns the catalogue as this process leaves it:
-    complete, unless other processes are still embedding chunks of it."""
+    measured when it is built (`photoid.catalog.approximate`).
+
+    `local`: also every photo's local features (`photoid.catalog.local`), prepared as the runs prepare photos,
+    extracted once the embeddings are complete and committed beside them. Returns the catalogue as this process
+    leaves it: complete, unless other processes are still embedding chunks of it."""
     from photoid.catalog.approximate import KINDS, settings_for
     from photoid.catalog.stream import build_in_chunks
     from photoid.inference.embedder import Embedder
@@ -108,8 +112,11 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
         manifest["storage"] = storage
     if index != "exact":
         manifest["index"] = settings_for(index, len(table), nlist=nlist, nprobe=nprobe, ef_search=ef_search)
-    return build_in_chunks(embedder, table, viewpoints, out, manifest, batch_size=batch_size, force=force,
-                           chunk_rows=chunk_rows, progress=progress, note=note or (lambda line: None))
+    catalog = build_in_chunks(embedder, table, viewpoints, out, manifest, batch_size=batch_size, force=force,
+                              chunk_rows=chunk_rows, progress=progress, note=note or (lambda line: None))
+    if local and not catalog.building:
+        catalog, _ = add_local_features(out)
+    return catalog
 
 
 def _check_build_target(out: Path, force: bool) -> None:
@@ -142,23 +149,80 @@ def add_photos(catalog_dir: str | Path, paths: Sequence[str], individual_id: str
     catalog = read_catalog(catalog_dir)
     image_ids = [Path(p).stem for p in paths]
     _check_new_image_ids(catalog, paths, image_ids)  # before the slow work, and again under the lock
+    from photoid.catalog.local import (
+        LOCAL_KEY,
+        append_with_local,
+        has_local_features,
+        local_settings,
+        read_local_features,
+        table_features,
+    )
+    from photoid.local.features import FeatureSet
+
     embedder = load_catalog_embedder(catalog, run_dirs, records_dir)
-    check_viewpoint(embedder, viewpoint)
-    embeddings = embedder.embed_all(paths, batch_size, None if viewpoint is None else [viewpoint] * len(paths))
+    check_viewpoint(embedder, viewpoint, catalog)
     added = pd.DataFrame({"individual_id": individual_id, "image_id": image_ids, "source": "added",
                           "path": [str(Path(p).resolve()) for p in paths]})
     if viewpoint is not None:
         added[VIEWPOINT_COLUMN] = viewpoint
+    views = None if viewpoint is None else [viewpoint] * len(paths)
+    # The photos' local features, where the catalogue keeps them (a zero-shot catalogue's embeddings come from them).
+    features = table_features(added, local_settings(catalog)) if has_local_features(catalog) else None
+    if features is not None and not catalog.models:
+        embeddings = embedder.describe([features.get(i) for i in image_ids])
+    else:
+        embeddings = embedder.embed_all(paths, batch_size, views)
     with catalog_transaction(catalog.path, f"to add {len(paths)} photo(s) of {individual_id}") as tx:
         current = tx.catalog
-        if current is None or current.models != catalog.models:
+        if current is None or current.models != catalog.models or \
+                (current.manifest.get(LOCAL_KEY) or {}).get("settings") != \
+                (catalog.manifest.get(LOCAL_KEY) or {}).get("settings"):
             raise PhotoidError(f"{catalog.path} was rebuilt while the photos were embedded; nothing was added, add "
                                "them again")
         current.check_complete()
         _check_new_image_ids(current, paths, image_ids)
         known = bool((current.table["individual_id"] == individual_id).any())
-        updated = tx.append(added, embeddings)
+        if features is None:
+            updated = tx.append(added, embeddings)
+        else:
+            joined = FeatureSet.join(read_local_features(current), features)
+            updated = append_with_local(tx, added, embeddings, joined, local_settings(current))
     return updated, known
+
+
+def add_local_features(catalog_dir: str | Path) -> tuple[Catalog, int]:
+    """Extract the local features a catalogue lacks (built without them, or photos added by a writer that does not
+    extract them) and commit them; its photos, embeddings and decisions stay. Returns (catalogue, photos added)."""
+    from photoid.catalog.local import (
+        LOCAL_KEY,
+        commit_with_local,
+        local_settings,
+        read_local_features,
+        settings_for_runs,
+        table_features,
+    )
+    from photoid.local.features import FeatureSet
+    from photoid.runs.loaded import load_run
+
+    catalog = read_catalog(catalog_dir)
+    if catalog.manifest.get(LOCAL_KEY):
+        settings, have = local_settings(catalog), read_local_features(catalog)
+    else:
+        settings = settings_for_runs([load_run(d) for d in catalog.run_dirs()])
+        have = FeatureSet.pack([], [])
+    missing = catalog.table[~catalog.table["image_id"].isin(set(have.image_ids))]
+    started = time.time()
+    features = table_features(missing, settings)
+    seconds = time.time() - started
+    with catalog_transaction(catalog.path, f"to add the local features of {len(missing)} photo(s)") as tx:
+        current = tx.catalog
+        if current is None or current.models != catalog.models:
+            raise PhotoidError(f"{catalog.path} was rebuilt meanwhile; nothing was added, run this again")
+        before = read_local_features(current) if current.manifest.get(LOCAL_KEY) else FeatureSet.pack([], [])
+        joined = FeatureSet.join(before, features).select(current.table["image_id"])
+        updated = commit_with_local(tx, current.manifest, current.table, current.embeddings, joined, settings,
+                                    seconds)
+    return updated, len(missing)
 
 
 def _check_new_image_ids(catalog: Catalog, paths: Sequence[str], image_ids: Sequence[str]) -> None:
@@ -181,4 +245,5 @@ def summary(catalog: Catalog) -> dict:
             "sources": by_source, "runs": catalog.manifest.get("runs", []), "updated": catalog.manifest["updated"],
             "calibration": catalog.calibration, "storage": catalog.storage, "parts": len(catalog.parts),
             "search": search_description(catalog) or "exact", "float16_effect": catalog.manifest.get("float16_effect"),
-            "building": catalog.building}
+            "building": catalog.building, "local_features": catalog.manifest.get("local_features"),
+            "zero_shot": catalog.manifest.get("zero_shot")}

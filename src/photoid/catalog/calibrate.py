@@ -39,9 +39,11 @@ from typing import Sequence
 import numpy as np
 
 from photoid.catalog.build import Catalog, load_catalog_embedder
+from photoid.catalog.fusion import DEFAULT_SHORTLIST
 from photoid.catalog.identify import align_probabilities
 from photoid.catalog.openset import (
     OperatingPoint,
+    TopCandidates,
     blend_scores,
     candidates_at,
     catalogue_scores,
@@ -100,8 +102,9 @@ def fold_queries(catalog: Catalog, run_dirs: list[str], use_probabilities: bool 
 
 
 def simulated_trials(catalog: Catalog, folds: list[FoldQueries], new_fraction: float, repeats: int, seed: int,
-                     nameable: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
-    """(scores, probabilities, truth) per repeat and fold, with `new_fraction` of the individuals held out.
+                     nameable: np.ndarray | None = None, with_rows: bool = False) -> list[tuple]:
+    """(scores, probabilities, truth) per repeat and fold, with `new_fraction` of the individuals held out
+    (`with_rows`: and the queries' catalogue rows, which local matching needs).
 
     Queries are photos of nameable individuals (default: all), so that `new_fraction` is the share of new ones
     among them; the other individuals stay in the catalogue, where a match to them reads "new".
@@ -127,25 +130,46 @@ def simulated_trials(catalog: Catalog, folds: list[FoldQueries], new_fraction: f
         for f in folds:
             scores = catalogue_scores(catalog.embeddings[f.rows], gallery_embeddings, gallery_codes,
                                       len(names), f.blocks, exclude=position[f.rows], backend="numpy")
-            trials.append((scores, f.probabilities, codes[f.rows]))
+            trials.append((scores, f.probabilities, codes[f.rows], f.rows) if with_rows
+                          else (scores, f.probabilities, codes[f.rows]))
     return trials
 
 
 def calibrate(catalog: Catalog, run_dirs: Sequence[str] | None = None, *, new_fraction: float = DEFAULT_NEW_FRACTION,
               repeats: int = DEFAULT_REPEATS, seed: int = DEFAULT_SEED, use_probabilities: bool = True,
-              label_space: str = "catalog", records_dir: str | None = None) -> dict:
+              label_space: str = "catalog", records_dir: str | None = None, local: bool | None = None,
+              shortlist: int = DEFAULT_SHORTLIST) -> dict:
     """Choose (blend weight, threshold) on out-of-fold data; returns the calibration record (not yet saved).
 
     `label_space` "catalog": every catalogue individual can be named (what `identify --catalog` does);
     "original": only the runs' original ids, every other individual is new (Turtle Recall's 101 labels).
     `run_dirs` stand in for the catalogue's recorded runs (moved elsewhere); they must hold the same models.
+
+    A catalogue with local features also gets its fusion of global and local scores (`fusion.calibrate_fusion`,
+    recorded as `fusion`; `local` False skips it, True requires it), matching each query's `shortlist` best
+    individuals. A zero-shot catalogue (no models) is calibrated on every photo as a query against the others.
     """
-    from photoid.inference.embedder import check_same_models
-    from photoid.inference.fold_models import signature
-    from photoid.runs.loaded import load_run
+    from photoid.catalog.zeroshot import is_zero_shot
 
     if label_space not in LABEL_SPACES:
         raise PhotoidError(f"label space must be one of {LABEL_SPACES}, got {label_space!r}")
+    if local:
+        from photoid.catalog.local import require_local_features
+
+        require_local_features(catalog, "calibrating the fusion (--local)")
+    if is_zero_shot(catalog):
+        if label_space != "catalog" or run_dirs:
+            raise PhotoidError(f"catalogue {catalog.path} has no trained model (zero-shot): --run and label space "
+                               "'original' do not apply to it")
+        rows = np.arange(len(catalog.table))
+        folds = [FoldQueries(0, catalog.blocks(), rows, None)]
+        record = _calibration_record(catalog, folds, None, None, new_fraction, repeats, seed, label_space, [],
+                                     local, shortlist)
+        record["probabilities"] = None
+        return record
+    from photoid.inference.embedder import check_same_models
+    from photoid.inference.fold_models import signature
+    from photoid.runs.loaded import load_run
     run_dirs = catalog.run_dirs(run_dirs)
     runs = {recorded: load_run(given, records_dir) for recorded, given in zip(catalog.run_dirs(), run_dirs)}
     check_same_models(catalog.models, [signature(runs[m["run_dir"]], m["fold"]) for m in catalog.models],
@@ -155,26 +179,91 @@ def calibrate(catalog: Catalog, run_dirs: Sequence[str] | None = None, *, new_fr
     has_probability = np.isin(names, first_run.classes) if use_probabilities else None
     nameable = np.isin(names, first_run.original_ids) if label_space == "original" else None
     folds = fold_queries(catalog, run_dirs, use_probabilities)
-    trials = simulated_trials(catalog, folds, new_fraction, repeats, seed, nameable)
-    points = search_operating_point(trials, has_probability, nameable)
+    record = _calibration_record(catalog, folds, has_probability, nameable, new_fraction, repeats, seed, label_space,
+                                 run_dirs, local, shortlist)
+    record["probabilities"] = "out-of-fold predictions" if use_probabilities else None
+    return record
+
+
+def _calibration_record(catalog: Catalog, folds: list[FoldQueries], has_probability, nameable, new_fraction: float,
+                        repeats: int, seed: int, label_space: str, run_dirs: list[str], local: bool | None,
+                        shortlist: int) -> dict:
+    from photoid.catalog.local import has_local_features, read_local_features
+
+    trials = simulated_trials(catalog, folds, new_fraction, repeats, seed, nameable, with_rows=True)
+    plain = [trial[:3] for trial in trials]
+    points = search_operating_point(plain, has_probability, nameable)
     # The best MAP@5; on a tie the smaller weight (fewer assumptions about the classifier).
     chosen: OperatingPoint = max(points.values(), key=lambda p: (round(p.map5, 12), -p.blend_weight))
     similarity_only = points[0.0]
-    return {
+    chosen_candidates = candidates_at(plain, has_probability, chosen.blend_weight, nameable)
+    record = {
         "calibrated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "blend_weight": chosen.blend_weight, "threshold": chosen.threshold,
-        "metrics": open_set_metrics(candidates_at(trials, has_probability, chosen.blend_weight, nameable),
-                                    chosen.threshold),
+        "metrics": open_set_metrics(chosen_candidates, chosen.threshold),
+        "probability": probability_model(chosen_candidates, chosen.blend_weight),
         "similarity_only": {"threshold": similarity_only.threshold, "metrics": open_set_metrics(
-            candidates_at(trials, has_probability, 0.0, nameable), similarity_only.threshold)},
+            candidates_at(plain, has_probability, 0.0, nameable), similarity_only.threshold)},
         "by_weight": [asdict(p) for p in points.values()],
         "label_space": label_space,
         "new_fraction": new_fraction, "repeats": repeats, "seed": seed, "folds": [f.fold for f in folds],
-        "probabilities": "out-of-fold predictions" if use_probabilities else None,
         "run_dirs": run_dirs,
     }
+    if local is not False and has_local_features(catalog):
+        from photoid.catalog.fusion import calibrate_fusion
+
+        record["fusion"] = calibrate_fusion(catalog, read_local_features(catalog), trials, has_probability, nameable,
+                                            chosen.blend_weight, shortlist_size=shortlist, seed=seed,
+                                            global_map5=record["metrics"]["map5"])
+    return record
 
 
+
+
+def probability_model(c: TopCandidates, blend_weight: float) -> dict | None:
+    """Logistic fits turning a score into calibrated probabilities, on the held-out queries' candidates.
+
+    `match`: P(a candidate is the photo's individual | its score), fitted on every candidate shown (the top k
+    of each query, labelled by whether it is the truth). `new`: P(the photo's individual is new | its best
+    score). Both hold only at `blend_weight` (scores at another weight are spread differently). A higher score
+    never makes a match less likely (nor a new individual more likely): where the held-out scores say otherwise
+    (models that barely learnt), the fit is the base rate alone. None when the held-out queries give only one
+    outcome (nothing to fit).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    def fit(x: np.ndarray, y: np.ndarray, rising: bool) -> dict | None:
+        if len(np.unique(y)) < 2:
+            return None
+        model = LogisticRegression(C=1e4).fit(x.reshape(-1, 1), y)
+        slope, intercept = float(model.coef_[0, 0]), float(model.intercept_[0])
+        if (slope < 0) if rising else (slope > 0):
+            rate = float(np.mean(y))
+            slope, intercept = 0.0, float(np.log(rate / (1 - rate)))
+        return {"slope": slope, "intercept": intercept, "n": int(len(y))}
+
+    k = c.scores.shape[1]
+    shown = np.isfinite(c.scores)
+    is_truth = c.truth_rank[:, None] == np.arange(1, k + 1)[None, :]
+    best = np.isfinite(c.scores[:, 0])
+    match = fit(c.scores[shown], is_truth[shown], rising=True)
+    new = fit(c.scores[best, 0], c.is_new[best], rising=False)
+    if match is None or new is None:
+        return None
+    return {"blend_weight": float(blend_weight), "match": match, "new": new,
+            "method": "logistic regression on the held-out queries' scores"}
+
+
+def calibrated_probability(calibration: dict | None, scores, kind: str = "match",
+                           blend_weight: float | None = None) -> np.ndarray | None:
+    """`probability_model`'s P(match) or P(new) for `scores`; None without a fit for that blend weight."""
+    model = (calibration or {}).get("probability")
+    if not model or model.get(kind) is None or (blend_weight is not None
+                                               and float(blend_weight) != model["blend_weight"]):
+        return None
+    fit = model[kind]
+    z = fit["slope"] * np.asarray(scores, dtype=np.float64) + fit["intercept"]
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
 # ----------------------------------------------------------------------------- test-set evaluation
@@ -219,6 +308,9 @@ def evaluate(catalog: Catalog, run_dirs: Sequence[str] | None, data_dir: str, ou
         f"(c) blend w={weight}, threshold {threshold:.3f}": with_new(
             blend_scores(scores, aligned, has_probability, weight), threshold),
     }
+    fused = _fused_labels(catalog, test_paths, blend_scores(scores, aligned, has_probability, weight), original_ids)
+    if fused is not None:
+        methods[fused[0]] = fused[1]
     is_new = truth == NEW_TURTLE
     rows = [{"method": name, "map5": map_at_k_from_labels(truth, labels, k=5),
              "acc1": float(np.mean(labels[:, 0] == truth)),
@@ -232,7 +324,16 @@ def evaluate(catalog: Catalog, run_dirs: Sequence[str] | None, data_dir: str, ou
     return result
 
 
+def _fused_labels(catalog: Catalog, paths: Sequence[str], global_scores: np.ndarray, nameable) -> tuple | None:
+    """(method name, labels) of the calibrated fusion with local matching, where the catalogue has one."""
+    from photoid.catalog.fusion import Fusion, LocalScorer, identify_fused, query_features
+    from photoid.catalog.local import has_local_features, local_settings, read_local_features
 
-
-
-
+    fusion = Fusion.from_calibration(catalog.calibration)
+    if fusion is None or not has_local_features(catalog):
+        return None
+    scorer = LocalScorer(catalog, read_local_features(catalog))
+    views = [None] * len(paths)
+    result = identify_fused(global_scores, query_features(paths, views, local_settings(catalog)), views, fusion,
+                            scorer, nameable=nameable, new_label=NEW_TURTLE)
+    return (f"(d) fused, local weight {fusion.weights['local']}, threshold {fusion.threshold:.3f}", result.labels)

@@ -20,9 +20,13 @@ from photoid.tasks import get_task
 DEFAULT_BATCH = 64
 
 
-def check_viewpoint(embedder, viewpoint: str | None) -> None:
+def check_viewpoint(embedder, viewpoint: str | None, catalog: Catalog | None = None) -> None:
     """Refuse a viewpoint for a catalogue whose models' records never mirrored right views (it would change
-    nothing)."""
+    nothing); a catalogue with local features takes one (only comparable views are matched locally)."""
+    from photoid.catalog.local import has_local_features
+
+    if catalog is not None and has_local_features(catalog):
+        return
     from photoid.runs.loaded import check_viewpoint_applies
 
     check_viewpoint_applies(viewpoint, [m.preprocessing for m in embedder.predictor.members],
@@ -35,6 +39,13 @@ def load_catalog_embedder(catalog: Catalog, run_dirs: Sequence[str] | None = Non
     `run_dirs` (runs moved elsewhere, or the runs a classifier ensemble uses) must hold the very models the
     catalogue was made with, in the same order; anything else is refused with the difference named.
     """
+    from photoid.catalog.zeroshot import ZeroShotEmbedder, is_zero_shot
+
+    if is_zero_shot(catalog):
+        if run_dirs:
+            raise PhotoidError(f"catalogue {catalog.path} was built without a trained model (zero-shot); --run "
+                               "does not apply to it")
+        return ZeroShotEmbedder(catalog)
     from photoid.inference.embedder import Embedder, check_same_models
     from photoid.runs.loaded import load_run
 
@@ -71,6 +82,19 @@ def operating_point(catalog: Catalog, with_probabilities: bool, blend_weight: fl
     return float(blend_weight), float(threshold)
 
 
+def verdict_threshold(catalog: Catalog, blend_weight: float | None = None, threshold: float | None = None,
+                      local: bool | None = None) -> float:
+    """The threshold a photo's verdict is drawn with: `threshold` if given, else the fused score's when the
+    catalogue's calibrated fusion ranks (`identify_paths_with_catalog`), else the global one's."""
+    from photoid.catalog.fusion import active_fusion
+    from photoid.catalog.zeroshot import is_zero_shot
+
+    fusion = active_fusion(catalog, local)
+    if fusion is not None:
+        return fusion.threshold if threshold is None else float(threshold)
+    return operating_point(catalog, not is_zero_shot(catalog), blend_weight, threshold)[1]
+
+
 def identify_with_catalog(embeddings: np.ndarray, catalog: Catalog, classifier_probs: np.ndarray | None = None,
                           classes: Sequence[str] | None = None, *, top: int = 5, blend_weight: float | None = None,
                           threshold: float | None = None, nameable: Sequence[str] | None = None,
@@ -91,22 +115,32 @@ def identify_with_catalog(embeddings: np.ndarray, catalog: Catalog, classifier_p
         raise PhotoidError(f"embeddings of shape {embeddings.shape} cannot be compared with catalogue "
                            f"{catalog.path}, whose embeddings have {catalog.dim} dimensions: they come from other "
                            "models; embed the photos with the catalogue's runs")
-    with_probabilities = classifier_probs is not None
-    weight, threshold = operating_point(catalog, with_probabilities, blend_weight, threshold)
+    weight, threshold = operating_point(catalog, classifier_probs is not None, blend_weight, threshold)
+    scores = global_scores(embeddings, catalog, classifier_probs, classes, weight, backend=backend)
+    if backend == "auto":
+        return catalog.index().ranker(nameable, new_label)(scores, threshold, top)
+    return rank_with_new(scores, catalog.individuals()[0], threshold, k=top, nameable=nameable, new_label=new_label)
+
+
+def global_scores(embeddings: np.ndarray, catalog: Catalog, classifier_probs: np.ndarray | None,
+                  classes: Sequence[str] | None, blend_weight: float, backend: str = "auto") -> np.ndarray:
+    """Each photo's score for each catalogue individual (queries, individuals in `Catalog.individuals`' sorted
+    order): its similarity, blended with the classifier's probabilities at `blend_weight` (the score
+    `identify_with_catalog` ranks by). `backend` "auto" searches the catalogue's prepared index."""
     if backend == "auto":  # the catalogue's prepared index (`photoid.catalog.index`), exact unless built otherwise
         index = catalog.index()
         scores = index.scores(embeddings)
-        if with_probabilities and weight > 0:
+        if classifier_probs is not None and blend_weight > 0:
             probs, has_probability = align_probabilities(classifier_probs, classes, index.names,
                                                          index.probability_columns(classes or []))
-            scores = blend_scores(scores, probs, has_probability, weight)
-        return index.ranker(nameable, new_label)(scores, threshold, top)
+            scores = blend_scores(scores, probs, has_probability, blend_weight)
+        return scores
     names, codes = catalog.individuals()
     scores = catalogue_scores(embeddings, catalog.embeddings, codes, len(names), catalog.blocks(), backend=backend)
-    if with_probabilities and weight > 0:
+    if classifier_probs is not None and blend_weight > 0:
         probs, has_probability = align_probabilities(classifier_probs, classes, names)
-        scores = blend_scores(scores, probs, has_probability, weight)
-    return rank_with_new(scores, names, threshold, k=top, nameable=nameable, new_label=new_label)
+        scores = blend_scores(scores, probs, has_probability, blend_weight)
+    return scores
 
 
 def search_description(catalog: Catalog) -> str | None:
@@ -136,7 +170,8 @@ def identify_paths_with_catalog(catalog_dir: str | Path | Catalog, paths: Sequen
                                 run_dirs: Sequence[str] | None = None, records_dir: str | None = None,
                                 top: int = 5, batch_size: int = DEFAULT_BATCH, blend_weight: float | None = None,
                                 threshold: float | None = None, embedder=None,
-                                viewpoints: Sequence[str | None] | None = None) -> Iterator:
+                                viewpoints: Sequence[str | None] | None = None, local: bool | None = None,
+                                shortlist: int | None = None, explain: bool = False) -> Iterator:
     """`photoid identify --catalog`: photos → `photoid.core.results.Identification`, in order, batch by batch.
 
     The catalogue's models embed each photo and give the classifier's probabilities; every catalogue individual
@@ -144,27 +179,52 @@ def identify_paths_with_catalog(catalog_dir: str | Path | Catalog, paths: Sequen
     individual above the threshold is `new_turtle` (Turtle Recall runs) or `new_individual`. `run_dirs`, when
     given, must be the catalogue's runs (else a clear error). A long-lived caller (`photoid serve`) passes the
     catalogue it holds and its `load_catalog_embedder`, so the models are loaded once. `viewpoints` (one per
-    photo, None: unknown) mirror right views for models whose records mirrored them; refused for other models.
+    photo, None: unknown) mirror right views for models whose records mirrored them; refused for other models
+    unless the catalogue has local features (then only comparable views are matched).
+
+    Local matching (`photoid.catalog.fusion`): `local` None fuses global and local scores where the catalogue's
+    calibration gave local matching a weight; True requires the fusion, False ranks by the global score alone.
+    `shortlist` overrides the calibrated number of individuals matched locally; `threshold` then applies to the
+    fused score. `explain` keeps each top candidate's best local match (`Identification.evidence`) even where the
+    ranking is global. A photo with too few keypoints gets local scores of 0 and a note, never an error.
     """
+    from photoid.catalog.fusion import identify_fused, local_setup, query_features
+    from photoid.catalog.zeroshot import catalogue_task, is_zero_shot
+
     catalog = catalog_dir if isinstance(catalog_dir, Catalog) else read_catalog(catalog_dir)
     catalog.check_complete()
     embedder = embedder or load_catalog_embedder(catalog, run_dirs, records_dir)
     search = search_description(catalog)
-    first_run = embedder.members[0][0]
-    new_label = get_task(first_run.config.task).new_label
+    new_label = get_task(catalogue_task(catalog, embedder)).new_label
     label_space = (catalog.calibration or {}).get("label_space", "catalog")
-    nameable = first_run.original_ids if label_space == "original" else None
-    operating_point(catalog, True, blend_weight, threshold)  # fail before any photo is read
-    check_viewpoint(embedder, next((v for v in viewpoints or () if v), None))
+    nameable = embedder.members[0][0].original_ids if label_space == "original" else None
+    with_probabilities = not is_zero_shot(catalog)
+    fusion, scorer, settings = local_setup(catalog, local, explain)
+    weight, global_threshold = operating_point(catalog, with_probabilities, blend_weight,
+                                               threshold if fusion is None else -np.inf)
+    check_viewpoint(embedder, next((v for v in viewpoints or () if v), None), catalog)
+    view_of = dict(zip(paths, viewpoints)) if viewpoints is not None else {}
+    ranker = catalog.index().ranker(nameable, new_label)
     for batch, readable, embeddings, probs, errors in embedder.batches(paths, batch_size, probabilities=True,
                                                                        viewpoints=viewpoints):
         results = {path: Identification(path, error=reason) for path, reason in errors.items()}
         if readable:
-            labels, scores = identify_with_catalog(embeddings, catalog, probs, embedder.classes, top=top,
-                                                   blend_weight=blend_weight, threshold=threshold,
-                                                   nameable=nameable, new_label=new_label)
+            scores = global_scores(embeddings, catalog, probs, embedder.classes, weight)
+            views = [view_of.get(path) or None for path in readable]
+            queries = query_features(readable, views, settings, embedder) if scorer is not None else None
+            evidence = notes = None
+            if fusion is not None:
+                fused = identify_fused(scores, queries, views, fusion, scorer, top=top, shortlist_size=shortlist,
+                                       threshold=threshold, nameable=nameable, new_label=new_label)
+                labels, top_scores, evidence, notes = fused.labels, fused.scores, fused.evidence, fused.notes
+            else:
+                labels, top_scores = ranker(scores, global_threshold, top)
+                if scorer is not None:  # explanations of a global ranking: the top candidates matched locally
+                    evidence, notes = scorer.explain(queries, views, labels)
             for i, path in enumerate(readable):
-                kept = [(str(label), float(score)) for label, score in zip(labels[i], scores[i]) if label != ""]
-                results[path] = Identification(path, probs[i], [label for label, _ in kept],
-                                               [score for _, score in kept], search=search)
+                kept = [(str(label), float(score)) for label, score in zip(labels[i], top_scores[i]) if label != ""]
+                results[path] = Identification(path, None if probs is None else probs[i],
+                                               [label for label, _ in kept], [score for _, score in kept],
+                                               search=search, notes=notes[i] if notes else [],
+                                               evidence=evidence[i] if evidence else None)
         yield from (results[path] for path in batch)

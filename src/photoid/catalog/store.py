@@ -2,8 +2,8 @@
 
 A catalogue folder holds plain files, no pickle:
 
-    manifest.json              the models that made it (`photoid.inference.embedder.signature`), its data files with their
-                               sha256, and the calibration (`photoid calibrate`)
+    manifest.json              the models that made it (`photoid.inference.embedder.signature`), its data files
+                               with their sha256, and the calibration (`photoid calibrate`)
     embeddings-GGGGG.npy       float32 (photos, dim): one L2-normalised row per photo (`photoid.inference.embedder`)
     images-GGGGG.csv           individual_id, image_id, source, path — row i describes embedding row i
     .photoid.lock              the writers' lock (never deleted); while held it names its holder
@@ -15,7 +15,8 @@ starts a new one once it is full, removing a photo rewrites the part that held i
 PART_ROWS photos is one pair of files, as it always was. Optional entries: `storage` "float16" (every part's
 embeddings stored as float16, half the memory and disk, scores changed by the rounding: measured by
 `photoid.catalog.index`), `index` (a stored approximate index, `photoid.catalog.approximate`) and `build` (a
-streamed build in progress, `photoid.catalog.stream`). Catalogues with parts or float16 storage are written as
+streamed build in progress, `photoid.catalog.stream`); local features and the fusion's files are
+`photoid.catalog.local`'s, committed in the same transactions. Catalogues with parts or float16 storage are written as
 format version 2, which older photoid versions refuse rather than read in part; others stay version 1.
 
 Column block m of the embeddings is fold model m's own normalised embedding (scaled); the manifest's `models`
@@ -32,7 +33,7 @@ command, a web page) changes a catalogue this way and nothing else:
         current = tx.catalog                      # this generation, read under the lock (None: no catalogue yet)
         ...                                       # slow work (embedding photos) is best done before the lock
         tx.commit(current.manifest, table, embeddings)   # or tx.append(rows, embeddings), tx.remove(keep),
-                                                         # tx.commit_manifest(calibration=...)
+                                                         # tx.relabel(table), tx.commit_manifest(calibration=...)
 
 Two writers therefore never lose each other's changes: the second waits, re-reads the first's generation and adds to
 it; a writer that waits longer than `WAIT_NOTE_S` prints whom it waits for (pid, command, since when). The lock is an
@@ -157,7 +158,18 @@ class Part:
 
 
 class Catalog:
-    """One generation of a catalogue: its manifest, its table (one row per photo) and its parts' embeddings."""
+    """One generation of a catalogue folder, as `read_catalog` (`photoid.open_catalog`) returns it.
+
+    Attributes:
+        path: the catalogue folder.
+        manifest: `manifest.json`: the models that made it, its data files and parts, its calibration, ...
+        table: one row per photo, row i describing embedding row i: `individual_id`, `image_id`, `source`
+            (`train`, `extra`, `metadata`, `added`, `served`), `path`, and `viewpoint` where the photos'
+            viewpoints are known.
+        parts: its `Part`s in row order (pairs of data files; a catalogue grows by parts, see `Transaction`).
+        embeddings: (property) float32 (photos, dim), rows of unit length; column block m is fold model m's
+            embedding.
+    """
 
     def __init__(self, path: Path, manifest: dict, table: pd.DataFrame, parts: list[Part],
                  previous: "Catalog | None" = None):
@@ -172,14 +184,17 @@ class Catalog:
 
     @property
     def models(self) -> list[dict]:
+        """The fold models that embed its photos, in column order: run, fold, weights' sha256, `offset`, `dim`."""
         return self.manifest["models"]
 
     @property
     def dim(self) -> int:
+        """The width of an embedding row (the models' widths added up)."""
         return int(self.manifest["dim"])
 
     @property
     def calibration(self) -> dict | None:
+        """What `photoid calibrate` chose (threshold, blend weight, out-of-fold metrics); None before it ran."""
         return self.manifest.get("calibration")
 
     @property
@@ -231,7 +246,10 @@ class Catalog:
         return [str(d) for d in given] if given else recorded
 
     def blocks(self, fold: int | None = None) -> list[tuple[int, int]]:
-        """(offset, dim) of each model's columns in the embeddings; only fold `fold`'s models when given."""
+        """(offset, dim) of each model's columns in the embeddings; only fold `fold`'s models when given. A
+        catalogue without models (zero-shot: `photoid.catalog.zeroshot`) has one block, its whole width."""
+        if not self.models:
+            return [(0, self.dim)]
         return [(m["offset"], m["dim"]) for m in self.models if fold is None or m["fold"] == fold]
 
     def individuals(self) -> tuple[list[str], np.ndarray]:
@@ -426,6 +444,24 @@ class Transaction:
         if not items:  # the last photo left: the catalogue is one empty pair of files
             part = current.parts[0]
             items.append((part.table.iloc[:0].reset_index(drop=True), part.embeddings[:0]))
+        return self.commit_parts({**current.manifest, **changes}, items, current)
+
+    def relabel(self, table: pd.DataFrame, **changes) -> Catalog:
+        """Give photos other individuals: `table` is the current table (same rows, same order) with some
+        `individual_id`s changed. Only the parts holding a changed row are rewritten (their embeddings as they are);
+        `changes` replace manifest entries in the same commit."""
+        current = self._current()
+        if len(table) != len(current.table) or \
+                not np.array_equal(table["image_id"].to_numpy(), current.table["image_id"].to_numpy()):
+            raise ValueError("relabel needs the current table's rows in their order")
+        items, start = [], 0
+        for part in current.parts:
+            rows = table.iloc[start:start + part.rows]
+            start += part.rows
+            if np.array_equal(rows["individual_id"].to_numpy(), part.table["individual_id"].to_numpy()):
+                items.append(part)
+            else:
+                items.append((rows.reset_index(drop=True), part.embeddings))
         return self.commit_parts({**current.manifest, **changes}, items, current)
 
     def commit_manifest(self, **changes) -> Catalog:

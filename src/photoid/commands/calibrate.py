@@ -7,6 +7,7 @@ import time
 
 from photoid.api import calibrate, open_catalog
 from photoid.catalog.calibrate import DEFAULT_NEW_FRACTION, DEFAULT_REPEATS, DEFAULT_SEED, LABEL_SPACES, evaluate
+from photoid.catalog.fusion import DEFAULT_SHORTLIST
 
 
 def format_calibration(c: dict) -> str:
@@ -16,12 +17,25 @@ def format_calibration(c: dict) -> str:
                 f"balanced {m['balanced_accuracy']:.4f}")
 
     m = c["metrics"]
+    fusion = c.get("fusion")
+    fused_lines = [] if not fusion else [
+        f"  fusion (shortlist {fusion['shortlist']}, {fusion['queries']} queries, {fusion['pairs']} pairs matched "
+        f"locally, {fusion['seconds']:.0f}s): weights global {fusion['weights']['global']} / local "
+        f"{fusion['weights']['local']}, fused threshold {fusion['threshold']:.4f}; calibrations "
+        + ", ".join(f"{name} {kind} (out-of-fold log-loss " + " vs ".join(
+            f"{k} {v:.4f}" for k, v in fusion["log_loss_out_of_fold"][name].items()) + ")"
+            for name, kind in fusion["calibration_kinds"].items()),
+        line(f"fused (local w={fusion['weights']['local']})", fusion["metrics"]),
+        line("global only, calibrated", fusion["global_only"]["metrics"]),
+        *([line("local only (shortlist)", fusion["local_only"]["metrics"])] if fusion.get("local_only") else []),
+    ]
     return "\n".join([
         f"out-of-fold calibration: {m['n_queries']} queries ({m['n_new']} new), folds {c['folds']}, "
         f"{c['repeats']} draw(s) of {c['new_fraction']:.0%} individuals held out",
         f"  chosen: blend weight {c['blend_weight']}, threshold {c['threshold']:.4f} (labels: {c['label_space']})",
         line(f"blend (w={c['blend_weight']})", m),
         line(f"similarity only (t={c['similarity_only']['threshold']:.4f})", c["similarity_only"]["metrics"]),
+        *fused_lines,
     ])
 
 
@@ -48,6 +62,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "runs' original ids, others are new (Turtle Recall's 101 labels)")
     parser.add_argument("--similarity_only", action="store_true",
                         help="ignore the classifier's probabilities (blend weight 0)")
+    parser.add_argument("--local", action=argparse.BooleanOptionalAction, default=None,
+                        help="also fit the fusion of global and local scores (default: when the catalogue has local "
+                             "features; --local requires them)")
+    parser.add_argument("--shortlist", type=int, default=DEFAULT_SHORTLIST, metavar="B",
+                        help=f"individuals matched locally per query (default: {DEFAULT_SHORTLIST})")
     parser.add_argument("--evaluate", action="store_true",
                         help="then score the test set (test_labels.csv): classifier rule vs catalogue vs blend")
     parser.add_argument("--data_dir", help="with --evaluate: the Turtle Recall folder (default: the catalogue's)")
@@ -58,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     calibration = calibrate(args.catalog, args.runs, new_fraction=args.new_fraction, repeats=args.repeats,
                             seed=args.seed, use_probabilities=not args.similarity_only,
-                            label_space=args.label_space, records_dir=args.records_dir)
+                            label_space=args.label_space, records_dir=args.records_dir, local=args.local,
+                            shortlist=args.shortlist)
     catalog = open_catalog(args.catalog)  # the generation the calibration was committed to, or a later one
     print(format_calibration(calibration))
     print(f"written to {catalog.path / 'manifest.json'} in {time.time() - started:.0f}s")

@@ -104,6 +104,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                                                          "(default: calibrated)")
     catalog.add_argument("--faiss_above", type=int,
                          help="deprecated and ignored: the catalogue's search is chosen by its measured cost")
+    catalog.add_argument("--local", action=argparse.BooleanOptionalAction, default=None,
+                         help="fuse the global score with local matching of the shortlist (default: as calibrated; "
+                              "--no-local: the global score alone)")
+    catalog.add_argument("--shortlist", type=int, metavar="B",
+                         help="individuals matched locally per photo (default: as calibrated)")
+    catalog.add_argument("--explain", metavar="OUT_DIR",
+                         help="write, per top candidate, a PNG of the photo beside the candidate's best photo with "
+                              "the verified local matches drawn (and a JSON of them)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
     if args.catalog:
         results, data_dir, subtitle = _catalog_results(args, options)
     else:
+        for option in ("local", "shortlist", "explain"):
+            if getattr(args, option) is not None:
+                raise PhotoidError(f"--{option} applies with --catalog (local features are kept in a catalogue)")
         ensemble = fold_ensemble(**{k: v for k, v in options.items() if k not in ("top", "batch_size")})
         print(f"identifying {len(args.images)} photo(s) with {len(ensemble.members)} model(s), "
               f"{ensemble.n_predictions} prediction(s) averaged per photo", file=sys.stderr)
@@ -129,6 +140,10 @@ def run(args: argparse.Namespace) -> int:
             failed.append(result)
             continue
         output.add(result)
+        for note in result.notes:
+            print(f"note: {result.path}: {note}", file=sys.stderr)
+        if args.explain:
+            _write_explanations(args, result, Path(args.catalog))
         if args.gallery:
             identified.append(Identification(result.path, labels=result.labels, scores=result.scores))
     output.close(failed)
@@ -153,9 +168,35 @@ def _catalog_results(args: argparse.Namespace, options: dict) -> tuple[Iterator[
     if args.faiss_above is not None:
         print("--faiss_above is deprecated and ignored: the catalogue is searched the faster exact way for its size",
               file=sys.stderr)
-    data_dir = open_catalog(args.catalog).manifest.get("data_dir")
+    if args.shortlist is not None and args.shortlist < 1:
+        raise PhotoidError(f"--shortlist must be at least 1, got {args.shortlist}")
+    if args.local is not None or args.shortlist is not None or args.explain:
+        # The options of local matching, which the API's `identifications` does not take (yet): its catalogue path
+        # with them (the call above checked every other option).
+        from photoid.catalog.identify import identify_paths_with_catalog
+
+        results = identify_paths_with_catalog(
+            args.catalog, args.images, run_dirs=args.runs, records_dir=args.records_dir, top=args.top,
+            batch_size=args.batch_size, blend_weight=args.blend_weight, threshold=args.threshold,
+            viewpoints=None if args.viewpoint is None else [args.viewpoint] * len(args.images), local=args.local,
+            shortlist=args.shortlist, explain=bool(args.explain))
+    catalog = open_catalog(args.catalog)
     print(f"identifying {len(args.images)} photo(s) against catalogue {args.catalog}", file=sys.stderr)
-    return results, Path(data_dir) if data_dir else None, "scores: similarity to the catalogue, blended"
+    data_dir = catalog.manifest.get("data_dir")
+    fused = bool((catalog.calibration or {}).get("fusion")) and args.local is not False
+    return results, Path(data_dir) if data_dir else None, (
+        "scores: global and local scores fused" if fused else "scores: similarity to the catalogue, blended")
+
+
+def _write_explanations(args: argparse.Namespace, result: Identification, catalog_dir: Path) -> None:
+    from photoid.catalog.explain import write_explanations
+    from photoid.catalog.local import local_settings
+    from photoid.catalog.store import read_catalog
+
+    written = write_explanations(result, local_settings(read_catalog(catalog_dir)), args.explain, args.viewpoint)
+    missing = [label for label in result.labels if label not in (result.evidence or {})]
+    print(f"explained {result.path}: {len(written)} picture(s) in {args.explain}"
+          + (f" (no local match to draw for {', '.join(missing)})" if missing else ""), file=sys.stderr)
 
 
 def _write_gallery(path: str, results: list[Identification], data_dir: Path | None, subtitle: str) -> None:

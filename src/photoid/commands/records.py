@@ -40,6 +40,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     for name in ("train_on_scenarios", "pair_lateral"):
         whales.add_argument(f"--{name}", action="store_true", default=None)
     whales.add_argument("--views", default=None)
+    whales.add_argument("--label_space", choices=("metadata", "training"), default=None)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pandas as pd
 
+from photoid.core import fs
 from photoid.core.errors import ProblemList
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -32,7 +33,7 @@ def read_table(path: str | Path, name: str | None, problems: ProblemList, column
     assume one line per row, which holds for ids (they may not contain line breaks). `columns` are required
     (others are allowed). A header without rows is a problem unless `allow_no_rows`.
     """
-    path = Path(path)
+    path = fs.as_path(path)   # folds.csv may sit in a gs:// records folder
     name = str(path) if name is None else name
     if not path.is_file():
         problems.add(name, None, "file is missing" if not path.exists() else "is not a file")
@@ -79,6 +80,8 @@ def read_csv_strict(path: str | Path, **kwargs) -> pd.DataFrame:
     with warnings.catch_warnings():
         warnings.simplefilter("error", pd.errors.ParserWarning)
         try:
+            if fs.is_remote(path):   # a gs:// submission, read through TensorFlow's file system
+                return pd.read_csv(io.BytesIO(fs.as_path(path).read_bytes()), index_col=False, **kwargs)
             return pd.read_csv(path, index_col=False, **kwargs)
         except pd.errors.ParserWarning:
             raise pd.errors.ParserError("some rows have more fields than the header has columns") from None

@@ -49,7 +49,7 @@ class GenericTask:
 
         return read_fold_table(path, FOLD_COLUMNS, self.identity_column)
 
-    def label_space(self, folds) -> tuple[list[str], list[str]]:
+    def label_space(self, folds, records_dir=None) -> tuple[list[str], list[str]]:
         classes = label_space(folds, self.identity_column)
         return classes, classes
 

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
@@ -65,7 +64,7 @@ class FoldModel:
     predict: tf_keras.Model
     embed: tf_keras.Model
     dim: int
-    weights_sha256: str | None  # None for a remote weights file
+    weights_sha256: str | None  # of the weights file it was loaded from
     run: RunInfo | None = None
     fold: int | None = None
     _traced: dict = field(default_factory=dict, repr=False)
@@ -126,9 +125,7 @@ def build_fold_model(cfg, n_classes: int, weights: str | os.PathLike, *, strateg
                      run: RunInfo | None = None, fold: int | None = None) -> FoldModel:
     """A trained model to predict with: `build_models_with_weights`, with what identifies it."""
     models = build_models_with_weights(cfg, n_classes, weights, strategy=strategy)
-    local = "://" not in str(weights)
-    return FoldModel(name or str(weights), models.predict, models.embed, cfg.dim,
-                     weights_sha256(weights) if local else None, run, fold)
+    return FoldModel(name or str(weights), models.predict, models.embed, cfg.dim, weights_sha256(weights), run, fold)
 
 
 def load_fold_models(run: RunInfo, folds: Sequence[int] | None = None, *, strategy=None) -> list[FoldModel]:
@@ -140,11 +137,12 @@ def load_fold_models(run: RunInfo, folds: Sequence[int] | None = None, *, strate
                              name=f"{run.run_dir} fold {fold}", run=run, fold=fold) for fold in chosen]
 
 
-def fold_weights(run_dir: str | os.PathLike, fold: int, given: str | os.PathLike | None = None) -> Path:
-    """The weights file fold `fold` predicts with: the run's best weights, or the `given` file."""
+def fold_weights(run_dir: str | os.PathLike, fold: int, given: str | os.PathLike | None = None):
+    """The weights file fold `fold` predicts with: the run's best weights, or the `given` file (local or remote)."""
+    from photoid.core import fs
     from photoid.runs.folder import RunDir
 
-    weights = Path(given) if given else RunDir(run_dir).best_weights(fold)
+    weights = fs.as_path(given) if given else RunDir(run_dir).best_weights(fold)
     if not weights.exists():
         raise PhotoidError(f"fold {fold} has no trained weights ({weights}); run the job with 'train' first")
     return weights

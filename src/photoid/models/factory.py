@@ -49,6 +49,7 @@ def build_models(
     arcface_margin: float = 0.5,
     arcface_margin_std: float = 0.0,
     arcface_sub_centers: int = 1,
+    arcface_init_std: float = 0.01,
     neck_kind: str = "dense_bn",
     drop_connect_rate: float = -1.0,
     input_norm: str = "unit",
@@ -94,6 +95,9 @@ def build_models(
         margin=arcface_margin,
         margin_std=arcface_margin_std,
         sub_centers=arcface_sub_centers,
+        # The winner's ElasticArcFace: nn.init.normal_(kernel, std=0.01); Keras' own default would be Glorot uniform.
+        kernel_initializer=(tf_keras.initializers.RandomNormal(0.0, arcface_init_std) if arcface_init_std > 0
+                            else "glorot_uniform"),
         name="arcface",
     )
     softmax = layers.Activation("softmax", dtype="float32", name="probabilities")
@@ -117,6 +121,7 @@ def build_models_from_config(cfg, n_classes: int) -> Models:
         arcface_margin=cfg.arcface_margin,
         arcface_margin_std=cfg.arcface_margin_std,
         arcface_sub_centers=cfg.arcface_sub_centers,
+        arcface_init_std=cfg.arcface_init_std,
         neck_kind=cfg.neck,
         drop_connect_rate=cfg.drop_connect_rate,
         input_norm=cfg.input_norm,
@@ -168,10 +173,30 @@ def embedding_layers(neck_kind: str, embedding_size: int, pooled_width: int) -> 
     ]
 
 
-def compile_for_training(model: tf_keras.Model, lr: float) -> None:
-    """Adam + sparse categorical cross-entropy + accuracy, as the original (metric named `acc` → `val_acc`)."""
+OPTIMIZERS = ("adam", "adam_keras")
+
+
+def make_optimizer(name: str, lr: float) -> tf_keras.optimizers.Optimizer:
+    """Adam by the configuration's `optimizer` name.
+
+    `adam` is `tf_keras.optimizers.legacy.Adam`, the optimizer the originals' TF 2.8 `tf.keras.optimizers.Adam` was:
+    every variable is updated by TensorFlow's fused `ResourceApplyAdam` kernel (α = lr·√(1−β₂ᵗ)/(1−β₁ᵗ),
+    m += (g−m)(1−β₁), v += (g²−v)(1−β₂), var −= α·m/(√v+ε)), so a step rounds as it rounded for the original.
+    `adam_keras` is Keras' newer Adam (Keras ≥ 2.11): the same rule computed by separate TensorFlow operations, and
+    compiled by XLA on a GPU, which rounds differently.
+    """
+    if name == "adam":
+        return tf_keras.optimizers.legacy.Adam(lr)
+    if name == "adam_keras":
+        return tf_keras.optimizers.Adam(lr)
+    raise PhotoidError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+
+
+def compile_for_training(model: tf_keras.Model, lr: float, optimizer: str = "adam") -> None:
+    """Adam (`make_optimizer`) + sparse categorical cross-entropy + accuracy, as the original (metric named `acc` →
+    `val_acc`)."""
     model.compile(
-        optimizer=tf_keras.optimizers.Adam(lr),
+        optimizer=make_optimizer(optimizer, lr),
         loss="sparse_categorical_crossentropy",
         metrics=["acc", tf_keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="acc5")],
     )
@@ -204,7 +229,7 @@ def load_weights_file(model: tf_keras.Model, path: str | Path, n_classes: int | 
 
 
 def _saved_weight_arrays(path: str) -> int | None:
-    """How many layer weight arrays a local weights file holds (None for remote files, which h5py cannot open).
+    """How many layer weight arrays a weights file holds (a remote one is read from a local copy: h5py opens files).
 
     Keras refuses a file that lacks weights for one of the model's layers, but the `.weights.h5` layout matches
     layers by position and ignores entries the model has no place for (e.g. a GeM exponent loaded into a model
@@ -214,8 +239,15 @@ def _saved_weight_arrays(path: str) -> int | None:
     """
     import h5py
 
-    if "://" in path:
-        return None
+    from photoid.core import fs
+
+    if fs.is_remote(path):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            local = f"{folder}/{fs.as_path(path).name}"
+            fs.copy(path, local)
+            return _saved_weight_arrays(local)
 
     def count(f) -> int:
         group = f["layers"] if "layers" in f else f["model_weights"] if "model_weights" in f else f

@@ -6,8 +6,8 @@
     records.json                     settings, and every shard's row count, sha256 and input fingerprint
 
 `photoid.records.writer.RecordsManifest` writes the folder; every reader asks a `RecordsDir`. Light on purpose (no
-TensorFlow): a remote folder (gs://...) is read through a file system the caller passes (`photoid.records.reader.
-open_records` gives TensorFlow's), a local one through the standard library.
+TensorFlow for a local folder): a remote one (gs://..., what a TPU reads) goes through TensorFlow's file system
+(`photoid.core.fs`), a local one through the standard library.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import re
 from typing import Iterable
 
+from photoid.core import fs
 from photoid.core.errors import PhotoidError
 
 IMAGE_FEATURE = "image"  # the feature holding a record's photo (photoid.records.reader.feature_spec)
@@ -47,35 +48,27 @@ def records_layout(settings: dict) -> str:
     return layout
 
 
-class LocalFiles:
-    """The file operations a RecordsDir needs, on local paths."""
+class Files:
+    """The file operations a RecordsDir needs, local or remote (`photoid.core.fs`)."""
 
-    @staticmethod
-    def glob(pattern: str) -> list[str]:
-        return glob.glob(pattern)
-
-    @staticmethod
-    def exists(path: str) -> bool:
-        return os.path.exists(path)
+    glob = staticmethod(fs.glob)
+    exists = staticmethod(fs.exists)
 
     @staticmethod
     def read_text(path: str) -> str:
-        with open(path, encoding="utf-8") as f:
+        with fs.open_file(path, "r") as f:
             return f.read()
 
 
-def is_remote(path: str | os.PathLike) -> bool:
-    return "://" in str(path)
+is_remote = fs.is_remote
 
 
 class RecordsDir:
-    """One records folder (local, or remote with `files` = a file system such as TensorFlow's gfile adapter)."""
+    """One records folder, local or remote (`files`: another file system with `Files`' operations)."""
 
     def __init__(self, path: str | os.PathLike, files=None):
-        if files is None and is_remote(path):
-            raise PhotoidError(f"{path}: a remote records folder is read through photoid.records.reader.open_records")
         self.path = str(path).rstrip("/") or "/"
-        self.files = files or LocalFiles()
+        self.files = files or Files()
         self._manifest: dict | None = None
 
     def __repr__(self) -> str:
@@ -144,6 +137,16 @@ class RecordsDir:
         None where they do not say (records of other tasks, which never mirror)."""
         value = self.setting("mirror_right", None)
         return None if value is None else bool(value)
+
+    def classes(self) -> list[str] | None:
+        """The label space records.json lists (None where it lists none: the labels index the folds' individuals)."""
+        classes = self.manifest().get("classes")
+        if classes is None:
+            return None
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or classes != sorted(
+                set(classes)):
+            raise PhotoidError(f"{self.manifest_path}: its classes must be distinct ids in sorted order")
+        return classes
 
     def listed_rows(self, name: str) -> int | None:
         """The row count records.json lists for shard `name` (None: not listed)."""

@@ -7,7 +7,6 @@ split; this module writes the table atomically and reads it back with every prob
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pandas as pd
 
@@ -32,7 +31,7 @@ def read_fold_table(path: str | os.PathLike, columns: list[str], identity: str) 
     """
     name = str(path)
     problems = ProblemList()
-    frame = read_table(Path(path), name, problems)
+    frame = read_table(path, name, problems)
     if frame is not None and require_columns(frame, name, columns, problems):
         _check_fold_rows(frame, name, problems, identity)
     problems.raise_if_any(title="invalid fold file")

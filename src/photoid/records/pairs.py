@@ -8,9 +8,9 @@ A task that writes `pair.K.tfrecord` beside `fold.K.tfrecord`, row for row (Wher
 from __future__ import annotations
 
 import secrets
-from pathlib import Path
 from typing import Sequence
 
+from photoid.core import fs
 from photoid.core.errors import PhotoidError
 
 
@@ -22,7 +22,7 @@ def pair_files(fold_files: Sequence[str]) -> list[str]:
         if not name.startswith("fold."):
             raise PhotoidError(f"{path}: not a fold record shard")
         paired.append(f"{folder}/pair.{name[len('fold.'):]}" if folder else f"pair.{name[len('fold.'):]}")
-    missing = [p for p in paired if "://" not in p and not Path(p).is_file()]
+    missing = [p for p in paired if not fs.exists(p)]
     if missing:
         raise PhotoidError(f"{missing[0]} is missing: a paired recipe needs records written by photoid "
                            "whale-records --pair_lateral")
@@ -45,7 +45,7 @@ def build_paired_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_
     from photoid.records.folder import IMAGE_FEATURE
     from photoid.records.reader import (
         AUTOTUNE,
-        augment_image,
+        augmentation,
         batch_after_map,
         decode_image,
         feature_spec,
@@ -77,13 +77,14 @@ def build_paired_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_
             ds = ds.shuffle(buffer_size, seed=base_seed, reshuffle_each_iteration=True)
         ds = ds.skip(skip)
 
+    augment_one = augmentation(augment, aug_number, aug_percentage, aug_draw) if training else None
+
     def finish(position, element):
         top, lateral, label = element
         if training:
             base = tf.constant(base_seed, tf.int64)
-            top = augment_image(top, augment, aug_number, aug_percentage, tf.stack([base, 2 * position]), aug_draw)
-            lateral = augment_image(lateral, augment, aug_number, aug_percentage, tf.stack([base, 2 * position + 1]),
-                                    aug_draw)
+            top = augment_one(top, tf.stack([base, 2 * position]))
+            lateral = augment_one(lateral, tf.stack([base, 2 * position + 1]))
         return (finish_image(top, dim), finish_image(lateral, dim), label), (label, label)
 
     ds = ds.enumerate(start=skip if training else 0).map(finish, num_parallel_calls=AUTOTUNE)

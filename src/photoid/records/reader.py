@@ -22,7 +22,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from photoid.core.errors import PhotoidError
-from photoid.records.folder import IMAGE_FEATURE, RecordsDir, is_remote
+from photoid.records.folder import IMAGE_FEATURE, RecordsDir
 from photoid.records.transforms import N_TRANSFORMS, apply_transform
 from photoid.tasks import get_augmentation
 
@@ -165,11 +165,13 @@ def build_dataset(files: Sequence[str], *, dim: int, dim_pre: int, batch_size: i
         ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
 
     if training:
+        augment_one = augmentation(augment, aug_number, aug_percentage, aug_draw)
+
         # Element i of the (repeated, shuffled) stream gets its own stateless seed (base_seed, i).
         def transform(position, element):
             image, *rest = element
             seed_pair = tf.stack([tf.constant(base_seed, tf.int64), position])
-            image = augment_image(image, augment, aug_number, aug_percentage, seed_pair, aug_draw)
+            image = augment_one(image, seed_pair)
             return (finish_image(image, dim, image_inverted), *rest)
 
         ds = ds.enumerate(start=skip).map(transform, num_parallel_calls=AUTOTUNE)
@@ -203,29 +205,22 @@ def batch_after_map(ds: tf.data.Dataset, batch_size: int, drop_remainder: bool,
     return ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
 
 
-def augment_image(image: tf.Tensor, augment: str, aug_number: int, aug_percentage: float,
-                  seed: tf.Tensor, aug_draw: str = "original") -> tf.Tensor:
-    """One training image's augmentation, by the name a recipe gives it (the registry, `photoid.tasks`, knows which
-    task's module defines it: `original` is Turtle Recall's, `whaledo` and `whaledo_triangle` Where's Whale-do's)."""
-    return get_augmentation(augment)(image, seed, aug_number=aug_number, aug_percentage=aug_percentage,
-                                     aug_draw=aug_draw)
+def augmentation(augment: str, aug_number: int, aug_percentage: float, aug_draw: str = "original"):
+    """The training augmentation a recipe names, as `fn(image, seed)` on one uint8 image (every draw keyed by the
+    stateless `seed`). The registry (`photoid.tasks`) knows which task's module defines it: `original` is Turtle
+    Recall's, `whaledo` and `whaledo_triangle` Where's Whale-do's. Resolved here, before a tf.data map traces the
+    function that calls it (a module lookup inside the trace is not graph code)."""
+    augment_fn = get_augmentation(augment)
 
+    def augment_one(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        return augment_fn(image, seed, aug_number=aug_number, aug_percentage=aug_percentage, aug_draw=aug_draw)
 
-class _TensorFlowFiles:
-    """TensorFlow's file system (gs:// and other remote folders), as a RecordsDir reads files."""
-
-    glob = staticmethod(tf.io.gfile.glob)
-    exists = staticmethod(tf.io.gfile.exists)
-
-    @staticmethod
-    def read_text(path: str) -> str:
-        with tf.io.gfile.GFile(path, "r") as f:
-            return f.read()
+    return augment_one
 
 
 def open_records(path: str | os.PathLike) -> RecordsDir:
-    """A records folder, local or remote (read through TensorFlow's file system)."""
-    return RecordsDir(path, files=_TensorFlowFiles() if is_remote(path) else None)
+    """A records folder, local or remote (read through TensorFlow's file system, `photoid.core.fs`)."""
+    return RecordsDir(path)
 
 
 def fold_files(records_dir: str | os.PathLike, folds) -> list[str]:

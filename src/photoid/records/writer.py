@@ -16,14 +16,14 @@ at module level: spawned workers import this module and must stay light.
 
 Each shard is written under a temporary name and renamed when complete, and listed in records.json only then. A
 rerun with the same settings keeps every shard whose inputs and bytes still match and rewrites the others, so an
-interrupted run resumes where it stopped and a repeated run gives byte-identical files.
+interrupted run resumes where it stopped and a repeated run gives byte-identical files. The folder may be a URL
+(gs://..., where a TPU reads its records): it is written through TensorFlow's file system (`photoid.core.fs`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import hashlib
 import io
 import json
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from PIL import Image, UnidentifiedImageError
 
+from photoid.core import fs
 from photoid.core.errors import PhotoidError
 from photoid.core.images import jpeg_stream_end
 from photoid.core.io import atomic_path, file_sha256, read_json, write_json
@@ -166,18 +167,22 @@ class RecordsManifest:
     which deletes those records first so old and new shards can never be read together.
     """
 
-    def __init__(self, out_dir: str, settings: dict, shards: dict[str, dict]):
+    def __init__(self, out_dir: str, settings: dict, shards: dict[str, dict], classes: list[str] | None = None):
         self.out_dir = out_dir
         self.settings = settings
         self.shards = shards
+        self.classes = classes
 
     @classmethod
-    def open(cls, out_dir: str | os.PathLike, settings: dict, force: bool = False) -> "RecordsManifest":
-        out_dir = str(out_dir)
-        os.makedirs(out_dir, exist_ok=True)
-        path = os.path.join(out_dir, MANIFEST_NAME)
+    def open(cls, out_dir: str | os.PathLike, settings: dict, force: bool = False,
+             classes: list[str] | None = None) -> "RecordsManifest":
+        """`classes`: the label space the records' labels index, where it holds more than their individuals (Where's
+        Whale-do: every whale of the metadata, as the winner's 788 classes)."""
+        out_dir = str(out_dir).rstrip("/")
+        fs.makedirs(out_dir)
+        path = fs.join(out_dir, MANIFEST_NAME)
         existing = _record_files(out_dir)
-        old = read_json(path) if os.path.exists(path) else None
+        old = read_json(path) if fs.exists(path) else None
         settings = json.loads(json.dumps(settings))  # as it will read back from JSON
         if old is not None and old.get("settings") == settings:
             shards = {name: entry for name, entry in old.get("shards", {}).items() if name in existing}
@@ -187,34 +192,43 @@ class RecordsManifest:
                 raise PhotoidError(f"{out_dir} holds TFRecords written {was}; this run asks for {settings}. "
                                    "Use --force to replace them, or choose another --out_dir")
             for name in existing:
-                os.remove(os.path.join(out_dir, name))
+                fs.remove(fs.join(out_dir, name))
             shards = {}
         else:
             shards = {}
-        for leftover in glob.glob(os.path.join(glob.escape(out_dir), ".*.tfrecord-*.tmp")):
-            os.remove(leftover)  # a killed run's unfinished shard: never complete, never read
-        manifest = cls(out_dir, settings, shards)
+        for leftover in _leftovers(out_dir):
+            fs.remove(leftover)  # a killed run's unfinished shard: never complete, never read
+        manifest = cls(out_dir, settings, shards, classes)
         manifest.save()
         return manifest
 
     def save(self) -> None:
-        write_json(os.path.join(self.out_dir, MANIFEST_NAME), {"settings": self.settings, "shards": self.shards})
+        content = {"settings": self.settings, "shards": self.shards}
+        if self.classes is not None:
+            content["classes"] = list(self.classes)
+        write_json(fs.join(self.out_dir, MANIFEST_NAME), content)
 
     def is_complete(self, name: str, inputs: str) -> bool:
         """Whether shard `name` exists, was written from these inputs and still has the bytes it was written with."""
         entry = self.shards.get(name)
-        path = os.path.join(self.out_dir, name)
-        return (entry is not None and entry["inputs"] == inputs and os.path.exists(path)
+        path = fs.join(self.out_dir, name)
+        return (entry is not None and entry["inputs"] == inputs and fs.exists(path)
                 and file_sha256(path) == entry["sha256"])
 
     def add(self, name: str, rows: int, inputs: str) -> None:
-        self.shards[name] = {"rows": rows, "sha256": file_sha256(os.path.join(self.out_dir, name)),
+        self.shards[name] = {"rows": rows, "sha256": file_sha256(fs.join(self.out_dir, name)),
                              "inputs": inputs}
         self.save()
 
 
 def _record_files(out_dir: str) -> set[str]:
-    return {name for name in os.listdir(out_dir) if SHARD_PATTERN.match(name)}
+    return {name for name in fs.listdir(out_dir) if SHARD_PATTERN.match(name)}
+
+
+def _leftovers(out_dir: str) -> list[str]:
+    """Unfinished shards of a killed run (`atomic_path`'s temporary names)."""
+    return [fs.join(out_dir, name) for name in fs.listdir(out_dir)
+            if name.startswith(".") and ".tfrecord-" in name and name.endswith(".tmp")]
 
 
 def _row_values(rows: "pd.DataFrame", string_columns: Sequence[str], int_columns: Sequence[str]) -> list[tuple]:
@@ -318,7 +332,7 @@ def write_records(rows: "pd.DataFrame", image_paths: Sequence[str], out_prefix: 
         raise ValueError(f"{len(rows)} rows but {len(mirror)} mirror flags")
     if not str(out_prefix).endswith(".tfrecord"):
         raise ValueError(f"record file prefixes end in '.tfrecord' (e.g. fold.0.tfrecord), got {out_prefix}")
-    if os.path.dirname(os.path.abspath(out_prefix)) != os.path.abspath(manifest.out_dir):
+    if _parent(out_prefix) != _parent(fs.join(manifest.out_dir, "x")):
         raise ValueError(f"{out_prefix} is not in the manifest's folder {manifest.out_dir}")
     columns = (*string_columns, *int_columns)
     values = _row_values(rows, string_columns, int_columns)
@@ -348,14 +362,18 @@ def write_records(rows: "pd.DataFrame", image_paths: Sequence[str], out_prefix: 
         progress = stack.enter_context(tqdm(total=len(jobs), desc=prefix, unit="img"))
         images = iter(preparer(jobs))
         for name, start, end, inputs in to_write:
-            final = os.path.join(manifest.out_dir, name)
+            final = fs.join(manifest.out_dir, name)
             with atomic_path(final, suffix="") as tmp, tf.io.TFRecordWriter(tmp) as writer:
                 for i in range(start, end):
                     writer.write(_serialize(columns, values[i], next(images), len(string_columns)))
                     progress.update(1)
             manifest.add(name, end - start, inputs)
-    return {"files": [os.path.join(manifest.out_dir, n) for n in plan], "rows": len(values),
+    return {"files": [fs.join(manifest.out_dir, n) for n in plan], "rows": len(values),
             "written": len(to_write), "kept": len(plan) - len(to_write), "images_written": len(jobs)}
+
+
+def _parent(path: str | os.PathLike) -> str:
+    return str(fs.as_path(path).parent) if fs.is_remote(path) else os.path.dirname(os.path.abspath(path))
 
 
 def _serialize(columns: Sequence[str], values: tuple, image: bytes, n_strings: int) -> bytes:
@@ -378,7 +396,7 @@ def add_layout_arguments(parser: argparse.ArgumentParser) -> None:
                              "reader made from the photo, stored losslessly; bit-identical model inputs), compact "
                              "(resized by Pillow and re-encoded as JPEG: about 13x smaller at 512 px, but its "
                              "pixels differ from the original's, by 2/255 on average and up to 105/255 on the "
-                             "benchmark's photos; see the README) or original (each "
+                             "benchmark's photos; see docs/records.md) or original (each "
                              "photo's JPEG file as it is, decoded in full on every read)")
     parser.add_argument("--keep_original", action="store_true", help="the same as --layout original")
 

@@ -48,10 +48,13 @@ class Config:
     arcface_margin: float = 0.5  # ArcFace m (winner: 0.5)
     arcface_margin_std: float = 0.0  # >0: per-sample margin ~ N(m, std), ElasticFace-Arc (winner: 0.0125)
     arcface_sub_centers: int = 1  # sub-centres per class (1 = plain ArcFace)
+    arcface_init_std: float = 0.01  # ArcFace class centres start ~ N(0, std) (the winner's 0.01); 0: Glorot uniform
     dropout: float = 0.0  # dropout before the head (the original: none)
     # --- optimisation -----------------------------------------------------------------------------------------
     batch_size: int = 64  # global batch size across replicas (the original: 64 on a TPUv3-8)
     lr: float = 5e-4  # Adam learning rate (the original ef1b7: 5e-4)
+    scale_lr: bool = False  # a --batch_size other than the recipe's scales the recipe's lr linearly (lr × new / old)
+    optimizer: str = "adam"  # adam: TF 2.8's Adam kernel, as the original ran (legacy) | adam_keras: Keras' newer Adam
     n_epochs: int = 200  # upper bound; early stopping ends most folds long before
     monitor: str = "val_acc"  # metric for the best checkpoint, ReduceLROnPlateau and EarlyStopping; last: last epoch
     monitor_grouped: str = ""  # whales: the monitor instead when the records' folds are grouped by encounter
@@ -80,7 +83,7 @@ class Config:
     aug_draw: str = "original"  # original: drawn ids 0..8 are transforms 1..9 | first: only transforms 1..aug_number
     image_inverted: bool = False  # the original's option: the model sees 1 - image
     tta_number: int = 0  # extra test-time transforms: predictions for TTA 0..tta_number
-    buffer_size: int = 256  # shuffle buffer (0 = no shuffle)
+    buffer_size: int = 256  # shuffle buffer of training records (0 or None: no shuffle, as the original's None)
     cache: bool = False  # cache decoded training and validation images in memory (only for data sets that fit)
     views: str = ""  # whales: viewpoints the records must hold, comma-separated (winner's top models: "top"); "" = any
     paired: bool = False  # whales: train on (top, lateral) pairs of whale-records --pair_lateral (winner's lateral)
@@ -137,6 +140,7 @@ CHOICES = {
     "mixed_precision": {"", "mixed_float16", "mixed_bfloat16"},
     "strategy": {"auto", "default", "mirrored", "multi_worker", "tpu"},
     "aug_draw": {"original", "first"},
+    "optimizer": {"adam", "adam_keras"},
 }
 # Options of the original's run.py that photoid takes only at the original's value: (that value, why no other).
 FIXED_OPTIONS: dict[str, tuple[Any, str]] = {
@@ -261,11 +265,19 @@ def resolve_config(args: argparse.Namespace) -> Config:
     model = getattr(args, "model", None) or Config.model
     recipe_path = find_recipe(model)
     values = read_recipe(recipe_path)
+    recipe = dict(values)
     values["model"] = recipe_path.stem if not model.endswith(".toml") else model
     for f in SETTABLE:
         given = getattr(args, f.name, None)
         if given is not None and f.name != "model":
             values[f.name] = given
+    if values.get("buffer_size") == -1:   # the original's `--buffer_size None`: no shuffle buffer
+        values["buffer_size"] = 0
+    if values.get("scale_lr"):
+        if getattr(args, "lr", None) is not None:
+            raise PhotoidError("--scale_lr scales the recipe's learning rate to the batch size; with --lr, give the "
+                               "rate you want and leave --scale_lr out")
+        values["lr"] = scaled_lr(recipe, values.get("batch_size", Config.batch_size))
     problems = ProblemList()
     for name, (value, why) in FIXED_OPTIONS.items():
         given = getattr(args, name, None)
@@ -306,6 +318,8 @@ def validate_config(cfg: Config) -> None:
         problems.add("config", None, f"tta_number must be 0..9, got {cfg.tta_number}")
     if cfg.lr <= 0:
         problems.add("config", None, f"lr must be positive, got {cfg.lr}")
+    if cfg.buffer_size < 0:
+        problems.add("config", None, f"buffer_size must be 0 or more (0 or None: no shuffle), got {cfg.buffer_size}")
     if cfg.monitor == "last" and cfg.lr_schedule == "plateau":
         problems.add("config", None, "monitor 'last' keeps the last epoch; it cannot drive the plateau schedule")
     if cfg.lr_schedule == "whaledo" and (cfg.lr_ramp_steps < 1 or min(cfg.lr_start, cfg.lr_min) < 0):
@@ -325,9 +339,37 @@ def validate_config(cfg: Config) -> None:
     if cfg.divergence_factor != 0 and cfg.divergence_factor <= 1:
         problems.add("config", None, f"divergence_factor must be above 1 (or 0: no divergence guard), got "
                                      f"{cfg.divergence_factor}")
+    if cfg.arcface_init_std < 0:
+        problems.add("config", None, f"arcface_init_std must be 0 (Glorot) or more, got {cfg.arcface_init_std}")
     if cfg.head == "arcface" and cfg.arcface_sub_centers < 1:
         problems.add("config", None, "arcface_sub_centers must be at least 1")
     problems.raise_if_any(title="invalid configuration")
+
+
+def scaled_lr(recipe: dict[str, Any], batch_size: int) -> float:
+    """The recipe's learning rate scaled linearly to `batch_size` from the recipe's batch size (Goyal et al. 2017)."""
+    recipe_lr, recipe_batch = recipe.get("lr", Config.lr), recipe.get("batch_size", Config.batch_size)
+    return recipe_lr * batch_size / recipe_batch
+
+
+def batch_size_note(cfg: Config) -> str | None:
+    """What a batch size other than the recipe's does to the learning rate, in one line (None: the recipe's batch).
+
+    The originals' rates were tuned for their batches (Turtle Recall: the global batch of a TPUv3-8): a smaller batch
+    on one GPU keeps that rate unless `scale_lr` scales it."""
+    if cfg.model.endswith(".toml") and not Path(cfg.model).is_file():
+        return None
+    recipe = read_recipe(find_recipe(cfg.model))
+    recipe_batch, recipe_lr = recipe.get("batch_size", Config.batch_size), recipe.get("lr", Config.lr)
+    if cfg.batch_size == recipe_batch:
+        return None
+    head = f"batch size {cfg.batch_size}, not the recipe's {recipe_batch}:"
+    if cfg.scale_lr:
+        return f"{head} learning rate {cfg.lr:g}, the recipe's {recipe_lr:g} scaled linearly (--scale_lr)"
+    if cfg.lr == recipe_lr:
+        return (f"{head} the learning rate stays the recipe's {cfg.lr:g} (set for batch {recipe_batch}); "
+                f"--scale_lr true scales it linearly to {scaled_lr(recipe, cfg.batch_size):g}")
+    return f"{head} learning rate {cfg.lr:g} as given (the recipe's is {recipe_lr:g} for batch {recipe_batch})"
 
 
 def view_list(text: str) -> list[str]:

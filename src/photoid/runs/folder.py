@@ -10,7 +10,8 @@
 
 Every other module asks a `RunDir` for these names, and reads predictions only through `RunDir.predictions` (or
 `load_run_predictions` over several runs), which refuses missing, stale or mislabelled files by name.
-Light on purpose: no TensorFlow here.
+Light on purpose: no TensorFlow here. The folder may be a URL (gs://..., `photoid.core.fs`): its paths are then
+`RemotePath`s, read and written through TensorFlow's file system.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import os
 import re
 import sys
 import time
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from photoid.core import fs
 from photoid.core import io as pio
 from photoid.core.errors import PhotoidError
 from photoid.core.labels import classes_sha256
@@ -52,12 +53,16 @@ def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 
 def weights_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a weights file, computed once per file version (every TTA's predictions check the same file)."""
-    stat = Path(path).stat()
+    """sha256 of a weights file, computed once per file version (every TTA's predictions check the same file).
+
+    A file system that keeps no modification time (ram://) cannot tell versions of one size apart: no cache there."""
+    stat = fs.as_path(path).stat()
+    if not stat.st_mtime_ns:
+        return pio.file_sha256(path)
     return _cached_sha256(str(path), stat.st_size, stat.st_mtime_ns)
 
 
-def _read_id_lines(path: Path) -> list[str]:
+def _read_id_lines(path) -> list[str]:
     if not path.is_file():
         raise PhotoidError(f"{path}: file not found (every run directory holds classes.txt and original_ids.txt)")
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -82,61 +87,61 @@ class RunDir:
     """One run folder (it need not exist yet)."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+        self.path = fs.as_path(path)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
     # ------------------------------------------------------------------ names
     @property
-    def classes_file(self) -> Path:
+    def classes_file(self) -> fs.AnyPath:
         return self.path / "classes.txt"
 
     @property
-    def original_ids_file(self) -> Path:
+    def original_ids_file(self) -> fs.AnyPath:
         return self.path / "original_ids.txt"
 
     @property
-    def config_file(self) -> Path:
+    def config_file(self) -> fs.AnyPath:
         return self.path / "config.json"
 
     @property
-    def preprocessing_file(self) -> Path:
+    def preprocessing_file(self) -> fs.AnyPath:
         return self.path / "preprocessing.json"
 
     @property
-    def log_file(self) -> Path:
+    def log_file(self) -> fs.AnyPath:
         return self.path / "log.jsonl"
 
     @property
-    def preds_dir(self) -> Path:
+    def preds_dir(self) -> fs.AnyPath:
         return self.path / "preds"
 
     @property
-    def cv_scores_file(self) -> Path:
+    def cv_scores_file(self) -> fs.AnyPath:
         return self.path / "cv_scores.json"
 
     @property
-    def test_scores_file(self) -> Path:
+    def test_scores_file(self) -> fs.AnyPath:
         return self.path / "test_scores.json"
 
     @property
-    def submission_file(self) -> Path:
+    def submission_file(self) -> fs.AnyPath:
         return self.path / "submission.csv"
 
-    def fold_dir(self, fold: int) -> Path:
+    def fold_dir(self, fold: int) -> fs.AnyPath:
         return self.path / f"fold_{fold}"
 
-    def best_weights(self, fold: int) -> Path:
+    def best_weights(self, fold: int) -> fs.AnyPath:
         return self.fold_dir(fold) / BEST_WEIGHTS
 
-    def fold_file(self, fold: int, name: str) -> Path:
+    def fold_file(self, fold: int, name: str) -> fs.AnyPath:
         """One of a fold's FOLD_FILES."""
         if name not in FOLD_FILES:
             raise ValueError(f"no fold file {name!r}; a fold holds {FOLD_FILES}")
         return self.fold_dir(fold) / name
 
-    def pred_path(self, split: str, fold: int, tta: int) -> Path:
+    def pred_path(self, split: str, fold: int, tta: int) -> fs.AnyPath:
         return self.preds_dir / f"y_pred_{split}_fold_{fold}_tta_{tta}.npy"
 
     # ------------------------------------------------------------------ labels and settings
@@ -239,11 +244,11 @@ class RunDir:
                  "folds": cfg.folds_to_run,
                  "differs_from_config_json": {k: v for k, v in cfg.to_dict().items() if trained.get(k) != v}}
         # One write of one line in append mode: calls running at the same time cannot interleave their lines.
-        with open(self.log_file, "a", encoding="utf-8") as f:
+        with fs.open_file(self.log_file, "a") as f:
             f.write(json.dumps(entry) + "\n")
 
     def save_prediction(self, split: str, fold: int, tta: int, probs: np.ndarray, row_ids: list[str], cfg,
-                        classes: list[str], weights_sha256: str) -> Path:
+                        classes: list[str], weights_sha256: str) -> fs.AnyPath:
         """One prediction file and the manifest that vouches for it (rows, classes, the weights that made it)."""
         path = self.pred_path(split, fold, tta)
         manifest = {
@@ -254,7 +259,7 @@ class RunDir:
             "n_classes": len(classes),
             "classes_sha256": classes_sha256(classes),
             "row_ids": list(row_ids),
-            "data_dir": str(Path(cfg.data_dir).resolve()),
+            "data_dir": fs.absolute(cfg.data_dir),
             "records_dir": cfg.records_dir,
             "config": cfg.to_dict(),
             # Which weights predicted it: scoring and ensembling refuse it once the fold has other weights.
@@ -272,7 +277,7 @@ class RunDir:
 
     # ------------------------------------------------------------------ reading predictions
     def prediction_files(self, split: str, folds: Sequence[int] | None = None,
-                         ttas: Sequence[int] | None = None) -> list[tuple[int, int, Path]]:
+                         ttas: Sequence[int] | None = None) -> list[tuple[int, int, fs.AnyPath]]:
         """The run's expected prediction files as (fold, tta, path), TTA-major as the original looped over them.
 
         Exactly the chosen folds x TTAs: None means the run's own, as the original read them: folds that finished
@@ -301,12 +306,21 @@ class RunDir:
                                "(--job val or test) or choose folds and TTAs")
         return [(f, t, found[f, t]) for t in chosen_ttas for f in chosen_folds]
 
+    def missing_folds(self, split: str) -> list[int]:
+        """Folds of the run's `n_folds` (config.json) that its default choice of prediction files lacks: a run whose
+        folds are not all trained (or predicted) averages fewer predictions than the recipe makes."""
+        n_folds = self.config_values().get("n_folds")
+        if not isinstance(n_folds, int):
+            return []
+        used = {fold for fold, _, _ in self.prediction_files(split)}
+        return sorted(set(range(n_folds)) - used)
+
     def done_folds(self) -> list[int]:
         """Folds with done.json (their weights need not be here: predictions alone can be averaged)."""
         return sorted(int(d.name[5:]) for d in self.path.glob("fold_*")
                       if d.name[5:].isdigit() and (d / DONE).exists())
 
-    def load_prediction(self, path: Path, split: str, fold: int, tta: int, classes: list[str]
+    def load_prediction(self, path, split: str, fold: int, tta: int, classes: list[str]
                         ) -> tuple[np.ndarray, list[str]]:
         """One prediction file and its row ids, refused unless its manifest vouches for it."""
         probs = pio.load_npy(path)  # first: a file that is no numeric array is refused as such
@@ -341,7 +355,7 @@ class RunDir:
         return probs, [str(r) for r in row_ids]
 
     def predictions(self, split: str, classes: list[str], folds: Sequence[int] | None = None,
-                    ttas: Sequence[int] | None = None) -> Iterator[tuple[int, int, Path, np.ndarray, list[str]]]:
+                    ttas: Sequence[int] | None = None) -> Iterator[tuple[int, int, fs.AnyPath, np.ndarray, list[str]]]:
         """Every expected prediction file, checked: (fold, tta, path, probabilities, row ids), TTA-major.
 
         Missing files are refused before any is read; each file is read when its turn comes."""
@@ -349,7 +363,7 @@ class RunDir:
             yield (fold, tta, path, *self.load_prediction(path, split, fold, tta, classes))
 
 
-def _check_same_inputs(trained: dict, now: dict, path: Path) -> None:
+def _check_same_inputs(trained: dict, now: dict, path) -> None:
     def kind(settings: dict) -> tuple:
         # The exact and original layouts give the model the same pixels; compact ones depend on their size.
         # Wide whale photos turned upright or not change every input of them.
@@ -407,7 +421,7 @@ def load_run_predictions(run_dirs: Sequence[str | os.PathLike], split: str = "te
         raise PhotoidError(f"{runs[0].original_ids_file}: {len(unknown)} ids are not in classes.txt, "
                            f"e.g. {unknown[0]!r}")
     check_same_labels(runs)
-    by_fold: dict[int, list[tuple[np.ndarray, list, Path]]] = {}
+    by_fold: dict[int, list[tuple[np.ndarray, list, fs.AnyPath]]] = {}
     used: list[str] = []
     for run in runs:
         for fold, _, path, probs, row_ids in run.predictions(split, classes, folds, ttas):

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from photoid.runs.config import REPO_ROOT, Config
+from photoid.core import fs
 from photoid.core.errors import PhotoidError
 from photoid.records.reader import preprocess_image_bytes
 from photoid.records.writer import check_layout_size, prepare_image_bytes
@@ -135,6 +136,19 @@ _SCALE = np.float32(255.0)  # a numpy value: a tensor made at import would start
 
 @dataclass(frozen=True)
 class RunInfo:
+    """A trained run folder read back (`load_run`, `photoid.open_run`, `photoid.train`): plain data.
+
+    Attributes:
+        run_dir: the run folder.
+        config: the configuration it was trained with (`config.json`; `photoid train --help` lists the fields).
+        classes: the individuals in label order (`classes.txt`): column i of its probabilities is `classes[i]`.
+        original_ids: the ids a prediction may name (`original_ids.txt`); the others read the task's new label
+            (`new_turtle` for Turtle Recall runs, where only train.csv's 100 ids are named).
+        preprocessing: how a photo file becomes a model input, exactly as its records and reader prepared it.
+        folds: the folds whose training finished, with their best weights.
+        data_dir: the data folder it was trained on, when it can still be found (else None).
+    """
+
     run_dir: Path
     config: Config
     classes: list[str]
@@ -145,10 +159,12 @@ class RunInfo:
 
     @property
     def name(self) -> str:
+        """The run folder's name (by default the recipe's: `runs/RECIPE`)."""
         return self.run_dir.name
 
     @property
     def folder(self) -> RunDir:
+        """The run folder's owner (`photoid.runs.folder.RunDir`): every file of the run by name."""
         return RunDir(self.run_dir)
 
 
@@ -161,10 +177,10 @@ def _existing(path: str, candidates_base: list[Path]) -> Path | None:
     return None
 
 
-def _bases(run_dir: Path) -> list[Path]:
+def _bases(run_dir) -> list[Path]:
     # Relative paths in config.json are relative to where training ran: usually the repository root (the demo,
-    # run_training.sh) or the folder holding `runs/`.
-    return [REPO_ROOT, run_dir.resolve().parent.parent]
+    # run_training.sh) or the folder holding `runs/` (a local one: a run folder on gs:// says nothing of that).
+    return [REPO_ROOT] if fs.is_remote(run_dir) else [REPO_ROOT, Path(run_dir).resolve().parent.parent]
 
 
 def records_settings(records_dir: str, run_dir: Path) -> tuple[int, str, bool]:
@@ -173,7 +189,7 @@ def records_settings(records_dir: str, run_dir: Path) -> tuple[int, str, bool]:
     A relative local folder not found from here is looked for where training ran (`_bases`)."""
     from photoid.records.reader import open_records
 
-    if "://" not in records_dir:
+    if not fs.is_remote(records_dir):
         found = _existing(os.path.join(records_dir, MANIFEST_NAME), _bases(run_dir))
         if found is None:
             raise PhotoidError(
@@ -187,7 +203,9 @@ def records_settings(records_dir: str, run_dir: Path) -> tuple[int, str, bool]:
 def _records_mirror_right(records_dir: str, run_dir: Path) -> bool:
     """Whether a run's records mirrored right views, for runs whose preprocessing.json predates the setting: their
     records.json says (whale records always wrote it); records that do not say never mirrored."""
-    found = None if "://" in records_dir else _existing(os.path.join(records_dir, MANIFEST_NAME), _bases(run_dir))
+    if fs.is_remote(records_dir):
+        return bool(RecordsDir(records_dir).mirror_right())
+    found = _existing(os.path.join(records_dir, MANIFEST_NAME), _bases(run_dir))
     return bool(found is not None and RecordsDir(found.parent).mirror_right())
 
 

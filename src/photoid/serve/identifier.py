@@ -27,12 +27,15 @@ from typing import Sequence
 import numpy as np
 
 from photoid.catalog.build import MANIFEST, Catalog, load_catalog_embedder, read_catalog
-from photoid.catalog.identify import identify_paths_with_catalog, operating_point
+from photoid.catalog.decisions import Photo
+from photoid.catalog.identify import identify_paths_with_catalog, verdict_threshold
+from photoid.catalog.local import has_local_features, local_settings, read_local_features, require_local_features
+from photoid.catalog.zeroshot import catalogue_task
 from photoid.core import io as pio
 from photoid.core.errors import PhotoidError
 from photoid.core.images import check_image_file
 from photoid.inference.embedder import check_same_models
-from photoid.serve.decisions import Photo
+from photoid.survey.job import embedder_features
 from photoid.tasks import get_task
 
 PHOTOS_DIR = "photos"
@@ -74,13 +77,12 @@ class Identifier:
         self._catalog = read_catalog(self.path)
         self._catalog_lock = threading.Lock()
         # An uncalibrated catalogue (without --threshold) is refused at start, before the models load.
-        operating_point(self._catalog, True, **self._operating)
+        verdict_threshold(self._catalog, **self._operating)
         self.embedder = load_catalog_embedder(self._catalog, run_dirs, records_dir)
         # The prepared search, made once here: later generations carry it over by their changes (`catalog`).
         self._catalog.index()
         self.models = self.embedder.signatures()
-        first_run = self.embedder.members[0][0]
-        self.task = first_run.config.task
+        self.task = catalogue_task(self._catalog, self.embedder)
         # Runs trained on whale records saw right views mirrored: the page then asks each upload's viewpoint.
         self.mirrors_right = self.embedder.mirrors_right
         self.new_label = get_task(self.task).new_label
@@ -107,7 +109,49 @@ class Identifier:
             return self._catalog
 
     def threshold(self) -> float:
-        return operating_point(self.catalog, True, **self._operating)[1]
+        return verdict_threshold(self.catalog, **self._operating)
+
+    @property
+    def can_explain(self) -> bool:
+        """Whether the catalogue keeps local features, so a candidate's matches can be drawn (`explain`)."""
+        return has_local_features(self.catalog)
+
+    def explain(self, sha: str, target: str) -> bytes:
+        """The PNG of an uploaded or survey photo (by its sha256) beside `target` — an individual's best catalogue
+        photo, or the catalogue photo `IMAGE_ID.png` — with their verified local matches drawn."""
+        from photoid.catalog.explain import explain_pair, explain_photo
+        from photoid.catalog.fusion import LocalScorer
+
+        path, viewpoint = self._photo_of(sha)
+        catalog = self.catalog
+        require_local_features(catalog, "drawing why photos match")
+        scorer = LocalScorer(catalog, read_local_features(catalog))
+        if target.endswith(".png") and (catalog.table["image_id"] == target[:-4]).any():
+            return explain_photo(catalog, scorer, local_settings(catalog), path, target[:-4], viewpoint)[0]
+        return explain_pair(catalog, scorer, local_settings(catalog), path, target, viewpoint)[0]
+
+    def _photo_of(self, sha: str) -> tuple[str, str | None]:
+        """(file, viewpoint) of a photo identified here or imported in a survey, by its sha256 (never a path)."""
+        result = self.results.get(sha)
+        if result is not None and result.path is not None:
+            return str(result.path), result.viewpoint
+        if SHA256.fullmatch(sha):
+            from photoid.survey.store import Survey, list_surveys
+
+            for name in list_surveys(self.path):
+                photos = Survey(self.path, name).photos()
+                found = photos[photos["sha256"] == sha]
+                if len(found) and Path(found["path"].iloc[0]).is_file():
+                    return str(found["path"].iloc[0]), found["viewpoint"].iloc[0] or None
+            stored = self.stored_photo(sha)
+            if stored is not None:
+                return str(stored), None
+        raise PhotoidError("this photo is no longer kept by the server; identify it again")
+
+    @property
+    def operating(self) -> dict:
+        """The operating point given at start ({"blend_weight", "threshold"}; None: the catalogue's calibration)."""
+        return dict(self._operating)
 
     # ------------------------------------------------------------------ photos
 
@@ -168,6 +212,11 @@ class Identifier:
         """One photo's catalogue embedding (to add it), computed by the same worker."""
         return self._submit("embed", [str(path)], [viewpoint])[0]
 
+    def features(self, paths: list[str], viewpoints: list[str | None] | None = None) -> list[tuple]:
+        """Embeddings and mean probabilities of photos (a survey's batch job, `photoid.survey.job.Features`),
+        computed by the same worker, batched with everyone else's photos."""
+        return self._submit("features", list(paths), list(viewpoints) if viewpoints else [None] * len(paths))
+
     def _submit(self, kind: str, paths: list[str], viewpoints: list[str | None]):
         done: Future = Future()
         self._jobs.put((kind, paths, viewpoints, done))
@@ -182,7 +231,7 @@ class Identifier:
                     jobs.append(self._jobs.get_nowait())
                 except queue.Empty:
                     break
-            for kind in ("identify", "embed"):
+            for kind in ("identify", "embed", "features"):
                 batch = [j for j in jobs if j[0] == kind]
                 if batch:
                     self._run(kind, batch)
@@ -198,9 +247,11 @@ class Identifier:
                 answers = list(identify_paths_with_catalog(catalog, paths, top=self.top, batch_size=self.batch_size,
                                                            embedder=self.embedder, viewpoints=viewpoints,
                                                            **self._operating))
-                threshold = operating_point(catalog, True, **self._operating)[1]
-            else:
+                threshold = verdict_threshold(catalog, **self._operating)
+            elif kind == "embed":
                 answers = list(self.embedder.embed_all(paths, self.batch_size, viewpoints))
+            else:
+                answers = embedder_features(self.embedder, self.batch_size)(paths, viewpoints)
         except BaseException as err:  # noqa: BLE001  (handed to the waiting requests, which report it)
             for *_, done in jobs:
                 done.set_exception(err)

@@ -4,7 +4,8 @@ The real competition data cannot be downloaded everywhere, so the generators wri
 photoid reads exactly as it reads the real ones, plus the hidden truth of their test sets so that runs can be
 scored. The helpers here are shared by the generators: seeded random streams, competition-style ids, a process
 pool that keeps results independent of worker scheduling, and an output folder that appears complete or not at
-all.
+all. The generators are `turtles` (Turtle Recall), `belugas` (Where's Whale-do) and `generic` (a generic folder);
+`markings` draws an individual's markings and each photo's nuisance; `cli` is `photoid synth`.
 """
 
 from __future__ import annotations

@@ -66,14 +66,16 @@ TOP_ASPECT, SIDE_ASPECT = 1 / 2.9, 0.21  # typical short side / long side of the
 
 # --- plan: which images, scenarios and truth -------------------------------------------------------------
 
-def plan_metadata(seed: int, n_whales: int, images_per_whale: int, size: int) -> pd.DataFrame:
-    """Rows of a made-up `metadata.csv`: whales with 1 to 3 encounters (one viewpoint and day each)."""
+def plan_metadata(seed: int, n_whales: int, images_per_whale: int, size: int,
+                  lateral_share: float = LATERAL_WHALE_SHARE) -> pd.DataFrame:
+    """Rows of a made-up `metadata.csv`: whales with 1 to 3 encounters (one viewpoint and day each); a share
+    `lateral_share` of the whales also has side-view encounters."""
     rng = derive_rng(seed, LAYOUT_STREAM)
     rows = []
     for w in range(n_whales):
         whale_id = f"whale{w:03d}"
         n_images = int(rng.integers(max(1, images_per_whale // 2), images_per_whale + images_per_whale // 2 + 1))
-        lateral = rng.random() < LATERAL_WHALE_SHARE
+        lateral = rng.random() < lateral_share
         n_encounters = int(rng.integers(2 if lateral and n_images > 1 else 1, min(3, n_images) + 1))
         counts = 1 + rng.multinomial(n_images - n_encounters, np.full(n_encounters, 1 / n_encounters))
         starts = sorted(pd.Timestamp(int(rng.choice(YEARS)), 8, int(rng.integers(1, 32)))
@@ -332,26 +334,31 @@ def _render_and_save(photo: Photo) -> None:
 
 def generate_belugas(out_dir: str | Path, *, seed: int = 0, n_whales: int = 40, images_per_whale: int = 8,
                      size: int = 128, metadata: str | Path | None = None, max_images: int | None = None,
-                     workers: int | None = None, force: bool = False, progress: bool = False) -> dict:
+                     workers: int | None = None, force: bool = False, progress: bool = False,
+                     lateral_share: float = LATERAL_WHALE_SHARE) -> dict:
     """Write a synthetic Where's Whale-do data set to `out_dir`; return its summary counts.
 
     Without `metadata`, `n_whales` whales get about `images_per_whale` images each (from half to one and a half
-    times as many). With `metadata` (a real `metadata.csv`) its rows are drawn, `n_whales` and
-    `images_per_whale` unused. `max_images` keeps at most that many images: whole whales, in a seeded order.
+    times as many), `lateral_share` of them with side views too (the real set: 280 of 788 whales). With `metadata`
+    (a real `metadata.csv`) its rows are drawn, `n_whales`, `images_per_whale` and `lateral_share` unused. `max_images` keeps at most that many images: whole whales, in a seeded order.
     `size` is the long side of every image in px. `workers` processes draw the images (default every core); the
     output does not depend on it.
     """
     seed = check_seed(seed)
     _check_settings(n_whales, images_per_whale, size, max_images)
+    if not 0.0 <= lateral_share <= 1.0:
+        refuse_invalid_settings([f"lateral_share must be in [0, 1], got {lateral_share}"])
     workers = resolve_workers(workers)
     rows = metadata_like(metadata, size) if metadata is not None else \
-        plan_metadata(seed, n_whales, images_per_whale, size)
+        plan_metadata(seed, n_whales, images_per_whale, size, lateral_share)
     if max_images is not None:
         rows = whole_whale_subset(rows, max_images, seed)
     if rows.empty:
         raise PhotoidError(f"no whale fits in max_images={max_images}")
     scenarios, truth = plan_scenarios(rows, seed)
     summary = _summary(rows, scenarios, truth, seed, size, metadata)
+    if metadata is None and lateral_share != LATERAL_WHALE_SHARE:   # only then: default sets keep their synth.json
+        summary["lateral_share"] = lateral_share
     with staged_output_dir(out_dir, force=force) as staging:
         for folder in {str(Path(p).parent) for p in rows["path"]} | {"queries", "databases"}:
             (staging / folder).mkdir(parents=True, exist_ok=True)
@@ -403,6 +410,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images-per-whale", type=int, default=8,
                         help="mean images per whale without --metadata (default 8)")
     parser.add_argument("--size", type=int, default=128, help="long side of every image in px (default 128)")
+    parser.add_argument("--lateral-share", type=float, default=LATERAL_WHALE_SHARE,
+                        help=f"share of whales with side views too, without --metadata (default {LATERAL_WHALE_SHARE}; "
+                             "the real set: 280 of 788)")
     parser.add_argument("--max-images", type=int, default=None,
                         help="keep at most this many images: whole whales, in a seeded order (for speed)")
     parser.add_argument("--workers", type=int, default=None,
@@ -414,7 +424,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     summary = generate_belugas(args.out, seed=args.seed, n_whales=args.n_whales,
                                images_per_whale=args.images_per_whale, size=args.size, metadata=args.metadata,
-                               max_images=args.max_images, workers=args.workers, force=args.force, progress=True)
+                               max_images=args.max_images, workers=args.workers, force=args.force, progress=True,
+                               lateral_share=args.lateral_share)
     seconds = time.perf_counter() - start
     views = ", ".join(f"{k} {v}" for k, v in summary["viewpoints"].items())
     scenarios = ", ".join(f"{k} ({v['queries']} queries, {v['database']} in the database)"

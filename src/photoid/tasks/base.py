@@ -38,8 +38,9 @@ class Task(Protocol):
     def read_folds(self, path: str | os.PathLike) -> pd.DataFrame:
         """A folds.csv its records builder wrote, validated."""
 
-    def label_space(self, folds: pd.DataFrame) -> tuple[list[str], list[str]]:
-        """(classes in label order, the ids a prediction may name; others read `new_label`)."""
+    def label_space(self, folds: pd.DataFrame, records_dir: str | None = None) -> tuple[list[str], list[str]]:
+        """(classes in label order, the ids a prediction may name; others read `new_label`). `records_dir`: the
+        records the folds belong to, whose records.json may list a wider label space (`RecordsDir.classes`)."""
 
     def check_training(self, cfg: Config, folds: pd.DataFrame) -> Config:
         """Refuse records that cannot train this recipe; the configuration to train with."""

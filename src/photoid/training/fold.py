@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import io
 import math
-import shutil
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from photoid.core import fs
 from photoid.core import io as pio
 from photoid.core.errors import PhotoidError
 from photoid.runs.folder import (
@@ -48,10 +47,10 @@ class BestCheckpoint(tf_keras.callbacks.Callback):
     The best value so far is stored beside the weights, so a resumed fold keeps comparing against it.
     """
 
-    def __init__(self, fold_dir: Path, monitor: str, weights_model: tf_keras.Model | None = None,
+    def __init__(self, fold_dir: fs.AnyPath, monitor: str, weights_model: tf_keras.Model | None = None,
                  loss_guard: "LossGuard | None" = None):
         super().__init__()
-        self.fold_dir, self.monitor, self.mode = Path(fold_dir), monitor, monitor_mode(monitor)
+        self.fold_dir, self.monitor, self.mode = fs.as_path(fold_dir), monitor, monitor_mode(monitor)
         self.weights_model, self.loss_guard = weights_model, loss_guard
         self.best_path, self.info_path = self.fold_dir / BEST_WEIGHTS, self.fold_dir / BEST_INFO
         self.best = -math.inf if self.mode == "max" or monitor == "last" else math.inf
@@ -120,9 +119,9 @@ class ResumeState(tf_keras.callbacks.Callback):
     row from there (`align_history`).
     """
 
-    def __init__(self, path: Path, fields: dict[str, tuple[object, tuple[str, ...]]], restore_lr: bool = True):
+    def __init__(self, path: fs.AnyPath, fields: dict[str, tuple[object, tuple[str, ...]]], restore_lr: bool = True):
         super().__init__()
-        self.path, self.fields = Path(path), fields
+        self.path, self.fields = fs.as_path(path), fields
         # A per-epoch schedule sets each epoch's rate itself; only a plateau schedule's rate is state to restore.
         self.restore_lr = restore_lr
         self.states = pio.read_json(self.path) if self.path.exists() else {}
@@ -199,7 +198,7 @@ def learning_rate_schedule(cfg):
     return warmup_decay(cfg.lr, cfg.warmup_epochs, cfg.lr_decay)
 
 
-def make_callbacks(cfg, fold_dir: Path, weights_model, loss_guard: LossGuard) -> list:
+def make_callbacks(cfg, fold_dir: fs.AnyPath, weights_model, loss_guard: LossGuard) -> list:
     best = BestCheckpoint(fold_dir, cfg.monitor, weights_model, loss_guard)
     callbacks = [loss_guard, best]
     fields = {"loss_guard": (loss_guard, ("start_loss",)), "best_checkpoint": (best, ("best",))}
@@ -224,7 +223,7 @@ def make_callbacks(cfg, fold_dir: Path, weights_model, loss_guard: LossGuard) ->
     return callbacks
 
 
-def resumed_epoch(fold_dir: Path) -> int:
+def resumed_epoch(fold_dir: fs.AnyPath) -> int:
     """The epoch a fold goes on from: one past the last one `BackupAndRestore` saved (0 for a fresh fold)."""
     latest = tf.train.latest_checkpoint(str(fold_dir / BACKUP_DIR / "chief"))
     if latest is None:
@@ -232,7 +231,7 @@ def resumed_epoch(fold_dir: Path) -> int:
     return int(tf.train.load_checkpoint(latest).get_tensor("ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")) + 1
 
 
-def align_history(fold_dir: Path, start_epoch: int) -> None:
+def align_history(fold_dir: fs.AnyPath, start_epoch: int) -> None:
     """history.csv of a resumed fold: rows of epochs before `start_epoch` only, each of them present.
 
     A run killed between saving an epoch's weights and logging it lacks that row (taken from ResumeState's file);
@@ -269,7 +268,7 @@ def initial_models(cfg, n_classes: int):
     return build_models_from_config(cfg, n_classes)
 
 
-def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
+def train_fold(cfg, fold: int, run_dir: fs.AnyPath, strategy, n_classes: int) -> dict:
     """Train fold `fold` (validate on it, train on the others) and return the summary written to done.json."""
     from photoid.models.factory import compile_for_training
     from photoid.records.reader import count_records, fold_files
@@ -277,7 +276,7 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     run = RunDir(run_dir)
     fold_dir = run.fold_dir(fold)
     if cfg.force and fold_dir.exists():
-        shutil.rmtree(fold_dir)
+        fs.rmtree(fold_dir)
     # Whatever this fold predicted before was predicted by weights that training is about to replace.
     run.remove_fold_predictions(fold)
     fold_dir.mkdir(parents=True, exist_ok=True)
@@ -322,7 +321,7 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
             from photoid.models.factory import paired_train_model
 
             trained = paired_train_model(models.train)
-        compile_for_training(trained, cfg.lr)
+        compile_for_training(trained, cfg.lr, cfg.optimizer)
 
     loss_guard = LossGuard(cfg.divergence_factor)
     started = time.time()
@@ -336,7 +335,7 @@ def train_fold(cfg, fold: int, run_dir: Path, strategy, n_classes: int) -> dict:
     )
     # BackupAndRestore deletes its checkpoint when fit() ends but leaves the folder: an empty `backup` would read
     # as an unfinished fold.
-    shutil.rmtree(fold_dir / BACKUP_DIR, ignore_errors=True)
+    fs.rmtree(fold_dir / BACKUP_DIR, missing_ok=True)
     history = _read_history(fold_dir / HISTORY)
     curve_metric = "val_acc" if cfg.monitor == "last" else cfg.monitor
     plot_history(history, curve_metric, fold_dir / CURVE, title=f"{cfg.model} fold {fold}")
@@ -387,16 +386,16 @@ def _single_datasets(cfg, train_files, val_files, arcface: bool, common: dict, s
     return train_ds, val_ds
 
 
-def _read_history(path: Path) -> dict[str, list[float]]:
+def _read_history(path: fs.AnyPath) -> dict[str, list[float]]:
     import pandas as pd
 
     if not path.exists():
         return {}
-    frame = pd.read_csv(path)
+    frame = pd.read_csv(io.StringIO(path.read_text()))
     return {column: frame[column].tolist() for column in frame.columns}
 
 
-def plot_history(history: dict, monitor: str, path: Path, title: str) -> None:
+def plot_history(history: dict, monitor: str, path: fs.AnyPath, title: str) -> None:
     """Loss and the monitored metric per epoch, training and validation side by side."""
     import matplotlib
 

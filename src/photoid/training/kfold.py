@@ -16,10 +16,11 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
+from photoid.core import fs
 from photoid.core import io as pio
 from photoid.core.errors import PhotoidError
-from photoid.records.folder import FOLDS_CSV, RecordsDir, is_remote
-from photoid.runs.config import Config, resolve_config
+from photoid.records.folder import FOLDS_CSV, RecordsDir
+from photoid.runs.config import Config, batch_size_note, resolve_config
 from photoid.runs.folder import IMAGE_JOBS, RunDir
 from photoid.tasks import all_tasks
 
@@ -34,17 +35,17 @@ def resolve_run_config(args: argparse.Namespace) -> Config:
 
 
 def task_of_data(records_dir: str, data_dir: str) -> str | None:
-    """The task of a run's data when it says: its records' records.json, else its data folder's files; None when
-    neither exists (remote records are not read here)."""
-    records = None if is_remote(records_dir) else RecordsDir(records_dir)
-    if records is not None and records.has_manifest():
+    """The task of a run's data when it says: its records' records.json (local or remote), else its data folder's
+    files; None when neither exists."""
+    records = RecordsDir(records_dir)
+    if records.has_manifest():
         try:
             dataset = records.setting("dataset", None)
         except PhotoidError:  # a damaged records.json: the run's own checks name it
             dataset = None
         return next((task.name for task in all_tasks() if task.records_dataset == dataset), None)
     root = Path(data_dir)
-    if "://" not in data_dir and root.is_dir():
+    if not fs.is_remote(data_dir) and root.is_dir():
         return next((task.name for task in all_tasks() if task.detect(root)), None)
     return None
 
@@ -55,7 +56,7 @@ def check_records_layout(cfg: Config, records) -> tuple[int, str, bool] | None:
     from photoid.records.writer import check_layout_size
 
     # A remote folder must have its records.json (photo_settings says so); a local one may predate it.
-    if "://" in cfg.records_dir or records.has_manifest():
+    if fs.is_remote(cfg.records_dir) or records.has_manifest():
         records_dim_pre, layout, rotate_wide = records.photo_settings()
         check_layout_size(layout, records_dim_pre, cfg.dim_pre, cfg.records_dir)
         return records_dim_pre, layout, rotate_wide
@@ -107,7 +108,7 @@ def run_config(cfg: Config) -> int:
     task = get_task(cfg.task)
     if cfg.image_inverted and not task.takes_image_inverted:
         raise PhotoidError(f"image_inverted is the Turtle Recall original's option; {cfg.task} runs do not take it")
-    folds_path = Path(cfg.records_dir) / FOLDS_CSV
+    folds_path = fs.as_path(cfg.records_dir) / FOLDS_CSV
     if not folds_path.exists():
         raise PhotoidError(f"no {folds_path}: build the records first (photoid {task.records_command} --data_dir {cfg.data_dir})")
     folds = task.read_folds(folds_path)
@@ -117,16 +118,19 @@ def run_config(cfg: Config) -> int:
     cfg = task.check_training(cfg, folds)
     records = open_records(cfg.records_dir)  # read once for the checks below
     cfg = _without_missing_test_set(cfg, records)
-    classes, original_ids = task.label_space(folds)
+    classes, original_ids = task.label_space(folds, cfg.records_dir)
     if cfg.n_classes and cfg.n_classes != len(classes):
         raise PhotoidError(f"--n_classes {cfg.n_classes}, but {folds_path} has {len(classes)} classes: the class count "
                            "comes from the records (leave --n_classes out)")
     check_records_complete(cfg, records)
     stored = check_records_layout(cfg, records) if cfg.jobs & IMAGE_JOBS else None
-    run_dir = Path(cfg.output_dir)
+    run_dir = fs.as_path(cfg.output_dir)
     mirror_right = records.mirror_right() if stored is not None else None
     RunDir(run_dir).prepare(cfg, classes, original_ids, stored, mirror_right)
     print(f"run {run_dir}: recipe {cfg.model}, backbone {cfg.backbone} at {cfg.dim}px, {len(classes)} classes, folds {cfg.folds_to_run}")
+    note = batch_size_note(cfg) if cfg.jobs & {"train", "skip"} else None
+    if note:
+        print(note)
 
     jobs = cfg.jobs
     if jobs & {"train", "skip", "val", "test"}:
@@ -140,7 +144,8 @@ def run_config(cfg: Config) -> int:
     if jobs & {"val", "score"}:
         scores = score_run(run_dir, folds, classes, original_ids, cfg.tta_number)
         print(format_scores(scores, leaderboard_labels=task.leaderboard_labels))
-    if jobs & {"subm"} and task.submits:
+    # As the original: a job that predicts the test set also writes the run's own submission (its `--job test`).
+    if jobs & {"test", "subm"} and task.submits:
         path = task.write_run_submission(cfg, run_dir)
         print(f"submission written to {path}")
     print(f"done in {time.time() - started:.0f}s; outputs in {run_dir}")
@@ -162,7 +167,7 @@ def model_session(cfg: Config, fold: int = 0) -> Iterator[None]:
         tf_keras.mixed_precision.set_global_policy("float32")
 
 
-def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes: list[str]) -> None:
+def _train_and_predict(cfg: Config, run_dir: fs.AnyPath, folds: pd.DataFrame, classes: list[str]) -> None:
     """Train each chosen fold and predict its out-of-fold rows; then predict the test set with all of them at once."""
     from photoid.inference.fold_models import build_fold_model, fold_weights
     from photoid.models.backbones import is_weights_file
@@ -214,7 +219,7 @@ def _train_and_predict(cfg: Config, run_dir: Path, folds: pd.DataFrame, classes:
             to_predict = to_predict[group:]
 
 
-def score_run(run_dir: Path, folds: pd.DataFrame, classes: list[str], original_ids: list[str],
+def score_run(run_dir: fs.AnyPath, folds: pd.DataFrame, classes: list[str], original_ids: list[str],
               tta_number: int | None = None) -> dict:
     """CV scores, per fold and over all, from exactly the run's expected out-of-fold predictions.
 

@@ -46,6 +46,9 @@ def _tpu_strategy(name: str) -> tf.distribute.Strategy:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=name)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-    except (ValueError, RuntimeError, tf.errors.OpError) as err:
-        raise PhotoidError(f"TPU {name!r} was asked for but cannot be used: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # noqa: BLE001  the resolver's errors range from ValueError to urllib's and Google's
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise PhotoidError(f"TPU {name!r} was asked for but cannot be used: {reason}. On a TPU VM pass "
+                           "--tpu_ip_or_name local; elsewhere the TPU's name (found through gcloud's project and zone) "
+                           "or its grpc://ADDRESS:8470") from None
     return tf.distribute.TPUStrategy(resolver)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import pandas as pd
 
+from photoid.core import fs
 from photoid.core.errors import PhotoidError, ProblemList
 from photoid.core.io import write_csv
 from photoid.core.labels import NEW_TURTLE, top_labels
@@ -88,12 +89,30 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (runs/<name>)")
     parser.add_argument("--data_dir", required=True, help="competition folder (sample_submission.csv gives the rows)")
     parser.add_argument("--out", required=True, help="submission CSV to write")
-    parser.add_argument("--folds", type=_int_list, help="folds to average, e.g. 0,1 (default: all found)")
-    parser.add_argument("--tta", type=_int_list, help="TTA indices to average, e.g. 0,1 (default: all found)")
+    parser.add_argument("--folds", type=_int_list,
+                        help="folds to average, e.g. 0,1 (default: each run's trained folds)")
+    parser.add_argument("--tta", type=_int_list,
+                        help="TTA indices to average, e.g. 0,1 (default: 0..each run's tta_number)")
+    parser.add_argument("--allow_partial", action="store_true",
+                        help="average runs whose folds are not all trained or predicted (refused by default: the "
+                             "original averaged every fold of every run, 30 predictions)")
+
+
+def check_runs_complete(run_dirs: Sequence[str], allow_partial: bool) -> None:
+    """Refuse runs whose folds are not all predicted (unless `allow_partial`, then say which are missing)."""
+    incomplete = [f"{d}: fold(s) {missing} of {RunDir(d).config_values()['n_folds']} have no test predictions"
+                  for d in run_dirs if (missing := RunDir(d).missing_folds("test"))]
+    if incomplete and not allow_partial:
+        raise PhotoidError("some runs are not complete: " + "; ".join(incomplete) + ". Train and predict the "
+                           "missing folds, choose folds with --folds, or pass --allow_partial to average what there is")
+    for line in incomplete:
+        print(f"warning: {line}; averaged without them (--allow_partial)")
 
 
 def run(args: argparse.Namespace) -> int:
     data = load_turtles(args.data_dir, check_images=False)
+    if args.folds is None:
+        check_runs_complete(args.run_dirs, args.allow_partial)
     probs, row_ids, classes, original_ids, used = load_run_predictions(args.run_dirs, "test", args.folds, args.tta)
     if set(original_ids) != set(data.original_ids):
         raise PhotoidError(f"the runs' original_ids.txt ({len(original_ids)} ids) differs from the turtle ids of "
@@ -101,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
                            "trained on other data, so their new_turtle mapping does not fit this folder")
     frame = make_submission(probs, row_ids, classes, original_ids, data.sample_submission["image_id"].tolist())
     write_submission(frame, args.out)
-    files_per_run = Counter(Path(u).parent.parent for u in used)
-    per_run = ", ".join(f"{Path(d).name}: {files_per_run[Path(d)]}" for d in args.run_dirs)
+    files_per_run = Counter(fs.as_path(u).parent.parent for u in used)
+    per_run = ", ".join(f"{fs.as_path(d).name}: {files_per_run[fs.as_path(d)]}" for d in args.run_dirs)
     n_new = int((frame["prediction1"] == NEW_TURTLE).sum())
     print(f"averaged {len(used)} test prediction files from {len(args.run_dirs)} runs ({per_run})")
     print(f"wrote {len(frame)} rows to {args.out} ({n_new} with {NEW_TURTLE} first)")

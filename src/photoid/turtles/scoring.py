@@ -103,7 +103,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     truth = _load_truth(Path(args.data_dir))
     problems = ProblemList()
-    submission = read_table(Path(args.submission), args.submission, problems)
+    submission = read_table(args.submission, args.submission, problems)   # a local path or a URL
     problems.raise_if_any(title="cannot read the submission")
     scores = _score(submission, truth, args.submission)
     if args.json:

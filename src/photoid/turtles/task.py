@@ -45,7 +45,7 @@ class TurtlesTask:
 
         return read_folds(path)
 
-    def label_space(self, folds) -> tuple[list[str], list[str]]:
+    def label_space(self, folds, records_dir=None) -> tuple[list[str], list[str]]:
         classes = label_space(folds, self.identity_column)
         if "source" in folds.columns:
             return classes, sorted(folds.loc[folds["source"] == "train", self.identity_column].astype(str).unique())

@@ -3,7 +3,8 @@
 The winner's albumentations chain (`train_top/augs.py`), applied here to the reader's uint8 `dim_pre` image:
 
 1. HorizontalFlip, p 0.5;
-2. OneOf(Sharpen, ToGray, CLAHE), p 0.5, each of the three equally likely;
+2. OneOf(Sharpen, ToGray, CLAHE), p 0.5, each of the three equally likely; CLAHE's clip limit drawn from U(1, 4) at
+   each call (albumentations' `CLAHE(clip_limit=4.0)` means the range (1, 4));
 3. ShiftScaleRotate(shift 0.25, scale 0.2, rotate 4°), p 0.5;
 4. ColorJitter(brightness 0.1, contrast 0.1, saturation 0.1, hue 0.2), p 0.5, the four in random order;
 
@@ -12,10 +13,11 @@ and for the EfficientNetV2 family first a white triangle in the top-left corner,
 
 The transforms follow albumentations' definitions, computed with TensorFlow ops rather than OpenCV, so pixels are
 not identical to the winner's: Sharpen's kernel (1-α)·I + α·[[-1,-1,-1],[-1,8+λ,-1],[-1,-1,-1]], α in [0.2, 0.5],
-λ in [0.5, 1] is the same, with reflected borders; ToGray uses the same luma weights; CLAHE (clip limit 4, 8x8
-tiles, clipped histograms, bilinear blend of the tiles' mappings) runs on the luma and adds its change to each
-channel, where OpenCV equalises the L of CIELAB, and spreads the clipped excess evenly without OpenCV's residual
-step; ShiftScaleRotate samples bilinearly with reflected borders (OpenCV's default reflects without repeating the
+λ in [0.5, 1] is the same, with reflected borders; ToGray uses the same luma weights; CLAHE is OpenCV's (8x8
+tiles, the integer clip limit max(⌊clip·tile area/256⌋, 1), the clipped counts given back as OpenCV gives them, its
+tile coordinates and padding, bilinear blend of the tiles' mappings: on a grey photo within one level of OpenCV's
+own, tested), but runs on the luma and adds its change to each channel, where albumentations equalises the L of
+CIELAB; ShiftScaleRotate samples bilinearly with reflected borders (OpenCV's default reflects without repeating the
 edge pixel, TensorFlow's repeats it).
 
 Cost (benchmark B8): ShiftScaleRotate's projective-transform kernel dominates; CLAHE counts its tile histograms
@@ -32,6 +34,7 @@ import tensorflow as tf
 AUGMENTS = ("whaledo", "whaledo_triangle")
 LUMA = (0.299, 0.587, 0.114)  # OpenCV's RGB → gray weights
 CLAHE_CLIP, CLAHE_GRID = 4.0, 8
+CLAHE_CLIP_RANGE = (1.0, CLAHE_CLIP)  # albumentations: to_tuple(clip_limit, 1), one uniform draw per call
 SHIFT, SCALE, ROTATE_DEG = 0.25, 0.2, 4.0
 JITTER = (0.1, 0.1, 0.1, 0.2)  # brightness, contrast, saturation, hue
 TRIANGLE_W, TRIANGLE_H = 0.3, 0.25
@@ -43,8 +46,7 @@ def _uniform(seed, low=0.0, high=1.0, shape=()):
 
 def _compiled(fn):
     """`fn` compiled by XLA into one pass over the image instead of one pass per operation. Used for rounding,
-    clipping and casts, which XLA computes bit for bit as TensorFlow's kernels do (CLAHE's test compares its
-    result with a numpy reference bit for bit). Not for a product followed by a sum (XLA fuses it into one
+    clipping and casts, which XLA computes bit for bit as TensorFlow's kernels do. Not for a product followed by a sum (XLA fuses it into one
     rounding, so a few pixels would move by one level) nor a division by a constant (XLA multiplies by the
     reciprocal); only `color_jitter` accepts that, for its gain."""
     return tf.function(fn, jit_compile=True, autograph=False)
@@ -83,8 +85,13 @@ def clahe(image: tf.Tensor, clip_limit: float = CLAHE_CLIP, grid: int = CLAHE_GR
     luma = _gray(x)
     value = tf.cast(tf.clip_by_value(tf.round(luma), 0, 255), tf.int32)
     height, width = tf.shape(value)[0], tf.shape(value)[1]
-    tile_h, tile_w = -(-height // grid), -(-width // grid)
-    padded = tf.pad(value, [[0, tile_h * grid - height], [0, tile_w * grid - width]], mode="SYMMETRIC")
+    # OpenCV pads an image that is not whole tiles in both directions with BORDER_REFLECT_101 (TensorFlow's REFLECT),
+    # by grid − (size mod grid) in each direction: a whole extra tile's worth where that side already divides.
+    aligned = tf.logical_and(height % grid == 0, width % grid == 0)
+    pad_h = tf.where(aligned, 0, grid - height % grid)
+    pad_w = tf.where(aligned, 0, grid - width % grid)
+    tile_h, tile_w = (height + pad_h) // grid, (width + pad_w) // grid
+    padded = tf.pad(value, [[0, pad_h], [0, pad_w]], mode="REFLECT")
     # Histogram of every tile: one segment per (tile, grey level).
     tiles = tf.transpose(tf.reshape(padded, [grid, tile_h, grid, tile_w]), [0, 2, 1, 3])
     tile_index = tf.range(grid * grid)[:, None]
@@ -94,9 +101,17 @@ def clahe(image: tf.Tensor, clip_limit: float = CLAHE_CLIP, grid: int = CLAHE_GR
     hist = tf.reshape(tf.math.bincount(segments, minlength=n_bins, maxlength=n_bins, dtype=tf.float32),
                       [grid * grid, 256])
     area = tf.cast(tile_h * tile_w, tf.float32)
-    clip = tf.maximum(clip_limit * area / 256.0, 1.0)
-    excess = tf.reduce_sum(tf.nn.relu(hist - clip), axis=1, keepdims=True)
-    hist = tf.minimum(hist, clip) + excess / 256.0
+    # OpenCV's limit is an integer count: static_cast<int>(clipLimit * tileSizeTotal / histSize), at least 1.
+    clip = tf.maximum(tf.floor(tf.cast(clip_limit, tf.float32) * area / 256.0), 1.0)
+    # The clipped counts go back as OpenCV returns them: clipped // 256 to every level, then one more to each of
+    # the levels 0, s, 2s, ... (s = max(256 // residual, 1)) until the residual is used up.
+    clipped = tf.reduce_sum(tf.nn.relu(hist - clip), axis=1, keepdims=True)
+    batch = tf.floor(clipped / 256.0)
+    residual = clipped - batch * 256.0
+    step = tf.maximum(tf.floor(256.0 / tf.maximum(residual, 1.0)), 1.0)
+    level = tf.range(256, dtype=tf.float32)[None, :]
+    extra = tf.cast((tf.math.floormod(level, step) == 0) & (tf.floor(level / step) < residual), tf.float32)
+    hist = tf.minimum(hist, clip) + batch + extra
     lut = tf.clip_by_value(tf.round(tf.cumsum(hist, axis=1) * (255.0 / area)), 0, 255)
     return _clahe_map(x, luma, value, lut, tile_h, tile_w, grid)
 
@@ -107,8 +122,9 @@ def _clahe_map(x, luma, value, lut, tile_h, tile_w, grid):
     # Each pixel blends the mappings of the four nearest tile centres. Pixels between the same four centres (a
     # cell; the border cells repeat the edge tiles) share their four tiles, so each cell's four mappings are laid
     # side by side and one gather per pixel fetches all four, where four gathers fetched one each.
-    ty = (tf.cast(tf.range(height), tf.float32) + 0.5) / tf.cast(tile_h, tf.float32) - 0.5
-    tx = (tf.cast(tf.range(width), tf.float32) + 0.5) / tf.cast(tile_w, tf.float32) - 0.5
+    # OpenCV's coordinates in tiles: y · (1 / tile height) − 0.5 (tile centres at half a tile, less half a pixel).
+    ty = tf.cast(tf.range(height), tf.float32) * (1.0 / tf.cast(tile_h, tf.float32)) - 0.5
+    tx = tf.cast(tf.range(width), tf.float32) * (1.0 / tf.cast(tile_w, tf.float32)) - 0.5
     fy, fx = tf.floor(ty), tf.floor(tx)  # -1 .. grid - 1: the cell's row and column
     wy, wx = (ty - fy)[:, None], (tx - fx)[None, :]
     cells = tf.gather(lut, _cell_tiles(grid))  # (cells, 4, 256)
@@ -194,30 +210,52 @@ def triangle(image: tf.Tensor) -> tf.Tensor:
     return tf.where(white[..., None], tf.constant(255, image.dtype), image)
 
 
+def whaledo_draws(seed: tf.Tensor, triangle_first: bool = False) -> dict[str, tf.Tensor]:
+    """Every random choice of the winner's chain for one image, from the stateless `seed` (shape [2]): whether each
+    transform applies, and its parameters (albumentations' ranges)."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 16)
+    b, c, s, h = JITTER
+    return {
+        # Triangle(p=0.5) drew again inside with 1 - p: overall 0.25 (only the EfficientNetV2 family's chain).
+        "triangle": _uniform(seeds[0]) < 0.25 if triangle_first else tf.constant(False),
+        "flip": _uniform(seeds[1]) < 0.5,
+        "one_of": _uniform(seeds[2]) < 0.5,
+        "which": tf.cast(tf.floor(_uniform(seeds[3], 0, 3)), tf.int32),   # 0 Sharpen, 1 ToGray, 2 CLAHE
+        "sharpen_alpha": _uniform(seeds[4], 0.2, 0.5),
+        "sharpen_lightness": _uniform(seeds[5], 0.5, 1.0),
+        "clahe_clip": _uniform(tf.random.experimental.stateless_fold_in(seeds[3], 1), *CLAHE_CLIP_RANGE),
+        "shift_scale_rotate": _uniform(seeds[6]) < 0.5,
+        "angle": _uniform(seeds[7], -ROTATE_DEG, ROTATE_DEG),
+        "scale": 1 + _uniform(seeds[8], -SCALE, SCALE),
+        "dx": _uniform(seeds[9], -SHIFT, SHIFT),
+        "dy": _uniform(seeds[10], -SHIFT, SHIFT),
+        "jitter": _uniform(seeds[11]) < 0.5,
+        "order": tf.argsort(_uniform(seeds[12], shape=(4,))),
+        "brightness": _uniform(seeds[13], 1 - b, 1 + b),
+        "contrast": _uniform(seeds[14], 1 - c, 1 + c),
+        "saturation": _uniform(seeds[15], 1 - s, 1 + s),
+        "hue": _uniform(tf.random.experimental.stateless_fold_in(seeds[15], 1), -h, h),
+    }
+
+
+def apply_whaledo(image: tf.Tensor, d: dict[str, tf.Tensor]) -> tf.Tensor:
+    """The winner's chain on one uint8 image with the choices `d` of `whaledo_draws`."""
+    image = tf.convert_to_tensor(image)
+    image = tf.cond(d["triangle"], lambda: triangle(image), lambda: image)
+    image = tf.cond(d["flip"], lambda: tf.image.flip_left_right(image), lambda: image)
+    one_of = [lambda: sharpen(image, d["sharpen_alpha"], d["sharpen_lightness"]),
+              lambda: to_gray(image), lambda: clahe(image, d["clahe_clip"])]
+    image = tf.cond(d["one_of"], lambda: tf.switch_case(d["which"], one_of), lambda: image)
+    image = tf.cond(d["shift_scale_rotate"], lambda: shift_scale_rotate(
+        image, d["angle"], d["scale"], d["dx"], d["dy"]), lambda: image)
+    image = tf.cond(d["jitter"], lambda: color_jitter(
+        image, d["brightness"], d["contrast"], d["saturation"], d["hue"], d["order"]), lambda: image)
+    return image
+
+
 def whaledo_augment(image: tf.Tensor, seed: tf.Tensor, triangle_first: bool = False) -> tf.Tensor:
     """The winner's chain on one uint8 image; every draw comes from the stateless `seed` (shape [2])."""
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 16)
-    image = tf.convert_to_tensor(image)
-    if triangle_first:   # Triangle(p=0.5) drew again inside with 1 - p: overall 0.25
-        image = tf.cond(_uniform(seeds[0]) < 0.25, lambda: triangle(image), lambda: image)
-    image = tf.cond(_uniform(seeds[1]) < 0.5, lambda: tf.image.flip_left_right(image), lambda: image)
-
-    which = tf.cast(tf.floor(_uniform(seeds[3], 0, 3)), tf.int32)
-    one_of = [lambda: sharpen(image, _uniform(seeds[4], 0.2, 0.5), _uniform(seeds[5], 0.5, 1.0)),
-              lambda: to_gray(image), lambda: clahe(image)]
-    image = tf.cond(_uniform(seeds[2]) < 0.5, lambda: tf.switch_case(which, one_of), lambda: image)
-
-    image = tf.cond(_uniform(seeds[6]) < 0.5, lambda: shift_scale_rotate(
-        image, _uniform(seeds[7], -ROTATE_DEG, ROTATE_DEG), 1 + _uniform(seeds[8], -SCALE, SCALE),
-        _uniform(seeds[9], -SHIFT, SHIFT), _uniform(seeds[10], -SHIFT, SHIFT)), lambda: image)
-
-    b, c, s, h = JITTER
-    order = tf.argsort(_uniform(seeds[12], shape=(4,)))
-    image = tf.cond(_uniform(seeds[11]) < 0.5, lambda: color_jitter(
-        image, _uniform(seeds[13], 1 - b, 1 + b), _uniform(seeds[14], 1 - c, 1 + c),
-        _uniform(seeds[15], 1 - s, 1 + s), _uniform(tf.random.experimental.stateless_fold_in(seeds[15], 1), -h, h),
-        order), lambda: image)
-    return image
+    return apply_whaledo(image, whaledo_draws(seed, triangle_first))
 
 
 def _augment(name: str):

@@ -18,12 +18,14 @@ The file (`.npz`) holds `image_id` (str, one per image) and `embedding` (float32
 from __future__ import annotations
 
 import argparse
+import io
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from photoid.core import fs
 from photoid.core.errors import PhotoidError
 from photoid.core.io import atomic_path
 from photoid.core.retrieval import JOINS, join_embeddings, normalize_rows
@@ -100,9 +102,11 @@ def save_embeddings(path: str | Path, image_ids: Sequence[str], embeddings: np.n
 
 def load_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
     """Read an embeddings file written by `photoid embed` (or anything with the same two arrays), checked."""
-    path = Path(path)
+    path = fs.as_path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        if not path.is_file():
+            raise FileNotFoundError(str(path))
+        with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as data:
             missing = {"image_id", "embedding"} - set(data.files)
             if missing:
                 raise PhotoidError(f"{path}: no array(s) {', '.join(sorted(missing))}; an embeddings file holds "
@@ -140,7 +144,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="trained run folders of one family (their folds are joined)")
     parser.add_argument("--data_dir", required=True, help="Where's Whale-do folder whose test records to embed")
     parser.add_argument("--records_dir", default=None, help="its records (default: DATA_DIR/tfrec)")
-    parser.add_argument("--out", required=True, type=Path, help=".npz file to write (image_id, embedding)")
+    parser.add_argument("--out", required=True, help=".npz file to write (image_id, embedding; a gs:// URL too)")
     parser.add_argument("--folds", type=parse_folds, default=None, help="folds to use, e.g. 0,1 (default: all trained)")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                         help="flip TTA: mean of the image's and its mirror's embeddings (--no-flip: image only)")
@@ -154,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.batch_size < 1:
         raise PhotoidError(f"--batch_size must be at least 1, got {args.batch_size}")
-    records_dir = args.records_dir or str(Path(args.data_dir) / "tfrec")
+    records_dir = args.records_dir or fs.join(args.data_dir, "tfrec")
     files, image_ids = records_and_ids(records_dir)
     embeddings, infos = family_embeddings(args.run, files, records_dir, folds=args.folds,
                                           batch_size=args.batch_size, flip=args.flip, join=args.join)

@@ -1,8 +1,9 @@
 """`photoid rank`: embedding families → a Where's Whale-do submission, routed per scenario as the winner routed.
 
 Three families (see `photoid.whales.routing`): `top` (the B5 top runs), `top2` (the EfficientNetV2 top runs,
-optional, blended 0.75 / 0.25 with the first family) and `lateral` (the paired lateral runs; default: the top
-family). Each comes either from trained runs (`--run_top`, `--run_top2`, `--run_lateral`; their folds joined as
+optional, blended 0.75 / 0.25 with the first family) and `lateral` (the paired lateral runs). Scenarios holding a
+lateral photo need the lateral family: without one they are refused, unless `--lateral_from_top` ranks them with the
+top family (with a warning: that is not the winner's system). Each comes either from trained runs (`--run_top`, `--run_top2`, `--run_lateral`; their folds joined as
 `photoid embed` joins them, by default the winner's raw concatenation) or from an embeddings file of `photoid
 embed` (`--top`, `--top2`, `--lateral`), so a ranking can be reproduced or checked from embeddings made anywhere.
 
@@ -20,6 +21,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from photoid.core import fs
 from photoid.core.errors import PhotoidError
 from photoid.core.io import write_csv
 from photoid.core.retrieval import JOINS
@@ -31,6 +33,7 @@ from photoid.whales.routing import (
     Families,
     rank_routed,
     route_of_queries,
+    scenario_route,
 )
 
 TRUTH_FILE = "example_labels.csv"  # the organisers' name for the true matches of their example scenarios
@@ -74,11 +77,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     for family, what in (("top", "the top family (B5 top runs)"), ("top2", "the second top family (EffV2 runs), "
                          "blended 0.25"), ("lateral", "the lateral family (paired lateral runs; default: top)")):
         parser.add_argument(f"--run_{family}", nargs="+", default=None, metavar="RUN_DIR", help=f"trained runs of {what}")
-        parser.add_argument(f"--{family}", type=Path, default=None, metavar="NPZ",
+        parser.add_argument(f"--{family}", default=None, metavar="NPZ",
                             help=f"embeddings file of {what}, from photoid embed")
     parser.add_argument("--data_dir", required=True, help="Where's Whale-do folder with metadata and query scenarios")
     parser.add_argument("--records_dir", default=None, help="its records (default: DATA_DIR/tfrec)")
-    parser.add_argument("--out", required=True, type=Path, help="submission CSV to write")
+    parser.add_argument("--out", required=True, help="submission CSV to write (a gs:// URL too)")
     parser.add_argument("--routing", choices=("winner", "by_query"), default="winner",
                         help="winner: one route per scenario, query expansion always on; by_query: photoid's rule")
     parser.add_argument("--folds", type=parse_folds, default=None, help="folds to use, e.g. 0,1 (default: all trained)")
@@ -89,8 +92,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--query_expansion", action="store_true", help="by_query routing: the winner's expansion")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="by_query routing: similarity search (auto: the faster of numpy and faiss here)")
+    parser.add_argument("--save_embeddings", default=None, metavar="DIR",
+                        help="write each family embedded from runs to DIR/<family>.npz (as photoid embed writes it), "
+                             "so the ranking can be reproduced from its embeddings")
+    parser.add_argument("--lateral_from_top", action="store_true",
+                        help="without a lateral family, rank scenarios holding lateral photos with the top family "
+                             "(refused by default: the winner ranked them with its paired lateral model)")
     parser.add_argument("--top_k", type=int, default=20, help="database images per query (the competition: 20)")
     parser.add_argument("--batch_size", type=int, default=64, help="images per prediction batch")
+    parser.add_argument("--local", action="store_true",
+                        help="re-rank each query's shortlist with the winner's score fused with local matching, "
+                             "calibrated out of fold on the training photos (needs the families as runs)")
+    parser.add_argument("--shortlist", type=int, default=None, metavar="B",
+                        help="with --local: database images matched locally per query (default: all submitted)")
 
 
 def _family_sources(args) -> dict[str, tuple[str, object]]:
@@ -110,10 +124,43 @@ def _family_sources(args) -> dict[str, tuple[str, object]]:
     return sources
 
 
+def scenarios_needing_lateral(scenarios: list, viewpoint_of: dict[str, str], routing: str) -> list[str]:
+    """The scenarios a lateral family ranks: with the winner's routing every scenario holding a lateral photo (all
+    but the all-top route), by query those with a lateral query."""
+    needing = []
+    for sid, queries, database in scenarios:
+        query_views = [viewpoint_of[i] for i in queries["query_image_id"]]
+        if routing == "winner":
+            lateral = scenario_route(query_views, [viewpoint_of[i] for i in database["database_image_id"]]) != "top"
+        else:
+            lateral = any(view in LATERAL_VIEWPOINTS for view in query_views)
+        if lateral:
+            needing.append(str(sid))
+    return needing
+
+
+def check_lateral_family(args, scenarios: list, viewpoint_of: dict[str, str]) -> None:
+    """Refuse scenarios with lateral photos when no lateral family is given, unless --lateral_from_top (then warn):
+    ranking them with the top family silently would not be the winner's system."""
+    if args.lateral is not None or args.run_lateral:
+        return
+    needing = scenarios_needing_lateral(scenarios, viewpoint_of, args.routing)
+    if not needing:
+        return
+    which = f"{len(needing)} of {len(scenarios)} scenarios ({', '.join(needing[:3])}{', ...' if len(needing) > 3 else ''})"
+    if not args.lateral_from_top:
+        raise PhotoidError(f"{which} hold lateral photos, which the winner ranked with its lateral model (trained on "
+                           "paired top and lateral photos), and no lateral family was given: pass --run_lateral "
+                           "RUN_DIR... (records of photoid whale-records --pair_lateral, recipe whale-lateral) or "
+                           "--lateral FILE.npz, or --lateral_from_top to rank them with the top family")
+    print(f"warning: no lateral family: {which} are ranked with the top family (--lateral_from_top), not with a "
+          "lateral model as the winner ranked them")
+
+
 def gather_families(args, needed: set[str]) -> tuple[Families, list[str]]:
     """Every family's embeddings of the scenario images, aligned on one list of ids; lines describing them."""
     sources = _family_sources(args)
-    records_dir = args.records_dir or str(Path(args.data_dir) / "tfrec")
+    records_dir = args.records_dir or fs.join(args.data_dir, "tfrec")
     arrays, lines, records = {}, [], None
     for family, (kind, source) in sources.items():
         if kind == "file":
@@ -129,6 +176,12 @@ def gather_families(args, needed: set[str]) -> tuple[Families, list[str]]:
                                                   batch_size=args.batch_size, flip=args.flip, join=args.join)
             lines += [f"{family}: run {i['run']} ({i['recipe']}), folds {i['folds']}, {i['size']} per fold"
                       for i in infos]
+            if args.save_embeddings:
+                from photoid.whales.embed import save_embeddings
+
+                path = fs.join(args.save_embeddings, f"{family}.npz")
+                save_embeddings(path, ids, embeddings)
+                lines.append(f"{family}: {len(ids)} images × {embeddings.shape[1]} ({args.join}) written to {path}")
         row_of = pd.Index(ids)
         missing = sorted(needed - set(ids))
         if missing:
@@ -151,26 +204,63 @@ def run(args: argparse.Namespace) -> int:
     if not data.scenarios:
         raise PhotoidError(f"{args.data_dir} has no query scenarios (query_scenarios.csv) to rank")
     needed = {i for _, q, d in data.scenarios for i in (*q["query_image_id"], *d["database_image_id"])}
-    families, lines = gather_families(args, needed)
     viewpoint_of = dict(zip(data.metadata["image_id"], data.metadata["viewpoint"]))
+    check_lateral_family(args, data.scenarios, viewpoint_of)
+    families, lines = gather_families(args, needed)
     if args.routing == "winner":
         submission = rank_routed(data.scenarios, families, viewpoint_of, top_k=args.top_k)
     else:
         options = dict(top_k=args.top_k, query_expansion=args.query_expansion, backend=args.backend)
         submission = rank_by_view(data.scenarios, list(families.image_ids), viewpoint_of, families.top,
                                   families.lateral, **options)
+    fused_lines, winner = [], None
+    if args.local:
+        winner = submission
+        submission, fused_lines = _local_rerank(args, data, submission, viewpoint_of)
     write_csv(args.out, submission)
 
     n_queries = sum(len(q) for _, q, _ in data.scenarios)
-    print("\n".join(lines))
+    print("\n".join(lines + fused_lines))
     expansion = "always (winner routing)" if args.routing == "winner" else "on" if args.query_expansion else "off"
     print(f"ranked {n_queries} queries in {len(data.scenarios)} scenarios ({len(needed)} images, routing "
           f"{args.routing}, query expansion {expansion}): {len(submission)} rows written to {args.out} in "
           f"{time.perf_counter() - started:.1f} s")
     truth_path = Path(args.data_dir) / TRUTH_FILE
     if truth_path.exists():
+        if winner is not None:
+            print(f"without local matching ({args.routing} routing):")
+            print(evaluation_report(winner, truth_path, data.scenarios, viewpoint_of, args.top_k))
+            print("fused with local matching (written):")
         print(evaluation_report(submission, truth_path, data.scenarios, viewpoint_of, args.top_k))
     return 0
+
+
+def _local_rerank(args, data, submission: pd.DataFrame, viewpoint_of: dict) -> tuple[pd.DataFrame, list[str]]:
+    """`--local`: the fusion calibrated on the training photos, then every query's shortlist re-ranked."""
+    from photoid.whales.local_rank import (
+        DEFAULT_SHORTLIST,
+        WhalePhotos,
+        calibrate_on_training,
+        feature_settings,
+        rerank,
+    )
+
+    shortlist = min(args.shortlist or DEFAULT_SHORTLIST, args.top_k)
+    if shortlist < 1:
+        raise PhotoidError(f"--shortlist must be at least 1, got {args.shortlist}")
+    sources = _family_sources(args)
+    runs = [r for kind, given in sources.values() if kind == "runs" for r in given]
+    photos = WhalePhotos(data, feature_settings(runs))
+    records_dir = args.records_dir or str(Path(args.data_dir) / "tfrec")
+    fusion = calibrate_on_training(data, data.scenarios, sources, records_dir, photos, args, shortlist=shortlist)
+    r = fusion.record
+    lines = [f"local matching: calibrated on {r['pseudo_queries']} training photos as out-of-fold pseudo-queries "
+             f"({r['pairs']} pairs, {r['same_pairs']} of the same whale; calibrations {r['calibration_kinds']}) in "
+             f"{r['seconds']:.0f} s: weights global {r['weights']['global']} / local {r['weights']['local']}, "
+             f"shortlist {shortlist}",
+             "  pseudo-query mAP by local weight: " + ", ".join(f"{w}: {m:.4f}"
+                                                              for w, m in r["map_by_local_weight"].items())]
+    return rerank(submission, data.scenarios, fusion, photos, shortlist), lines
 
 
 def evaluation_report(submission: pd.DataFrame, truth_path: Path, scenarios: list, viewpoint_of: dict[str, str],

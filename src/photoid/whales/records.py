@@ -7,8 +7,10 @@ everything it had). The other labelled images are split into folds, grouped by e
 on both sides of a split) or with the winner's StratifiedKFold(5, shuffle, 42).
 
 Records (`pipeline.feature_spec(WHALE_STRING_COLUMNS, WHALE_INT_COLUMNS)`): `image_id`, `image`, `whale_id`, `label`,
-`viewpoint`, `encounter_id`. `label` indexes the sorted whale ids of the training images (-1 for a whale they do
-not hold, or an unlabelled folder). Right views are stored as they are, as the winner stored them; with
+`viewpoint`, `encounter_id`. `label` indexes the label space: by default (`label_space = "metadata"`) the sorted whale
+ids of the whole metadata.csv, as the winner's 788 classes (its lateral model trained on the 280 whales that have
+pairs, the other 508 classes being extra negatives), listed as `classes` in records.json; with `"training"` the
+sorted whale ids of the training images only (-1 for a whale outside the label space, or an unlabelled folder). Right views are stored as they are, as the winner stored them; with
 `mirror_right` they are stored mirrored, so every lateral photo looks like a left view (the stored `viewpoint` stays
 `right`). Photos wider than tall (in the real data every lateral photo, and no top
 photo) are turned 90° clockwise to stand tall, as the winner turned them for every model in training and at
@@ -42,6 +44,7 @@ WHALE_STRING_COLUMNS = ("image_id", "whale_id", "viewpoint", "encounter_id")
 WHALE_INT_COLUMNS = ("label",)
 WHALE_FOLD_COLUMNS = ["image_id", "whale_id", "label", "fold", "viewpoint", "encounter_id"]
 DEFAULT_SEED = 42  # the winner's StratifiedKFold random_state
+LABEL_SPACES = ("metadata", "training")  # every whale of metadata.csv (the winner's) | the training images' whales
 
 
 def scenario_image_ids(data: BelugaData) -> set[str]:
@@ -80,9 +83,19 @@ def split_training_and_evaluation(data: BelugaData, train_on_scenarios: bool,
     return training, metadata[evaluated]
 
 
-def whale_folds_table(training: pd.DataFrame, n_folds: int, seed: int, grouped: bool) -> pd.DataFrame:
-    """folds.csv's rows: the training images with their label (sorted whale ids) and validation fold."""
-    classes = sorted(training["whale_id"].unique())
+def whale_classes(data: BelugaData, training: pd.DataFrame, label_space: str) -> list[str]:
+    """The sorted whale ids the labels index: every whale of the metadata, or those of the training rows."""
+    if label_space not in LABEL_SPACES:
+        raise PhotoidError(f"label_space must be one of {', '.join(LABEL_SPACES)}, got {label_space!r}")
+    whales = data.metadata["whale_id"] if label_space == "metadata" else training["whale_id"]
+    return sorted({str(w) for w in whales if str(w)})
+
+
+def whale_folds_table(training: pd.DataFrame, n_folds: int, seed: int, grouped: bool,
+                      classes: list[str] | None = None) -> pd.DataFrame:
+    """folds.csv's rows: the training images with their label (index in `classes`, default the sorted whale ids
+    of `training`) and validation fold."""
+    classes = sorted(training["whale_id"].unique()) if classes is None else classes
     folds = make_whale_folds(training, n_folds, seed=seed, grouped=grouped)
     sizes = np.bincount(folds, minlength=n_folds)
     if (sizes == 0).any():
@@ -106,13 +119,14 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
                         dim_pre: int = 512, grouped: bool = True, train_on_scenarios: bool = False,
                         mirror_right: bool = False, keep_original: bool = False, shards: int = 1,
                         workers: int | None = None, seed: int = DEFAULT_SEED, force: bool = False,
-                        views: str = "", rotate_wide: bool = True, pair_lateral: bool = False) -> dict:
+                        views: str = "", rotate_wide: bool = True, pair_lateral: bool = False,
+                        label_space: str = "metadata") -> dict:
     """Validate a Where's Whale-do folder, then write folds.csv, one record set per fold and the test records.
 
     Nothing is written when validation or the fold split fails. `out_dir` defaults to DATA_DIR/tfrec. `views`
     (comma-separated viewpoints, "" = all) keeps only those training photos, and the folds are split over them
-    alone (the winner split its top models' top rows); the test records keep every scenario image. Returns a
-    summary of what was written.
+    alone (the winner split its top models' top rows); the test records keep every scenario image. `label_space`:
+    the whales the labels index (`LABEL_SPACES`). Returns a summary of what was written.
     """
     started = time.perf_counter()
     data = load_belugas(data_dir, check_images=True)
@@ -136,8 +150,8 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
             "(the mAP of the scenarios is then measured on trained photos, and flattered)")
     if training.empty and evaluation.empty:
         raise PhotoidError(f"{data_dir} has neither labels to train on nor query scenarios to rank")
-    folds = whale_folds_table(training, n_folds, seed, grouped) if not training.empty else None
-    classes = sorted(training["whale_id"].unique()) if folds is not None else []
+    classes = whale_classes(data, training, label_space) if not training.empty else []
+    folds = whale_folds_table(training, n_folds, seed, grouped, classes) if not training.empty else None
 
     out_dir = os.path.join(str(data_dir), "tfrec") if out_dir is None else str(out_dir)
     settings = {"dataset": "wheres-whale-do", "n_folds": n_folds, "seed": seed, "grouped": grouped,
@@ -149,7 +163,10 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
         settings["rotate_wide"] = True
     if pair_lateral:
         settings["pair_lateral"] = True
-    manifest = RecordsManifest.open(out_dir, settings, force=force)
+    wide = label_space == "metadata" and folds is not None
+    if wide:   # only then, so records written before label spaces existed (the training whales) still match
+        settings["label_space"] = label_space
+    manifest = RecordsManifest.open(out_dir, settings, force=force, classes=classes if wide else None)
     if folds is not None:
         write_csv(os.path.join(out_dir, FOLDS_CSV), folds)
 
@@ -176,6 +193,7 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
     return {
         "out_dir": out_dir,
         "n_classes": len(classes),
+        "n_trained_classes": int(training["whale_id"].nunique()) if folds is not None else 0,
         "fold_rows": [results[f"fold.{k}"]["rows"] for k in range(n_folds)] if folds is not None else [],
         "test_rows": results["test"]["rows"] if "test" in results else 0,
         "left_out": len(data.metadata) - len(used) if data.has_labels else 0,
@@ -191,14 +209,18 @@ def build_whale_records(data_dir: str | os.PathLike, out_dir: str | os.PathLike 
 def read_whale_folds(path: str | os.PathLike) -> pd.DataFrame:
     """Read a folds.csv written by `build_whale_records` with the one fold-table reader (`photoid.records.folds.read_fold_table`:
     columns, integer labels and folds numbered 0..k-1 with none empty, unique image ids, one label per whale),
-    and check that the labels are the sorted order of the whale ids."""
+    and check that the labels index the label space: records.json's classes beside it, else the sorted whale ids."""
+    from photoid.core import fs
+    from photoid.records.folder import RecordsDir
     from photoid.records.folds import read_fold_table
 
     frame = read_fold_table(path, WHALE_FOLD_COLUMNS, "whale_id")
-    classes = sorted(frame["whale_id"].unique())
+    listed = RecordsDir(fs.as_path(path).parent).classes()   # the label space records.json lists, if any
+    classes = sorted(frame["whale_id"].unique()) if listed is None else listed
     if not (frame["label"].to_numpy() == pd.Index(classes).get_indexer(frame["whale_id"])).all():
         problems = ProblemList()
-        problems.add(str(path), None, "labels are not the sorted order of the whale ids; rebuild the records")
+        what = "the sorted order of the whale ids" if listed is None else "positions in records.json's classes"
+        problems.add(str(path), None, f"labels are not {what}; rebuild the records")
         problems.raise_if_any(title="invalid fold file")
     return frame
 
@@ -230,6 +252,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "whale (folds split over the pairs; fold.K and pair.K records)")
     parser.add_argument("--views", default="",
                         help="train only on these viewpoints, folds split over them alone (e.g. top; default: all)")
+    parser.add_argument("--label_space", choices=LABEL_SPACES, default="metadata",
+                        help="the classes: every whale of metadata.csv (default, the winner's 788: whales without "
+                             "training photos are extra negatives) or only the training photos' whales")
     parser.add_argument("--force", action="store_true", help="replace records in OUT_DIR written with other settings")
 
 
@@ -239,10 +264,15 @@ def run(args: argparse.Namespace) -> int:
                                   grouped=args.grouped, train_on_scenarios=args.train_on_scenarios,
                                   mirror_right=args.mirror_right, keep_original=args.keep_original,
                                   shards=args.shards, workers=args.workers, seed=args.seed, force=args.force,
-                                  views=args.views, rotate_wide=args.rotate_wide, pair_lateral=args.pair_lateral)
+                                  views=args.views, rotate_wide=args.rotate_wide, pair_lateral=args.pair_lateral,
+                                  label_space=args.label_space)
     split = ("grouped by encounter" if args.grouped else "StratifiedKFold") + (f", views {args.views}" if args.views else "")
-    print(f"folds ({split}): {summary['fold_rows']} images of {summary['n_classes']} whales; "
-          f"test (the scenario images): {summary['test_rows']} images")
+    if summary["fold_rows"]:
+        print(f"folds ({split}): {summary['fold_rows']} images of {summary['n_trained_classes']} whales; label space "
+              f"{summary['n_classes']} whales ({args.label_space}); test (the scenario images): {summary['test_rows']} "
+              "images")
+    else:   # a folder without labels (the test-time layout)
+        print(f"no labels, no folds; test (the scenario images): {summary['test_rows']} images")
     if summary["left_out"]:
         why = "sharing an encounter with a scenario image" + (
             f", or of other views than {args.views}" if args.views else

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from photoid.core.errors import PhotoidError, ProblemList
+from photoid.core import fs
 from photoid.core.tables import read_csv_strict, relative_path_problem
 from photoid.whales.data import SCENARIOS_FILE, load_truth, read_csv_checked
 
@@ -50,8 +51,10 @@ def check_submission(frame: pd.DataFrame, file: str = "submission") -> pd.DataFr
 
 def read_submission(path: str | Path) -> pd.DataFrame:
     """Read and check a submission file (ids as text, scores parsed by pandas as the organisers' scorer does)."""
-    path = Path(path)
+    path = fs.as_path(path)
     try:
+        if not path.exists():
+            raise FileNotFoundError(str(path))
         frame = read_csv_strict(path, dtype={QUERY: str, DATABASE: str}, keep_default_na=False)
     except FileNotFoundError:
         raise PhotoidError(f"{path}: file is missing") from None
@@ -181,7 +184,7 @@ def _image_in_query_id(query_id: str, known: Mapping[str, str]) -> str | None:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--submission", required=True, type=Path,
+    parser.add_argument("--submission", required=True,
                         help="submission CSV: query_id,database_image_id,score")
     parser.add_argument("--truth", required=True, type=Path, help="ground truth CSV: query_id,database_image_id")
     parser.add_argument("--metadata", type=Path, help="metadata.csv, for scores per viewpoint of the query image")

@@ -1,8 +1,9 @@
 """Where's Whale-do: metadata.csv (image_id, path, viewpoint, whale_id, encounter_id, ...) and query scenarios.
 
 Reading and validation are `photoid.whales.data`'s, folds and records `photoid.whales.records`' (encounter-grouped
-folds, or the winner's StratifiedKFold; right views mirrored, wide photos stood upright). Every whale of the
-training folds can be named; any other is `new_individual`.
+folds, or the winner's StratifiedKFold; wide photos stood upright; right views mirrored with --mirror_right). Every
+whale of the records' label space can be named (by default every whale of metadata.csv, the winner's classes);
+any other is `new_individual`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class WhalesTask:
     ranks_scenarios = True
     record_options = {"n_folds": 5, "seed": 42, "dim_pre": 512, "layout": None, "keep_original": False,
                       "grouped": True, "train_on_scenarios": False, "mirror_right": False, "shards": 1,
-                      "workers": None, "force": False, "views": "", "rotate_wide": True, "pair_lateral": False}
+                      "workers": None, "force": False, "views": "", "rotate_wide": True, "pair_lateral": False,
+                      "label_space": "metadata"}
 
     def detect(self, data_dir: Path) -> bool:
         header = csv_header(data_dir / "metadata.csv")
@@ -49,8 +51,13 @@ class WhalesTask:
 
         return read_whale_folds(path)
 
-    def label_space(self, folds) -> tuple[list[str], list[str]]:
-        classes = label_space(folds, self.identity_column)
+    def label_space(self, folds, records_dir=None) -> tuple[list[str], list[str]]:
+        """The records' label space: records.json's classes (every whale of the metadata, the winner's) where it
+        lists them (`read_whale_folds` checked the labels against them), else the fold table's whales."""
+        from photoid.records.folder import RecordsDir
+
+        listed = RecordsDir(records_dir).classes() if records_dir is not None else None
+        classes = label_space(folds, self.identity_column) if listed is None else listed
         return classes, classes
 
     def check_training(self, cfg, folds):

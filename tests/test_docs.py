@@ -1,0 +1,62 @@
+"""The manual (`docs/`, `mkdocs.yml`) builds with `mkdocs build --strict`: a broken link, a missing anchor, a page
+left out of the nav, an API page whose object is gone or a missing included file fails; and the README's links
+into the manual lead to its pages."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import photoid
+from conftest import REPO
+
+MKDOCS = Path(sys.executable).with_name("mkdocs")
+# The types the API returns, documented where they are defined.
+TYPES = {"RunInfo": "photoid.runs.loaded", "Catalog": "photoid.catalog.store",
+         "Identification": "photoid.core.results"}
+
+
+def _build(root: Path, site: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(MKDOCS), "build", "--strict", "--config-file", str(root / "mkdocs.yml"),
+                           "--site-dir", str(site)], cwd=root, capture_output=True, text=True, timeout=120)
+
+
+def test_the_manual_builds_strictly_with_its_api_pages(tmp_path):
+    result = _build(REPO, tmp_path / "site")
+    assert result.returncode == 0, result.stderr[-4000:]
+    # Every name the package exports (photoid.train, photoid.Catalog, ...) has its generated entry.
+    api_page = (tmp_path / "site" / "api" / "index.html").read_text(encoding="utf-8")
+    documented = set(re.findall(r'id="(photoid\.[\w.]+)"', api_page))
+    for name in photoid._API:
+        place = TYPES.get(name, "photoid.api")
+        assert f"{place}.{name}" in documented, name
+    benchmarks = (tmp_path / "site" / "benchmarks" / "index.html").read_text(encoding="utf-8")
+    assert "Machine and run" in benchmarks  # benchmarks/results.md, included where make bench writes it
+
+
+def test_a_broken_link_fails_the_build(tmp_path):
+    root = tmp_path / "repo"
+    shutil.copytree(REPO / "docs", root / "docs")
+    shutil.copytree(REPO / "benchmarks", root / "benchmarks", ignore=shutil.ignore_patterns("*.py", ".cache"))
+    shutil.copy(REPO / "mkdocs.yml", root / "mkdocs.yml")
+    (root / "src").symlink_to(REPO / "src")
+    page = root / "docs" / "records.md"
+    page.write_text(page.read_text(encoding="utf-8") + "\nSee [the lost page](no-such-page.md).\n", encoding="utf-8")
+    result = _build(root, tmp_path / "site")
+    assert result.returncode != 0 and "no-such-page.md" in result.stderr
+
+
+def test_the_readmes_links_into_the_manual_lead_to_its_pages():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\((docs/[^)#\s]+)(?:#([^)\s]+))?\)", readme)
+    assert len(links) >= 10
+    for path, anchor in links:
+        target = REPO / path
+        assert target.is_file(), path
+        if anchor and target.suffix == ".md":
+            headings = re.findall(r"^#+ (.+)$", target.read_text(encoding="utf-8"), flags=re.M)
+            slugs = {re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", h).strip().lower()) for h in headings}
+            assert anchor in slugs, f"{path}#{anchor}"
