@@ -81,8 +81,10 @@ def test_parallel_adds_all_keep_their_photos_and_readers_never_see_a_mix(catalog
     # Every generation a reader saw was whole: generation g holds exactly g - 1 added photos.
     assert reads and all(rows == len(before.table) + generation - before.manifest["generation"]
                          for generation, rows in reads)
-    assert sorted(p.name for p in path.iterdir()) == [LOCK, f"embeddings-{1 + N_PARALLEL:05d}.npy",
-                                                      f"images-{1 + N_PARALLEL:05d}.csv", "manifest.json"]
+    last = 1 + N_PARALLEL  # one generation per add; the local features of every photo are rewritten with it
+    assert sorted(p.name for p in path.iterdir()) == [LOCK, f"embeddings-{last:05d}.npy", f"images-{last:05d}.csv",
+                                                      f"local-{last:05d}.npy", f"local-{last:05d}.npz",
+                                                      "manifest.json"]
 
 
 # A writer that does nothing but commit additions, so that kills land inside commits: one row per generation.
@@ -143,8 +145,10 @@ def test_kill_9_at_random_moments_leaves_the_old_or_the_new_generation(catalogue
     with catalog_transaction(path) as tx:
         tx.commit_manifest()
     assert not temporary_files(path)
-    assert sorted(p.name for p in path.iterdir() if p.suffix in (".npy", ".csv")) == [
-        f"embeddings-{generation:05d}.npy", f"images-{generation:05d}.csv"]
+    local = read_catalog(path).manifest["local_features"]  # not rewritten by these commits: named as they were
+    assert sorted(p.name for p in path.iterdir() if p.suffix in (".npy", ".npz", ".csv")) == [
+        f"embeddings-{generation:05d}.npy", f"images-{generation:05d}.csv", local["descriptors"]["name"],
+        local["index"]["name"]]
 
 
 HOLD_LOCK = textwrap.dedent("""

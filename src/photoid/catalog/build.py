@@ -72,10 +72,11 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
     manifest); `index` "ivf" or "hnsw" adds an approximate search index, whose recall against the exact search is
     measured when it is built (`photoid.catalog.approximate`).
 
-    `local`: also every photo's local features (`photoid.catalog.local`), prepared as the runs prepare photos,
-    extracted once the embeddings are complete and committed beside them. Returns the catalogue as this process
+    `local`: also every photo's local features (`photoid.catalog.local`), prepared as the runs prepare photos and
+    committed with each chunk's embeddings. Returns the catalogue as this process
     leaves it: complete, unless other processes are still embedding chunks of it."""
     from photoid.catalog.approximate import KINDS, settings_for
+    from photoid.catalog.local import settings_for_runs
     from photoid.catalog.stream import build_in_chunks
     from photoid.inference.embedder import Embedder
     from photoid.inference.fold_models import EMBEDDING_VIEWS
@@ -112,11 +113,9 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
         manifest["storage"] = storage
     if index != "exact":
         manifest["index"] = settings_for(index, len(table), nlist=nlist, nprobe=nprobe, ef_search=ef_search)
-    catalog = build_in_chunks(embedder, table, viewpoints, out, manifest, batch_size=batch_size, force=force,
-                              chunk_rows=chunk_rows, progress=progress, note=note or (lambda line: None))
-    if local and not catalog.building:
-        catalog, _ = add_local_features(out)
-    return catalog
+    return build_in_chunks(embedder, table, viewpoints, out, manifest, batch_size=batch_size, force=force,
+                           chunk_rows=chunk_rows, progress=progress, note=note or (lambda line: None),
+                           local_settings=settings_for_runs(runs) if local else None)
 
 
 def _check_build_target(out: Path, force: bool) -> None:

@@ -230,6 +230,17 @@ class Catalog:
             self._previous_index = None
         return self._index
 
+    def subset(self, keep: np.ndarray) -> "Catalog":
+        """The photos where `keep` (one boolean per row) is true, as a catalogue held in memory only (nothing is
+        written): a part of the catalogue to search on its own, such as one viewpoint's photos. Its prepared index is
+        its own."""
+        keep = np.asarray(keep, dtype=bool)
+        table = self.table[keep].reset_index(drop=True)
+        digest = hashlib.sha256(np.packbits(keep).tobytes() + str(self.manifest.get("generation")).encode()).hexdigest()
+        entry = {"embeddings": {"name": "(subset)", "sha256": digest}, "table": {"name": "(subset)", "sha256": digest},
+                 "rows": len(table)}
+        return Catalog(self.path, self.manifest, table, [Part(entry, table, self.embeddings[keep])])
+
     def check_complete(self) -> None:
         """Refuse a catalogue whose streamed build has not finished (it lacks photos)."""
         build = self.building

@@ -66,16 +66,20 @@ def listing_sha256(table: pd.DataFrame, models: list[dict]) -> str:
 
 def build_in_chunks(embedder, table: pd.DataFrame, viewpoints: list | None, out: Path, manifest: dict, *,
                     batch_size: int, force: bool, chunk_rows: int = PART_ROWS, progress: bool = True,
-                    note=print):
+                    note=print, local_settings=None):
     """Embed `table`'s photos into the catalogue `out`, chunk by chunk (see the module's docstring); returns the
-    catalogue as this process leaves it (complete, or still being built by other processes)."""
+    catalogue as this process leaves it (complete, or still being built by other processes).
+
+    `local_settings` (`photoid.local.features.Settings`): each chunk's local features are extracted too and
+    committed in the chunk's transaction (the catalogue's local-feature files hold every chunk's so far)."""
     from photoid.catalog.index import float16_effect
 
     out.mkdir(parents=True, exist_ok=True)
     n_chunks = max(1, -(-len(table) // chunk_rows))
     listing = listing_sha256(table, manifest["models"])
     build = {"total": int(len(table)), "chunk_rows": int(chunk_rows), "chunks": n_chunks, "listing_sha256": listing,
-             "storage": manifest.get("storage", "float32"), "index": manifest.get("index"), "done": []}
+             "storage": manifest.get("storage", "float32"), "index": manifest.get("index"),
+             "local": None if local_settings is None else local_settings.to_json(), "done": []}
     state = _progress(out, build, force)
     if state is not None and len(state["done"]) == n_chunks:
         return read_catalog(out)
@@ -105,13 +109,18 @@ def build_in_chunks(embedder, table: pd.DataFrame, viewpoints: list | None, out:
                 started = time.perf_counter()
                 embeddings = _embed(embedder, table[rows], viewpoints[rows] if viewpoints else None, batch_size,
                                     chunk, bar)
+                features = None
+                if local_settings is not None:
+                    from photoid.catalog.local import table_features
+
+                    features = table_features(table[rows], local_settings)
                 seconds = time.perf_counter() - started
                 effect = None
                 if chunk == 0 and build["storage"] == "float16":
                     effect = float16_effect(embeddings, table["individual_id"][rows].to_numpy(),
                                             [(m["offset"], m["dim"]) for m in manifest["models"]], FLOAT16_SAMPLE)
                 committed = _commit_chunk(out, manifest, build, chunk, table[rows], embeddings, seconds, effect,
-                                          fresh)
+                                          fresh, features, local_settings)
                 latest = committed or latest
                 embedded += committed is not None
                 fresh = False
@@ -148,7 +157,7 @@ def _progress(out: Path, build: dict, force: bool) -> dict | None:
     state = manifest.get("build")
     if state is None:
         raise PhotoidError(f"{out} already holds a catalogue; --force replaces it (photos added to it are lost)")
-    same = {key: state.get(key) for key in ("total", "chunk_rows", "listing_sha256", "storage", "index")}
+    same = {key: state.get(key) for key in ("total", "chunk_rows", "listing_sha256", "storage", "index", "local")}
     wanted = {key: build[key] for key in same}
     if same != wanted:
         differ = ", ".join(key for key in same if same[key] != wanted[key])
@@ -170,9 +179,9 @@ def _embed(embedder, rows: pd.DataFrame, viewpoints, batch_size: int, chunk: int
 
 
 def _commit_chunk(out: Path, manifest: dict, build: dict, chunk: int, rows: pd.DataFrame, embeddings: np.ndarray,
-                  seconds: float, effect: dict | None, fresh: bool):
-    """Commit one chunk as a part (the last one also finishes the build) in its own transaction; None when another
-    process committed it first."""
+                  seconds: float, effect: dict | None, fresh: bool, features=None, local_settings=None):
+    """Commit one chunk as a part (the last one also finishes the build) in its own transaction, with its local
+    `features` when given; None when another process committed it first."""
     with catalog_transaction(out, waiting_message=f"to commit chunk {chunk} of the build") as tx:
         current = None if fresh else tx.catalog
         state = dict(current.building) if current is not None and current.building else {**build, "done": []}
@@ -199,5 +208,13 @@ def _commit_chunk(out: Path, manifest: dict, build: dict, chunk: int, rows: pd.D
                 next_manifest["float16_effect"] = state["float16_effect"]
             for claim in out.glob(CLAIM_PATTERN):
                 claim.unlink(missing_ok=True)
-        return tx.commit_parts(next_manifest, items)
+        if features is None:
+            return tx.commit_parts(next_manifest, items)
+        from photoid.catalog.local import LOCAL_KEY, read_local_features, write_local_then_commit
+        from photoid.local.features import FeatureSet
+
+        if current is not None and current.manifest.get(LOCAL_KEY):
+            features = FeatureSet.join(read_local_features(current), features)
+        return write_local_then_commit(tx, next_manifest, features, local_settings,
+                                      lambda with_local: tx.commit_parts(with_local, items))
 

@@ -22,7 +22,6 @@ from typing import Sequence
 import numpy as np
 
 from photoid.catalog.build import VIEWPOINT_COLUMN, Catalog
-from photoid.catalog.store import Part
 from photoid.catalog.calibrate import calibrated_probability
 from photoid.catalog.identify import identify_with_catalog, operating_point
 from photoid.core.errors import PhotoidError
@@ -140,8 +139,7 @@ class Scorer:
                 if not keep.any():
                     self._views[key] = None
                     return None
-                table = catalog.table[keep].reset_index(drop=True)
-                sub = Catalog(catalog.path, catalog.manifest, table, [Part({}, table, catalog.embeddings[keep])])
+                sub = catalog.subset(keep)
             names, codes = sub.individuals()
             order = np.argsort(codes, kind="stable")
             bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
