@@ -275,6 +275,51 @@ def test_a_build_in_chunks_equals_one_built_whole_and_an_interrupted_one_resumes
         build_catalog([str(trained_run)], turtle_dir, out, chunk_rows=40)
 
 
+def test_each_chunk_commits_its_local_features_so_a_chunked_catalogue_has_every_photos(chunked, serve_catalog):
+    from photoid.catalog.local import read_local_features
+
+    whole, features = read_catalog(serve_catalog.path), read_local_features(chunked)
+    assert sorted(features.image_ids) == sorted(chunked.table["image_id"])
+    reference = read_local_features(whole)
+    for image_id in chunked.table["image_id"][::17]:  # the same features as the catalogue built in one piece
+        np.testing.assert_array_equal(features.get(image_id).descriptors, reference.get(image_id).descriptors)
+
+
+def test_relabelling_rewrites_only_the_part_that_holds_the_photos_and_the_index_follows(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "PART_ROWS", 40)
+    path = tmp_path / "cat"
+    table, embeddings = synthetic_rows(40, 8)
+    held = make_catalog(path, table, embeddings)
+    for seed, first in ((2, 40), (3, 80)):
+        with catalog_transaction(path) as tx:
+            tx.append(*synthetic_rows(40, 8, seed=seed, first=first), new_part=True)
+    held = read_catalog(path, previous=held)
+    held.index()
+    before = [p.name for p in held.parts]
+    relabelled = held.table.copy()
+    relabelled.loc[[45, 46], "individual_id"] = "moved"
+    with catalog_transaction(path) as tx:
+        after = tx.relabel(relabelled)
+    assert [p.name for p in after.parts][0::2] == before[0::2] and after.parts[1].name != before[1]
+    np.testing.assert_array_equal(after.embeddings, held.embeddings)
+    assert after.table["individual_id"].tolist() == relabelled["individual_id"].tolist()
+    followed = read_catalog(path, previous=held).index()
+    _, queries = synthetic_rows(20, 8, seed=9)
+    fresh = CatalogIndex.fresh(read_catalog(path))
+    assert followed.names == fresh.names and "moved" in fresh.names
+    np.testing.assert_array_equal(followed.scores(queries), fresh.scores(queries))
+    with catalog_transaction(path) as tx, pytest.raises(ValueError, match="rows in their order"):
+        tx.relabel(relabelled.iloc[::-1])
+    # One viewpoint's photos searched alone: a catalogue in memory with its own index, nothing written.
+    files = sorted(p.name for p in path.iterdir())
+    sub = after.subset(np.arange(len(after.table)) % 2 == 0)
+    np.testing.assert_array_equal(sub.embeddings, after.embeddings[::2])
+    names, scores = exact_scores(sub, queries)
+    assert sub.index().names == names
+    np.testing.assert_allclose(sub.index().scores(queries), scores, rtol=1e-5, atol=1e-6)
+    assert sorted(p.name for p in path.iterdir()) == files
+
+
 def test_the_command_builds_float16_with_an_approximate_index_and_identify_says_so(trained_run, turtle_dir, tmp_path,
                                                                                   capsys):
     from photoid.cli import main
