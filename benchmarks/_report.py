@@ -7,6 +7,8 @@ from pathlib import Path
 
 from _common import Result
 
+SECTION_PREFIX = "## Run alone: "
+
 
 def _figure(value: float, unit: str) -> str:
     digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2 if abs(value) >= 1 else 3
@@ -44,11 +46,32 @@ def markdown(results: list[Result], failures: dict[str, str], header: dict[str, 
     out += ["## Results", "", table(results), ""]
     out += [failures_section(failures)] if failures else []
     out += ["## How each cost grows, and what each figure means", ""]
+    out += _explained(results)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _explained(results: list[Result]) -> list[str]:
+    """Each row's heading, then its details and notes as a list."""
+    out = []
     for r in results:
         out += [f"### {r.id} — {r.what}", ""]
         out += [f"- {line}" for line in r.details]
         out += [f"- {line}" for line in r.notes]
         out.append("")
+    return out
+
+
+def section(selected: list[str], results: list[Result], failures: dict[str, str], header: dict[str, str],
+            versions: dict[str, str]) -> str:
+    """A partial run's page as one section of the results page: its machine and run, table and notes."""
+    out = [f"{SECTION_PREFIX}{', '.join(selected)}", "",
+           "Benchmarks too long for the full run, run alone with the command below; the rest of this page does not "
+           "include them.", ""]
+    out += [f"- {key}: {value}" for key, value in header.items()]
+    out += ["- versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()), ""]
+    out += [table(results), ""]
+    out += [failures_section(failures).replace("## ", "### ")] if failures else []
+    out += _explained(results)
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -58,6 +81,7 @@ def replace_section(results: Path, heading: str, text: str) -> None:
     from photoid.core.io import write_text
 
     page = results.read_text(encoding="utf-8") if results.exists() else ""
-    pattern = re.compile(re.escape(heading) + r".*?(?=^## |\Z)", flags=re.S | re.M)
+    pattern = re.compile(re.escape(heading) + r"\n.*?(?=^## |\Z)", flags=re.S | re.M)
+    text = text.rstrip("\n") + "\n\n"
     page = pattern.sub(lambda _: text, page) if pattern.search(page) else page.rstrip("\n") + "\n\n" + text
-    write_text(results, page)
+    write_text(results, page.rstrip("\n") + "\n")

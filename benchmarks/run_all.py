@@ -3,9 +3,12 @@
     python benchmarks/run_all.py                    # every benchmark at full size, writes benchmarks/results.md
     python benchmarks/run_all.py --only B3          # one benchmark (e.g. on a GPU machine), prints its row
     python benchmarks/run_all.py --size tiny --out /tmp/r.md   # seconds per benchmark: checks that they still run
+    python benchmarks/run_all.py --only B9 --section           # a benchmark too long for the full run, its own
+                                                               # section of benchmarks/results.md
 
 A partial run (`--only`) or a tiny one writes a file only when `--out` names one, so it never replaces the full
-run's page. Each benchmark is a module `bN_*.py` with `PRESETS` and `run(preset, cache_dir) -> list[Result]`.
+run's page; with `--section` it writes its page as a section of `--out` (default: benchmarks/results.md),
+replacing the section an earlier run of the same benchmarks wrote. Each benchmark is a module `bN_*.py` with `PRESETS` and `run(preset, cache_dir) -> list[Result]`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ BENCHMARKS = {
     "B6": "b6_peak_memory",
     "B7": "b7_serve",
     "B8": "b8_whale_augment",
+    "B9": "b9_scale",
     "B10": "b10_local_matching",
 }
 
@@ -47,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default=None,
                         help="results page to write (default: benchmarks/results.md for a full run of every "
                              "benchmark; nothing for a partial or tiny run)")
+    parser.add_argument("--section", action="store_true",
+                        help="with --only: write the results as their own section of --out (default: "
+                             "benchmarks/results.md), replacing an earlier section of the same benchmarks")
     parser.add_argument("--cache_dir", default=str(_common.CACHE_DIR),
                         help="where generated photos and records are kept between runs")
     args = parser.parse_args(argv)
@@ -55,7 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown benchmark id(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
     args.selected = selected or list(BENCHMARKS)
-    if args.out is None and not selected and args.size == "full":
+    if args.section and not selected:
+        parser.error("--section writes a partial run (--only) into a results page")
+    if args.out is None and ((not selected and args.size == "full") or args.section):
         args.out = str(_common.BENCH_DIR / "results.md")
     return args
 
@@ -131,7 +140,11 @@ def _run(args, argv: list[str] | None) -> int:
     if args.out:
         from photoid.core.io import write_text
 
-        write_text(args.out, _report.markdown(results, failures, header, _common.versions()))
+        if args.section:
+            text = _report.section(args.selected, results, failures, header, _common.versions())
+            _report.replace_section(Path(args.out), text.splitlines()[0], text)
+        else:
+            write_text(args.out, _report.markdown(results, failures, header, _common.versions()))
         print(f"results written to {args.out}")
     return 1 if failures else 0
 

@@ -317,7 +317,7 @@ def test_quality_control_moves_merges_and_splits_as_logged_undoable_transactions
     least = names_sorted[int(np.argmin(np.where(np.isfinite(scores), scores, np.inf)))]
     wrong = before.table.copy()
     wrong.loc[planted, "individual_id"] = least
-    mislabelled = individual_quality(type(before)(path, before.manifest, wrong, before.embeddings), least)
+    mislabelled = individual_quality(type(before)(path, before.manifest, wrong, before.parts), least)
     flagged = {q.image_id: q for q in mislabelled}[wrong.loc[planted, "image_id"]]
     assert flagged.outlier and flagged.best_other_score > flagged.own and flagged is mislabelled[0]
 

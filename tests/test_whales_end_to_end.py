@@ -354,7 +354,8 @@ def test_rank_local_reranks_each_querys_shortlist_by_the_fused_score(ranking, be
 
     winner, _ = ranking
     out = tmp_path / "fused.csv"
-    assert main(["rank", "--run", str(whale_run), "--data_dir", str(beluga_dir), "--out", str(out), "--local"]) == 0
+    assert main(["rank", "--run", str(whale_run), "--data_dir", str(beluga_dir), "--out", str(out), "--local",
+                 "--lateral_from_top"]) == 0
     printed = capsys.readouterr().out
     assert "local matching: calibrated on" in printed and "pseudo-query mAP by local weight: 0.0:" in printed
     assert "without local matching (winner routing):" in printed and "fused with local matching (written):" in printed

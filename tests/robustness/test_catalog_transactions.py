@@ -5,6 +5,7 @@ waits for. All on one catalogue of the session's tiny run; adding photos trains 
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import subprocess
@@ -80,8 +81,10 @@ def test_parallel_adds_all_keep_their_photos_and_readers_never_see_a_mix(catalog
     # Every generation a reader saw was whole: generation g holds exactly g - 1 added photos.
     assert reads and all(rows == len(before.table) + generation - before.manifest["generation"]
                          for generation, rows in reads)
-    assert sorted(p.name for p in path.iterdir()) == [LOCK, f"embeddings-{1 + N_PARALLEL:05d}.npy",
-                                                      f"images-{1 + N_PARALLEL:05d}.csv", "manifest.json"]
+    last = 1 + N_PARALLEL  # one generation per add; the local features of every photo are rewritten with it
+    assert sorted(p.name for p in path.iterdir()) == [LOCK, f"embeddings-{last:05d}.npy", f"images-{last:05d}.csv",
+                                                      f"local-{last:05d}.npy", f"local-{last:05d}.npz",
+                                                      "manifest.json"]
 
 
 # A writer that does nothing but commit additions, so that kills land inside commits: one row per generation.
@@ -142,8 +145,10 @@ def test_kill_9_at_random_moments_leaves_the_old_or_the_new_generation(catalogue
     with catalog_transaction(path) as tx:
         tx.commit_manifest()
     assert not temporary_files(path)
-    assert sorted(p.name for p in path.iterdir() if p.suffix in (".npy", ".csv")) == [
-        f"embeddings-{generation:05d}.npy", f"images-{generation:05d}.csv"]
+    local = read_catalog(path).manifest["local_features"]  # not rewritten by these commits: named as they were
+    assert sorted(p.name for p in path.iterdir() if p.suffix in (".npy", ".npz", ".csv")) == [
+        f"embeddings-{generation:05d}.npy", f"images-{generation:05d}.csv", local["descriptors"]["name"],
+        local["index"]["name"]]
 
 
 HOLD_LOCK = textwrap.dedent("""
@@ -180,3 +185,35 @@ def test_a_waiting_add_says_whom_it_waits_for_and_a_dead_holder_does_not_block(c
     with catalog_transaction(path) as tx:
         assert len(tx.catalog.table) == rows + 1
     assert time.monotonic() - started < 1.0
+
+
+def _build_progress(path: Path) -> list[int]:
+    """The chunks a build in progress has committed (every chunk once it finished)."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return manifest["build"]["done"] if "build" in manifest else list(range(10**6))
+
+
+def test_a_build_killed_mid_way_resumes_at_the_chunk_it_reached(catalogue, trained_run, turtle_dir, tmp_path):
+    """`photoid catalog build --chunk 2` killed with -9 after a few commits keeps them; run again, it embeds only
+    the chunks left and gives the catalogue an uninterrupted build gives."""
+    out = tmp_path / "built"
+    argv = ("catalog", "build", "--run", trained_run, "--data_dir", turtle_dir, "--out", out, "--chunk", "2")
+    process, _, err = start_photoid(*argv, log_dir=tmp_path, name="killed")
+    with reaped(process):
+        wait_until(lambda: len(_build_progress(out)) >= 3, process, timeout=300, what="three chunks committed")
+        kill(process)
+    partial = read_catalog(out)
+    done = partial.building["done"]
+    assert 3 <= len(done) < partial.building["chunks"] and len(partial.table) == 2 * len(done)
+    process, out_log, err = start_photoid(*argv, log_dir=tmp_path, name="resumed")
+    with reaped(process):
+        assert process.wait(timeout=300) == 0, err.read_text()
+    printed = out_log.read_text()
+    assert f"resuming the build of {out}: {len(done)} of {partial.building['chunks']} chunks" in printed
+    finished, whole = read_catalog(out), read_catalog(catalogue)
+    assert finished.building is None and finished.table.equals(whole.table)
+    np.testing.assert_allclose(finished.embeddings, whole.embeddings, atol=1e-6)
+    assert not list(out.glob(".build-chunk-*.lock")) and not temporary_files(out)

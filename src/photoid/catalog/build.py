@@ -5,7 +5,7 @@ them, are `photoid.catalog.store`'s:
 
     with catalog_transaction(path, waiting_message="to add 3 photos of t_id_X") as tx:
         current = tx.catalog                      # this generation, read under the lock (None: no catalogue yet)
-        tx.commit(current.manifest, table, embeddings)   # or tx.commit_manifest(calibration=...)
+        tx.append(rows, embeddings)               # or tx.remove(keep), tx.commit(...), tx.commit_manifest(...)
 
 Column block m of the embeddings is fold model m's own normalised embedding (scaled); the manifest's `models`
 list gives each block's `offset` and `dim`. Identification scores individuals in each model's space and averages
@@ -19,38 +19,27 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
-from photoid.catalog.identify import DEFAULT_BATCH, check_viewpoint, load_catalog_embedder
+from photoid.catalog.identify import DEFAULT_BATCH, check_viewpoint, load_catalog_embedder, search_description
 from photoid.catalog.store import (
     MANIFEST,
+    PART_ROWS,
+    STORAGES,
     VIEWPOINT_COLUMN,
     Catalog,
     _now,
     catalog_transaction,
     read_catalog,
+    with_viewpoints,  # noqa: F401  (decisions and others import it from here)
 )
+from photoid.core import io as pio
 from photoid.core.errors import PhotoidError, ProblemList
 from photoid.core.labels import NEW_INDIVIDUAL, NEW_TURTLE
 from photoid.runs.config import view_list
 from photoid.tasks import get_task
 
 RESERVED_IDS = (NEW_INDIVIDUAL, NEW_TURTLE)
-
-
-# ----------------------------------------------------------------------------- models
-
-
-
-# ----------------------------------------------------------------------------- identification
-
-
-
-
-
-
-
 
 
 # ----------------------------------------------------------------------------- build, add, list
@@ -69,24 +58,41 @@ def _runs_summary(signatures: list[dict], runs_by_dir: dict) -> list[dict]:
 
 def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path, *, folds: list[int] | None = None,
                   records_dir: str | None = None, batch_size: int = DEFAULT_BATCH, force: bool = False,
-                  local: bool = True) -> Catalog:
+                  storage: str = "float32", index: str = "exact", nlist: int | None = None,
+                  nprobe: int | None = None, ef_search: int | None = None, chunk_rows: int = PART_ROWS,
+                  progress: bool = False, note=None, local: bool = True) -> Catalog:
     """A catalogue of every labelled photo of a data folder of the runs' task (`Task.labelled_photos`: Turtle
     Recall's train.csv then extra_images.csv; a whale folder's labelled metadata rows; a generic folder's train
     rows). Whale and generic folders say each photo's viewpoint: right views are embedded mirrored where the runs'
     records mirrored them, as the models saw them in training.
 
-    `local`: also every photo's local features (`photoid.catalog.local`), prepared as the runs prepare photos and
-    committed with the embeddings."""
-    from photoid.catalog.local import commit_with_local, settings_for_runs, table_features
+    The photos are embedded `chunk_rows` at a time, each chunk committed as it is done, so a killed build resumes
+    where it stopped and several processes can share one (`photoid.catalog.stream`). `storage` "float16" halves
+    the embeddings' memory and disk (its effect on scores is measured on the first chunk and kept in the
+    manifest); `index` "ivf" or "hnsw" adds an approximate search index, whose recall against the exact search is
+    measured when it is built (`photoid.catalog.approximate`).
 
+    `local`: also every photo's local features (`photoid.catalog.local`), prepared as the runs prepare photos and
+    committed with each chunk's embeddings. Returns the catalogue as this process
+    leaves it: complete, unless other processes are still embedding chunks of it."""
+    from photoid.catalog.approximate import KINDS, settings_for
+    from photoid.catalog.local import settings_for_runs
+    from photoid.catalog.stream import build_in_chunks
     from photoid.inference.embedder import Embedder
     from photoid.inference.fold_models import EMBEDDING_VIEWS
     from photoid.runs.loaded import choose_folds, load_run
 
+    if storage not in STORAGES:
+        raise PhotoidError(f"unknown storage {storage!r}; choose from {', '.join(STORAGES)}")
+    if index not in KINDS:
+        raise PhotoidError(f"unknown index {index!r}; choose from {', '.join(KINDS)}")
+    if chunk_rows < 1:
+        raise PhotoidError(f"the chunk size must be at least 1 photo, got {chunk_rows}")
     out = Path(out)
-    _check_build_target(out, force)  # before the slow work, and again under the lock
+    _check_build_target(out, force)  # before the slow work, and again when each chunk is committed
     runs = [load_run(d, records_dir) for d in run_dirs]
-    table = get_task(runs[0].config.task).labelled_photos(data_dir)
+    # Photos are read chunk by chunk: one that cannot be read stops the build at its chunk, naming it.
+    table = get_task(runs[0].config.task).labelled_photos(data_dir, check_images=False)
     views = {view for run in runs for view in view_list(run.config.views)}
     if views and all(run.config.views for run in runs) and VIEWPOINT_COLUMN in table.columns:
         # Runs trained on some views only (the winner's top models) embed only photos of those views.
@@ -95,29 +101,26 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
             raise PhotoidError(f"{data_dir} has no labelled photo of the views the runs were trained on "
                                f"({', '.join(sorted(views))})")
     embedder = Embedder([(run, fold) for run in runs for fold in choose_folds(run, folds)])
-    started = time.time()
     viewpoints = table[VIEWPOINT_COLUMN].tolist() if VIEWPOINT_COLUMN in table.columns else None
-    embeddings = embedder.embed_all(table["path"].tolist(), batch_size, viewpoints)
     signatures = embedder.signatures()
-    features = settings = extracted = None
-    if local:
-        settings, local_started = settings_for_runs(runs), time.time()
-        features = table_features(table, settings)
-        extracted = time.time() - local_started
     manifest = {
         "created": _now(),
         "data_dir": str(Path(data_dir).resolve()), "embedding_views": list(EMBEDDING_VIEWS),
         "models": signatures, "runs": _runs_summary(signatures, {str(r.run_dir.resolve()): r for r in runs}),
-        "seconds_to_build": round(time.time() - started, 1), "calibration": None,
+        "calibration": None,
     }
-    with catalog_transaction(out, waiting_message=f"to build a catalogue of {len(table)} photos") as tx:
-        _check_build_target(out, force)
-        return commit_with_local(tx, manifest, table, embeddings, features, settings, extracted)
+    if storage != "float32":
+        manifest["storage"] = storage
+    if index != "exact":
+        manifest["index"] = settings_for(index, len(table), nlist=nlist, nprobe=nprobe, ef_search=ef_search)
+    return build_in_chunks(embedder, table, viewpoints, out, manifest, batch_size=batch_size, force=force,
+                           chunk_rows=chunk_rows, progress=progress, note=note or (lambda line: None),
+                           local_settings=settings_for_runs(runs) if local else None)
 
 
 def _check_build_target(out: Path, force: bool) -> None:
     if (out / MANIFEST).is_file():
-        if not force:
+        if not force and "build" not in pio.read_json(out / MANIFEST):  # a build in progress is resumed
             raise PhotoidError(f"{out} already holds a catalogue; --force replaces it (photos added to it are lost)")
     elif out.exists() and (not out.is_dir() or any(not p.name.startswith(".") for p in out.iterdir())):
         raise PhotoidError(f"{out} exists and is not a catalogue folder; choose a new or empty folder")
@@ -147,7 +150,7 @@ def add_photos(catalog_dir: str | Path, paths: Sequence[str], individual_id: str
     _check_new_image_ids(catalog, paths, image_ids)  # before the slow work, and again under the lock
     from photoid.catalog.local import (
         LOCAL_KEY,
-        commit_with_local,
+        append_with_local,
         has_local_features,
         local_settings,
         read_local_features,
@@ -175,15 +178,14 @@ def add_photos(catalog_dir: str | Path, paths: Sequence[str], individual_id: str
                 (catalog.manifest.get(LOCAL_KEY) or {}).get("settings"):
             raise PhotoidError(f"{catalog.path} was rebuilt while the photos were embedded; nothing was added, add "
                                "them again")
+        current.check_complete()
         _check_new_image_ids(current, paths, image_ids)
         known = bool((current.table["individual_id"] == individual_id).any())
-        table = with_viewpoints(pd.concat([current.table, added], ignore_index=True))
-        embeddings = np.concatenate([current.embeddings, embeddings])
         if features is None:
-            updated = tx.commit(current.manifest, table, embeddings)
+            updated = tx.append(added, embeddings)
         else:
             joined = FeatureSet.join(read_local_features(current), features)
-            updated = commit_with_local(tx, current.manifest, table, embeddings, joined, local_settings(current))
+            updated = append_with_local(tx, added, embeddings, joined, local_settings(current))
     return updated, known
 
 
@@ -222,15 +224,6 @@ def add_local_features(catalog_dir: str | Path) -> tuple[Catalog, int]:
     return updated, len(missing)
 
 
-
-
-def with_viewpoints(table: pd.DataFrame) -> pd.DataFrame:
-    """A table joined from rows with and without viewpoints: the unknown ones read "" (as in the table file)."""
-    if VIEWPOINT_COLUMN in table.columns:
-        table[VIEWPOINT_COLUMN] = table[VIEWPOINT_COLUMN].fillna("")
-    return table
-
-
 def _check_new_image_ids(catalog: Catalog, paths: Sequence[str], image_ids: Sequence[str]) -> None:
     problems, seen = ProblemList(), set(catalog.table["image_id"])
     for path, image_id in zip(paths, image_ids):
@@ -249,11 +242,7 @@ def summary(catalog: Catalog) -> dict:
     return {"catalog": str(catalog.path), "images": int(len(table)), "individuals": int(len(per_individual)),
             "single_photo_individuals": int((per_individual == 1).sum()), "dim": catalog.dim,
             "sources": by_source, "runs": catalog.manifest.get("runs", []), "updated": catalog.manifest["updated"],
-            "calibration": catalog.calibration, "local_features": catalog.manifest.get("local_features"),
+            "calibration": catalog.calibration, "storage": catalog.storage, "parts": len(catalog.parts),
+            "search": search_description(catalog) or "exact", "float16_effect": catalog.manifest.get("float16_effect"),
+            "building": catalog.building, "local_features": catalog.manifest.get("local_features"),
             "zero_shot": catalog.manifest.get("zero_shot")}
-
-
-
-
-
-

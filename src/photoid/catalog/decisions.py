@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from photoid.catalog.build import RESERVED_IDS, VIEWPOINT_COLUMN, Catalog, catalog_transaction, with_viewpoints
+from photoid.catalog.build import RESERVED_IDS, VIEWPOINT_COLUMN, Catalog, catalog_transaction
 from photoid.core import io as pio
 from photoid.core.errors import PhotoidError
 from photoid.core.tables import text_problem
@@ -106,7 +106,7 @@ def decide(catalog_dir: str | Path, photo: Photo, decision: str, individual_id: 
     with catalog_transaction(catalog_dir, f"to record a decision ({decision}) about {photo.file_name}") as tx:
         current = _current(tx, models)
         log = read_log(current)
-        table, embeddings = current.table, current.embeddings
+        table, added = current.table, None
         if decision in ADDING:
             if (table["image_id"] == photo.image_id).any():
                 owner = table.loc[table["image_id"] == photo.image_id, "individual_id"].iloc[0]
@@ -117,16 +117,15 @@ def decide(catalog_dir: str | Path, photo: Photo, decision: str, individual_id: 
                 raise PhotoidError(f"{individual_id!r} is not in the catalogue; name it as a new individual")
             if decision == "new" and known:
                 raise PhotoidError(f"{individual_id!r} is already in the catalogue; confirm it instead")
-            added = pd.DataFrame({"individual_id": [individual_id], "image_id": [photo.image_id],
-                                  "source": [SOURCE], "path": [str(photo.path.resolve())]})
+            rows = pd.DataFrame({"individual_id": [individual_id], "image_id": [photo.image_id],
+                                 "source": [SOURCE], "path": [str(photo.path.resolve())]})
             if photo.viewpoint is not None:
-                added[VIEWPOINT_COLUMN] = photo.viewpoint
-            table = with_viewpoints(pd.concat([table, added], ignore_index=True))
-            embeddings = np.concatenate([embeddings, np.asarray(embedding, np.float32).reshape(1, -1)])
+                rows[VIEWPOINT_COLUMN] = photo.viewpoint
+            added = (rows, np.asarray(embedding, np.float32).reshape(1, -1))
         row = _row(log, photo.sha256, photo.image_id, photo.file_name, decision,
                    individual_id if decision in ADDING else "", "", photo.threshold,
                    list(zip(photo.labels, photo.scores)), reviewer=reviewer, survey=survey)
-        committed = _commit(tx, current, log, row, table, embeddings, changes_data=decision in ADDING)
+        committed = _commit(tx, log, row, lambda **log_entry: tx.append(*added, **log_entry) if added else None)
     return committed, row
 
 
@@ -196,7 +195,7 @@ def move_photos(catalog_dir: str | Path, image_ids: Sequence[str], individual_id
         row = _row(log, "", first["image_id"] if len(rows) == 1 else "", "", decision, individual_id, "", "",
                    list(shown), reviewer=reviewer, previous_id=previous,
                    image_ids=json.dumps(table.loc[rows, "image_id"].tolist()))
-        committed = _commit(tx, current, log, row, table, current.embeddings, changes_data=True)
+        committed = _commit(tx, log, row, lambda **log_entry: tx.relabel(table, **log_entry))
     return committed, row
 
 
@@ -236,18 +235,18 @@ def undo(catalog_dir: str | Path, decision_id: str | None = None, *, reviewer: s
             target = active[active["decision_id"] == decision_id].iloc[0]
         else:
             raise PhotoidError(f"decision {decision_id!r} is not in effect (unknown, an undo, or already undone)")
-        table, embeddings = current.table, current.embeddings
-        changes_data = target["decision"] in (*ADDING, *REASSIGNING)
+        change = None  # the data change the undo makes, in the commit that logs it
         if target["decision"] in ADDING:
-            keep = (table["image_id"] != target["image_id"]).to_numpy()
-            table, embeddings = table[keep].reset_index(drop=True), embeddings[keep]
+            keep = (current.table["image_id"] != target["image_id"]).to_numpy()
+            change = lambda **log_entry: tx.remove(keep, **log_entry)  # noqa: E731
         elif target["decision"] in REASSIGNING:
-            table = _moved_back(table, target, active)
+            table = _moved_back(current.table, target, active)
+            change = lambda **log_entry: tx.relabel(table, **log_entry)  # noqa: E731
         row = _row(log, target["photo_sha256"], target["image_id"], target["file_name"], "undo",
                    target["individual_id"], target["decision_id"], target["threshold"], [],
                    reviewer=reviewer, survey=target["survey"], previous_id=target["previous_id"],
                    image_ids=target["image_ids"])
-        committed = _commit(tx, current, log, row, table, embeddings, changes_data=changes_data)
+        committed = _commit(tx, log, row, lambda **log_entry: change(**log_entry) if change else None)
     return committed, row
 
 
@@ -291,19 +290,17 @@ def _row(log: pd.DataFrame, sha256: str, image_id: str, file_name: str, decision
             "reviewer": reviewer, "survey": survey, "previous_id": previous_id, "image_ids": image_ids}
 
 
-def _commit(tx, current: Catalog, log: pd.DataFrame, row: dict, table: pd.DataFrame, embeddings: np.ndarray,
-            changes_data: bool) -> Catalog:
-    """Write the log with `row` under a new name, then commit the manifest naming it (with the new data files)."""
+def _commit(tx, log: pd.DataFrame, row: dict, change_data) -> Catalog:
+    """Write the log with `row` under a new name, then commit the manifest naming it: with the data change
+    `change_data(decision_log=entry)` makes (adding, removing or relabelling photos, only the parts of the catalogue
+    they touch rewritten; None: none) or alone."""
     log = pd.concat([log, pd.DataFrame([row], columns=COLUMNS)], ignore_index=True)
     name = f"decisions-{len(log):06d}.csv"  # one more row every time, so never the name in use
     path = tx.path / name
     try:
         pio.write_csv(path, log[COLUMNS])
         entry = {"name": name, "sha256": pio.file_sha256(path), "rows": int(len(log))}
-        if changes_data:
-            committed = tx.commit({**current.manifest, LOG_KEY: entry}, table, embeddings)
-        else:
-            committed = tx.commit_manifest(**{LOG_KEY: entry})
+        committed = change_data(**{LOG_KEY: entry}) or tx.commit_manifest(**{LOG_KEY: entry})
     except BaseException:
         path.unlink(missing_ok=True)  # not committed: the manifest still names the previous log
         raise

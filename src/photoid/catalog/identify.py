@@ -49,6 +49,7 @@ def load_catalog_embedder(catalog: Catalog, run_dirs: Sequence[str] | None = Non
     from photoid.inference.embedder import Embedder, check_same_models
     from photoid.runs.loaded import load_run
 
+    catalog.check_complete()
     runs = {old: load_run(new, records_dir) for old, new in zip(catalog.run_dirs(), catalog.run_dirs(run_dirs))}
     embedder = Embedder([(runs[m["run_dir"]], m["fold"]) for m in catalog.models])
     check_same_models(catalog.models, embedder.signatures(), f"catalogue {catalog.path}")
@@ -105,7 +106,9 @@ def identify_with_catalog(embeddings: np.ndarray, catalog: Catalog, classifier_p
     (photos × `classes`) the score is (1 − w)·that + w·probability; `new_label` is inserted where the best score
     does not exceed the threshold. Weight and threshold default to the catalogue's calibration. `nameable`
     limits the individuals named (others read `new_label`; Turtle Recall's 101 labels: the original ids).
-    Returns labels (photos, top) and scores, "" and NaN past the candidates.
+    `backend` "auto" searches the catalogue's prepared index (`Catalog.index()`: exact, or the approximate index
+    it was built with, `search_description` says which); the others search its embeddings afresh
+    (`openset.individual_similarities`). Returns labels (photos, top) and scores, "" and NaN past the candidates.
     """
     embeddings = np.asarray(embeddings, dtype=np.float32)
     if embeddings.ndim != 2 or embeddings.shape[1] != catalog.dim:
@@ -114,13 +117,24 @@ def identify_with_catalog(embeddings: np.ndarray, catalog: Catalog, classifier_p
                            "models; embed the photos with the catalogue's runs")
     weight, threshold = operating_point(catalog, classifier_probs is not None, blend_weight, threshold)
     scores = global_scores(embeddings, catalog, classifier_probs, classes, weight, backend=backend)
+    if backend == "auto":
+        return catalog.index().ranker(nameable, new_label)(scores, threshold, top)
     return rank_with_new(scores, catalog.individuals()[0], threshold, k=top, nameable=nameable, new_label=new_label)
 
 
 def global_scores(embeddings: np.ndarray, catalog: Catalog, classifier_probs: np.ndarray | None,
                   classes: Sequence[str] | None, blend_weight: float, backend: str = "auto") -> np.ndarray:
-    """Each photo's score for each catalogue individual (queries, individuals): its similarity, blended with the
-    classifier's probabilities at `blend_weight` (the score `identify_with_catalog` ranks by)."""
+    """Each photo's score for each catalogue individual (queries, individuals in `Catalog.individuals`' sorted
+    order): its similarity, blended with the classifier's probabilities at `blend_weight` (the score
+    `identify_with_catalog` ranks by). `backend` "auto" searches the catalogue's prepared index."""
+    if backend == "auto":  # the catalogue's prepared index (`photoid.catalog.index`), exact unless built otherwise
+        index = catalog.index()
+        scores = index.scores(embeddings)
+        if classifier_probs is not None and blend_weight > 0:
+            probs, has_probability = align_probabilities(classifier_probs, classes, index.names,
+                                                         index.probability_columns(classes or []))
+            scores = blend_scores(scores, probs, has_probability, blend_weight)
+        return scores
     names, codes = catalog.individuals()
     scores = catalogue_scores(embeddings, catalog.embeddings, codes, len(names), catalog.blocks(), backend=backend)
     if classifier_probs is not None and blend_weight > 0:
@@ -129,13 +143,23 @@ def global_scores(embeddings: np.ndarray, catalog: Catalog, classifier_probs: np
     return scores
 
 
-def align_probabilities(probs: np.ndarray, classes: Sequence[str] | None, names: Sequence[str]
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """Classifier probabilities re-ordered to the catalogue's individuals, and which individuals it knows."""
+def search_description(catalog: Catalog) -> str | None:
+    """None for the exact search; for an approximate index, which one and its recall measured at build (results
+    and the page show it beside the verdict, whose threshold was calibrated on exact scores)."""
+    entry = catalog.manifest.get("index") or {}
+    return None if entry.get("kind", "exact") == "exact" else entry.get("description")
+
+
+def align_probabilities(probs: np.ndarray, classes: Sequence[str] | None, names: Sequence[str],
+                        columns: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Classifier probabilities re-ordered to the catalogue's individuals, and which individuals it knows.
+    `columns`: each individual's column in `classes` (-1: unknown), when already known."""
     if classes is None or np.shape(probs)[1] != len(classes):
         raise PhotoidError("classifier probabilities need their classes, one per column")
-    column = {c: i for i, c in enumerate(classes)}
-    index = np.array([column.get(n, -1) for n in names], dtype=np.int64)
+    if columns is None:
+        column = {c: i for i, c in enumerate(classes)}
+        columns = np.array([column.get(n, -1) for n in names], dtype=np.int64)
+    index = columns
     known = index >= 0
     aligned = np.zeros((len(probs), len(names)), dtype=np.float32)
     aligned[:, known] = np.asarray(probs)[:, index[known]]
@@ -168,7 +192,9 @@ def identify_paths_with_catalog(catalog_dir: str | Path | Catalog, paths: Sequen
     from photoid.catalog.zeroshot import catalogue_task, is_zero_shot
 
     catalog = catalog_dir if isinstance(catalog_dir, Catalog) else read_catalog(catalog_dir)
+    catalog.check_complete()
     embedder = embedder or load_catalog_embedder(catalog, run_dirs, records_dir)
+    search = search_description(catalog)
     new_label = get_task(catalogue_task(catalog, embedder)).new_label
     label_space = (catalog.calibration or {}).get("label_space", "catalog")
     nameable = embedder.members[0][0].original_ids if label_space == "original" else None
@@ -178,7 +204,7 @@ def identify_paths_with_catalog(catalog_dir: str | Path | Catalog, paths: Sequen
                                                threshold if fusion is None else -np.inf)
     check_viewpoint(embedder, next((v for v in viewpoints or () if v), None), catalog)
     view_of = dict(zip(paths, viewpoints)) if viewpoints is not None else {}
-    names = catalog.individuals()[0]
+    ranker = catalog.index().ranker(nameable, new_label)
     for batch, readable, embeddings, probs, errors in embedder.batches(paths, batch_size, probabilities=True,
                                                                        viewpoints=viewpoints):
         results = {path: Identification(path, error=reason) for path, reason in errors.items()}
@@ -192,14 +218,13 @@ def identify_paths_with_catalog(catalog_dir: str | Path | Catalog, paths: Sequen
                                        threshold=threshold, nameable=nameable, new_label=new_label)
                 labels, top_scores, evidence, notes = fused.labels, fused.scores, fused.evidence, fused.notes
             else:
-                labels, top_scores = rank_with_new(scores, names, global_threshold, k=top, nameable=nameable,
-                                                   new_label=new_label)
+                labels, top_scores = ranker(scores, global_threshold, top)
                 if scorer is not None:  # explanations of a global ranking: the top candidates matched locally
                     evidence, notes = scorer.explain(queries, views, labels)
             for i, path in enumerate(readable):
                 kept = [(str(label), float(score)) for label, score in zip(labels[i], top_scores[i]) if label != ""]
                 results[path] = Identification(path, None if probs is None else probs[i],
                                                [label for label, _ in kept], [score for _, score in kept],
-                                               notes=notes[i] if notes else [],
+                                               search=search, notes=notes[i] if notes else [],
                                                evidence=evidence[i] if evidence else None)
         yield from (results[path] for path in batch)

@@ -122,6 +122,26 @@ def commit_with_local(tx: Transaction, manifest: dict, table: pd.DataFrame, embe
     `features` None: the catalogue keeps none (its manifest entry is dropped). Files of earlier generations, and of
     writers killed before their commit, are removed once the new manifest is in place.
     """
+    return write_local_then_commit(tx, manifest, features, settings,
+                                   lambda next_manifest: tx.commit(next_manifest, table, embeddings), seconds,
+                                   extra_files)
+
+
+def append_with_local(tx: Transaction, rows: pd.DataFrame, embeddings: np.ndarray, features: FeatureSet,
+                      settings: Settings) -> Catalog:
+    """`tx.append` of photos (`rows`, `embeddings`) with the catalogue's local features (`features`: every photo's,
+    the new ones included) in the same commit; the other parts' data files stay as they are."""
+    return write_local_then_commit(tx, tx.catalog.manifest, features, settings,
+                                   lambda next_manifest: tx.append(rows, embeddings,
+                                                                   **{LOCAL_KEY: next_manifest[LOCAL_KEY]}))
+
+
+def write_local_then_commit(tx: Transaction, manifest: dict, features: FeatureSet | None, settings: Settings | None,
+                            commit, seconds: float | None = None, extra_files: dict[str, bytes] | None = None
+                            ) -> Catalog:
+    """Write the local-feature (and extra) files of the next generation, then `commit(manifest naming them)`, the
+    transaction's commit of its data (`tx.commit`, `tx.append`, `tx.commit_parts`); the files are removed if it
+    fails."""
     generation = int((tx.manifest or {}).get("generation", 0)) + 1
     written: list[Path] = []
     manifest = {k: v for k, v in manifest.items() if k != LOCAL_KEY}
@@ -136,7 +156,7 @@ def commit_with_local(tx: Transaction, manifest: dict, table: pd.DataFrame, embe
                 Path(tmp).write_bytes(data)
             written.append(tx.path / name)
             manifest[key] = {**manifest.get(key, {}), "name": name, "sha256": hashlib.sha256(data).hexdigest()}
-        committed = tx.commit(manifest, table, embeddings)
+        committed = commit(manifest)
     except BaseException:
         for file in written:  # not committed: the manifest still names the previous files
             file.unlink(missing_ok=True)

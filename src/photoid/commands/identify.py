@@ -27,31 +27,45 @@ def candidate_rows(result: Identification) -> list[dict]:
 def format_table(result: Identification) -> str:
     lines = [result.path, "  rank  label                        probability"]
     lines += [f"  {row['rank']:>4}  {row['label']:<28} {row['probability']:>11.4f}" for row in candidate_rows(result)]
+    if result.search:  # an approximate catalogue index ranked these: the verdict may differ from the exact search's
+        lines.append(f"  search: {result.search}")
     return "\n".join(lines)
 
 
 class Output:
-    """Writes results to stdout as they come: a table per photo, CSV rows, or one JSON document at the end."""
+    """Writes results to stdout as they come: a table per photo, CSV rows, or one JSON document at the end.
+
+    Results of an approximate catalogue search say so: a `search` line per photo in the table, a `search` column
+    in the CSV, a `search` entry per photo in the JSON (absent for the exact search)."""
 
     def __init__(self, kind: str, stream=None):
         self.kind, self.stream = kind, stream or sys.stdout
         self.collected: list[dict] = []
-        self.csv = csv.DictWriter(self.stream, fieldnames=["image", "rank", "label", "probability"], lineterminator="\n")
-        if kind == "csv":
+        self.csv: csv.DictWriter | None = None  # its header waits for the first result (a search column or not)
+
+    def _csv_writer(self, search: str | None) -> csv.DictWriter:
+        if self.csv is None:
+            fields = ["image", "rank", "label", "probability"] + (["search"] if search else [])
+            self.csv = csv.DictWriter(self.stream, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
             self.csv.writeheader()
+        return self.csv
 
     def add(self, result: Identification) -> None:
         if self.kind == "json":
-            self.collected.append({"image": result.path, "candidates": [
-                {k: v for k, v in row.items() if k != "image"} for row in candidate_rows(result)]})
+            entry = {"image": result.path, "candidates": [
+                {k: v for k, v in row.items() if k != "image"} for row in candidate_rows(result)]}
+            self.collected.append({**entry, "search": result.search} if result.search else entry)
         elif self.kind == "csv":
+            writer = self._csv_writer(result.search)
             for row in candidate_rows(result):
-                self.csv.writerow({**row, "probability": f"{row['probability']:.6g}"})
+                writer.writerow({**row, "probability": f"{row['probability']:.6g}", "search": result.search})
         else:
             print(format_table(result) + "\n", file=self.stream)
         self.stream.flush()
 
     def close(self, failed: list[Identification]) -> None:
+        if self.kind == "csv":
+            self._csv_writer(None)  # the header, even when no photo could be read
         if self.kind == "json":
             document = {"results": self.collected,
                         "failed": [{"image": r.path, "reason": r.error} for r in failed]}

@@ -31,3 +31,4 @@ class Identification:
     error: str | None = None
     notes: list[str] = field(default_factory=list)  # e.g. why its local score is 0 (too few keypoints)
     evidence: dict | None = None  # label -> `photoid.catalog.fusion.LocalEvidence` (local matching ran)
+    search: str | None = None  # None: the exact search; else the approximate index that gave the scores

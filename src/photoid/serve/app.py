@@ -316,9 +316,12 @@ def create_app(identifier: Identifier, *, token: str | None = None, allowed_host
 
 
 def _as_json(result: Result) -> dict:
-    return {"file_name": result.file_name, "sha256": result.sha256, "error": result.error,
-            "viewpoint": result.viewpoint,
-            "candidates": [{"label": label, "score": score} for label, score in zip(result.labels, result.scores)]}
+    answer = {"file_name": result.file_name, "sha256": result.sha256, "error": result.error,
+              "viewpoint": result.viewpoint,
+              "candidates": [{"label": label, "score": score} for label, score in zip(result.labels, result.scores)]}
+    if result.search:  # an approximate catalogue index ranked the candidates (absent for the exact search)
+        answer["search"] = result.search
+    return answer
 
 
 def _csv(frame, name: str) -> Response:

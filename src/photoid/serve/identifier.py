@@ -5,7 +5,8 @@ that moment (up to `batch_size` photos) and identifies it in one batch with `pho
 function (`catalog.identify_paths_with_catalog`), so eight people uploading at once cost one batched call, not
 eight models competing for two cores, and the numbers are the command's. The catalogue is read again whenever
 its manifest changed (a decision here, `photoid catalog add` elsewhere), so every identification sees the
-current catalogue.
+current catalogue; its prepared search (`photoid.catalog.index`) is made once at start and carried over to each
+new generation by its changes alone.
 
 Uploaded photos are kept in the catalogue folder (`photos/<sha256>.jpg`, written atomically): a confirmed photo
 stays where the catalogue's table points.
@@ -58,6 +59,7 @@ class Result:
     scores: list[float] = field(default_factory=list)
     error: str | None = None
     threshold: float | None = None  # the one its verdict was drawn with
+    search: str | None = None  # None: the exact search; else the approximate index that gave the scores
     viewpoint: str | None = None  # as the uploader said (None: unknown): right views are mirrored for the models
 
     def photo(self) -> Photo:
@@ -77,6 +79,8 @@ class Identifier:
         # An uncalibrated catalogue (without --threshold) is refused at start, before the models load.
         verdict_threshold(self._catalog, **self._operating)
         self.embedder = load_catalog_embedder(self._catalog, run_dirs, records_dir)
+        # The prepared search, made once here: later generations carry it over by their changes (`catalog`).
+        self._catalog.index()
         self.models = self.embedder.signatures()
         self.task = catalogue_task(self._catalog, self.embedder)
         # Runs trained on whale records saw right views mirrored: the page then asks each upload's viewpoint.
@@ -92,14 +96,16 @@ class Identifier:
 
     @property
     def catalog(self) -> Catalog:
-        """The current catalogue: read again when its manifest changed since the last look."""
+        """The current catalogue: read again when its manifest changed since the last look (a decision here,
+        `photoid catalog add` elsewhere); the parts it still holds and its prepared index are carried over, so
+        a new photo costs the reading of its part, not a new index."""
         with self._catalog_lock:
             try:
                 manifest = pio.read_json(self.path / MANIFEST)
             except (OSError, PhotoidError):
                 manifest = None  # being replaced this instant: the copy held is still a whole catalogue
             if manifest is not None and manifest != self._catalog.manifest:
-                self._catalog = read_catalog(self.path)
+                self._catalog = read_catalog(self.path, previous=self._catalog)
             return self._catalog
 
     def threshold(self) -> float:
@@ -196,6 +202,7 @@ class Identifier:
                     result.error = answer.error
                 else:
                     result.labels, result.scores, result.threshold = answer.labels, answer.scores, threshold
+                    result.search = answer.search
         with self._results_lock:
             for result in results:
                 self.remember(result)

@@ -125,8 +125,8 @@ class Scorer:
     def _view(self, catalog: Catalog, viewpoint: str | None):
         """(catalogue restricted to `viewpoint`, rows of each individual, normalised model blocks), cached per
         catalogue generation; None when no catalogue photo has that viewpoint."""
-        files = catalog.manifest.get("files", {})
-        key = (files.get("table", {}).get("sha256"), files.get("embeddings", {}).get("sha256"), viewpoint)
+        manifest = catalog.manifest  # a generation is named by its catalogue, creation and number
+        key = (str(catalog.path), manifest.get("created"), manifest.get("generation"), viewpoint)
         if key not in self._views:
             if len(self._views) > 8:
                 self._views.clear()
@@ -139,8 +139,7 @@ class Scorer:
                 if not keep.any():
                     self._views[key] = None
                     return None
-                sub = Catalog(catalog.path, catalog.manifest, catalog.table[keep].reset_index(drop=True),
-                              catalog.embeddings[keep])
+                sub = catalog.subset(keep)
             names, codes = sub.individuals()
             order = np.argsort(codes, kind="stable")
             bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
