@@ -114,7 +114,7 @@ def run_manifest(cache_dir: Path, data: Path, run_dir: Path) -> dict:
 
     small = cache_dir / f"b9-catalog-of-{run_dir.name}"
     if not (small / "manifest.json").is_file():
-        build_catalog([str(run_dir)], data, small, force=True)
+        build_catalog([str(run_dir)], data, small, force=True, local=False)
     manifest = read_catalog(small).manifest
     return {key: manifest[key] for key in ("created", "data_dir", "embedding_views", "models", "runs")}
 
@@ -400,7 +400,7 @@ def timed_build(run_dir: Path, data: Path, out: Path, chunk: int, kill_at: float
     import json
 
     argv = [sys.executable, "-m", "photoid.cli", "catalog", "build", "--run", str(run_dir), "--data_dir",
-            str(data), "--out", str(out), "--chunk", str(chunk)]
+            str(data), "--out", str(out), "--chunk", str(chunk), "--no-local"]  # the embeddings' build (local: B10)
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     figures: dict = {"runs": []}
@@ -588,7 +588,8 @@ def run(preset: str, cache_dir: Path) -> list[Result]:
                  f"at that rate 1,000,000 files would take about {1_000_000 / rate / 3600:.1f} h on this machine "
                  "(extrapolated, not run: the listing of 1,000,000 photos, about 300 bytes each in memory, is the "
                  "only part of the memory that grows with the folder)"],
-        notes=["each build is `photoid catalog build --chunk` in its own process (its peak RSS: VmHWM, read every "
+        notes=["each build is `photoid catalog build --chunk --no-local` (embeddings only) in its own process (its "
+               "peak RSS: VmHWM, read every "
                "0.1 s until it ends, so a peak in its last 0.1 s can be missed); the "
                f"photos are {s.photo_px} px noise JPEGs in a generic folder written by this benchmark, embedded by "
                "the tiny cpu-demo run (one fold, 32 px)"]))
