@@ -50,6 +50,9 @@ python - "$DEMO" <<'PY'
 import sys
 
 from photoid.api import evaluate, open_catalog
+from photoid.core.quiet import quiet_tensorflow_start
+
+quiet_tensorflow_start()  # as the photoid commands do: no TensorFlow start-up lines in the report
 
 catalog = open_catalog(f"{sys.argv[1]}/catalog")
 c = catalog.calibration

@@ -132,7 +132,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import tf_keras
+
+from photoid.core.quiet import quiet_tensorflow_start
+
+quiet_tensorflow_start()  # as the photoid commands do: no TensorFlow start-up lines in the report
+import tf_keras  # noqa: E402
 
 from photoid.core.io import read_json
 from photoid.core.retrieval import join_embeddings
