@@ -79,9 +79,12 @@ test_photos.__test__ = False
 
 
 def wait(browser, condition, timeout: float = 60):
+    """`condition` polled until true; an element that a page's reload made stale counts as not yet."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(browser, timeout).until(condition)
+    return WebDriverWait(browser, timeout, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+                         ).until(condition)
 
 
 def loaded(browser, element_id: str) -> bool:
@@ -134,9 +137,12 @@ def test_a_survey_is_imported_identified_and_filtered_in_the_browser(server, bro
     assert "refused: broken.jpg: JPEG is truncated or damaged" in report and "duplicate: copy.jpg" in report
     opened[0].click()
     browser.find_element(By.ID, "identify-survey").click()
-    # The progress bar follows the job; the page reloads with the answers when it is done.
+    # The progress bar follows the job; the page reloads with the answers when it is done. The script sets the
+    # state and calls reload() in one go: once the state reads done, that reload is under way, and a refresh of
+    # our own waits until the page it leads to (rendered by the server, the job done) has loaded.
     wait(browser, lambda b: b.find_element(By.ID, "job").get_attribute("data-state") not in ("running",
                                                                                                "not started"))
+    browser.refresh()
     assert browser.find_element(By.ID, "job-text").text == "6 of 6 photos identified (done)"
     bar = browser.find_element(By.ID, "job-progress")
     assert bar.get_attribute("value") == bar.get_attribute("max") == "6"
