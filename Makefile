@@ -18,12 +18,16 @@ demo: $(BIN)/photoid
 demo-whales: $(BIN)/photoid
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo_whales.sh $(DEMO_DIR)/whales
 
+# Tests run in TEST_WORKERS processes (pytest-xdist); each loads TensorFlow and trains the session's tiny runs it
+# needs, so more workers than cores, or than the memory holds at about 1.5 GB each, gains nothing. 1: one process.
+TEST_WORKERS ?= 2
+
 test: $(BIN)/photoid
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # The quick loop between changes: every test but the slow ones (pyproject.toml says which those are).
 test-fast: $(BIN)/photoid
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 bench: $(BIN)/photoid
 	$(BIN)/python benchmarks/run_all.py

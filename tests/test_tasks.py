@@ -28,7 +28,10 @@ PIPELINES = {"turtles": ("turtle_dir", "trained_run"), "whales": ("beluga_dir", 
              "generic": ("generic_dir", "generic_run")}
 
 
-@pytest.mark.parametrize("name", PIPELINES)
+# The turtles' pipeline reuses the session's catalogue; the others train their own runs and build and calibrate a
+# catalogue with local features here: end to end, seconds each.
+@pytest.mark.parametrize("name", [name if name == "turtles" else pytest.param(name, marks=pytest.mark.slow)
+                                  for name in PIPELINES])
 def test_the_same_pipeline_runs_on_every_task(name, request, tmp_path, capsys):
     """records -> 2 folds x 1 epoch -> CV scores -> catalogue -> calibration -> identify --catalog -> serve."""
     from starlette.testclient import TestClient

@@ -416,6 +416,7 @@ def test_ctrl_c_ends_a_command_that_mishandles_it(tmp_path, grace, presses, mish
                                       "half-written was kept"
 
 
+@pytest.mark.slow  # in a fresh Python process
 def test_ctrl_c_inside_a_trace_is_held_until_the_trace_is_over():
     # A KeyboardInterrupt raised while TensorFlow traced the first training batch once crashed the process with a
     # segmentation fault (about 1 run in 40 on a loaded machine). Here the Ctrl-C lands inside a trace every time.
