@@ -151,9 +151,11 @@ def test_a_catalogue_without_local_features_says_how_to_add_them_and_changes_not
     from photoid.catalog.build import build_catalog
 
     catalog_dir = tmp_path / "catalog"
-    build_catalog([str(trained_run)], turtle_dir, catalog_dir, local=False)
+    built = build_catalog([str(trained_run)], turtle_dir, catalog_dir, local=False, chunk_rows=50)  # in parts
+    assert len(built.parts) > 1
     assert main(["calibrate", "--catalog", str(catalog_dir), "--repeats", "1"]) == 0
-    assert "fusion" not in read_catalog(catalog_dir).calibration
+    calibration = read_catalog(catalog_dir).calibration
+    assert "fusion" not in calibration
     capsys.readouterr()
     before = folder_digest(catalog_dir)
     photo = str(next((turtle_dir / "images").glob("*.JPG")))
@@ -166,11 +168,13 @@ def test_a_catalogue_without_local_features_says_how_to_add_them_and_changes_not
         message = capsys.readouterr().err
         assert "has no local features" in message and f"photoid catalog build --local --out {catalog_dir}" in message
         assert folder_digest(catalog_dir) == before and not (tmp_path / "why").exists()
-    # The command it names adds them, keeping the photos, the embeddings and the calibration.
+    # The command it names adds them, keeping the photos, the embeddings (their files too) and the calibration.
     assert main(["catalog", "build", "--local", "--out", str(catalog_dir)]) == 0
     catalog = read_catalog(catalog_dir)
     assert catalog.manifest[LOCAL_KEY]["photos"] == len(catalog.table)
-    assert np.array_equal(catalog.embeddings, np.load(next(p for p in (tmp_path / "catalog").glob("embeddings-*"))))
+    assert [p.name for p in catalog.parts] == [p.name for p in built.parts]
+    assert np.array_equal(catalog.embeddings, built.embeddings) and catalog.table.equals(built.table)
+    assert catalog.calibration == calibration
     assert main(["identify", photo, "--catalog", str(catalog_dir), "--explain", str(tmp_path / "why")]) == 0
 
 

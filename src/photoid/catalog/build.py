@@ -194,11 +194,11 @@ def add_local_features(catalog_dir: str | Path) -> tuple[Catalog, int]:
     extract them) and commit them; its photos, embeddings and decisions stay. Returns (catalogue, photos added)."""
     from photoid.catalog.local import (
         LOCAL_KEY,
-        commit_with_local,
         local_settings,
         read_local_features,
         settings_for_runs,
         table_features,
+        write_local_then_commit,
     )
     from photoid.local.features import FeatureSet
     from photoid.runs.loaded import load_run
@@ -219,8 +219,10 @@ def add_local_features(catalog_dir: str | Path) -> tuple[Catalog, int]:
             raise PhotoidError(f"{catalog.path} was rebuilt meanwhile; nothing was added, run this again")
         before = read_local_features(current) if current.manifest.get(LOCAL_KEY) else FeatureSet.pack([], [])
         joined = FeatureSet.join(before, features).select(current.table["image_id"])
-        updated = commit_with_local(tx, current.manifest, current.table, current.embeddings, joined, settings,
-                                    seconds)
+        # The catalogue's parts stay as they are (files included): only the local-feature files are new.
+        updated = write_local_then_commit(tx, current.manifest, joined, settings,
+                                          lambda manifest: tx.commit_parts(manifest, list(current.parts), current),
+                                          seconds)
     return updated, len(missing)
 
 
