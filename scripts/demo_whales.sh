@@ -214,7 +214,7 @@ PY
 # The same families, each query's 20 candidates re-ranked by the winner's score fused with local matching
 # (RootSIFT, verified geometrically; only comparable views), calibrated out of fold on the training photos. Its mAP
 # per route beside the winner's routing, whichever is higher.
-photoid rank --run_top "$RUNS/top" --run_top2 "$RUNS/top2" --run_lateral "$RUNS/lateral" --data_dir "$DATA" \
+photoid rank "${families[@]}" --data_dir "$DATA" --records_dir "$DATA/tfrec-top" \
     --out "$DEMO/submission-local.csv" --local > "$DEMO/rank-local.txt"
 grep "^local matching\|pseudo-query" "$DEMO/rank-local.txt"
 python - "$DEMO" <<'PY'
