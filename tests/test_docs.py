@@ -60,3 +60,15 @@ def test_the_readmes_links_into_the_manual_lead_to_its_pages():
             headings = re.findall(r"^#+ (.+)$", target.read_text(encoding="utf-8"), flags=re.M)
             slugs = {re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", h).strip().lower()) for h in headings}
             assert anchor in slugs, f"{path}#{anchor}"
+
+
+def test_the_readmes_comparison_with_matchypatchy_and_wildbook_is_the_manuals():
+    """The table stands in both (the README's front door and the review page): the two never drift apart."""
+    def table(text: str) -> list[str]:
+        start = text.index("| | MatchyPatchy | Wildbook | photoid | shown by |")
+        return text[start:text.index("\n\n", start)].splitlines()
+
+    readme = table((REPO / "README.md").read_text(encoding="utf-8"))
+    manual = table((REPO / "docs" / "review.md").read_text(encoding="utf-8"))
+    assert len(manual) > 20 and readme == [re.sub(r"\]\((?!http)([\w-]+\.md)", r"](docs/\1", row) for row in manual]
+
