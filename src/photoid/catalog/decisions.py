@@ -24,6 +24,7 @@ import io
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -125,7 +126,7 @@ def decide(catalog_dir: str | Path, photo: Photo, decision: str, individual_id: 
         row = _row(log, photo.sha256, photo.image_id, photo.file_name, decision,
                    individual_id if decision in ADDING else "", "", photo.threshold,
                    list(zip(photo.labels, photo.scores)), reviewer=reviewer, survey=survey)
-        committed = _commit(tx, log, row, lambda **log_entry: tx.append(*added, **log_entry) if added else None)
+        committed = _commit(tx, log, row, partial(tx.append, *added) if added else None)
     return committed, row
 
 
@@ -195,7 +196,7 @@ def move_photos(catalog_dir: str | Path, image_ids: Sequence[str], individual_id
         row = _row(log, "", first["image_id"] if len(rows) == 1 else "", "", decision, individual_id, "", "",
                    list(shown), reviewer=reviewer, previous_id=previous,
                    image_ids=json.dumps(table.loc[rows, "image_id"].tolist()))
-        committed = _commit(tx, log, row, lambda **log_entry: tx.relabel(table, **log_entry))
+        committed = _commit(tx, log, row, partial(tx.relabel, table))
     return committed, row
 
 
@@ -238,15 +239,15 @@ def undo(catalog_dir: str | Path, decision_id: str | None = None, *, reviewer: s
         change = None  # the data change the undo makes, in the commit that logs it
         if target["decision"] in ADDING:
             keep = (current.table["image_id"] != target["image_id"]).to_numpy()
-            change = lambda **log_entry: tx.remove(keep, **log_entry)  # noqa: E731
+            change = partial(tx.remove, keep)
         elif target["decision"] in REASSIGNING:
             table = _moved_back(current.table, target, active)
-            change = lambda **log_entry: tx.relabel(table, **log_entry)  # noqa: E731
+            change = partial(tx.relabel, table)
         row = _row(log, target["photo_sha256"], target["image_id"], target["file_name"], "undo",
                    target["individual_id"], target["decision_id"], target["threshold"], [],
                    reviewer=reviewer, survey=target["survey"], previous_id=target["previous_id"],
                    image_ids=target["image_ids"])
-        committed = _commit(tx, log, row, lambda **log_entry: change(**log_entry) if change else None)
+        committed = _commit(tx, log, row, change)
     return committed, row
 
 
@@ -290,17 +291,18 @@ def _row(log: pd.DataFrame, sha256: str, image_id: str, file_name: str, decision
             "reviewer": reviewer, "survey": survey, "previous_id": previous_id, "image_ids": image_ids}
 
 
-def _commit(tx, log: pd.DataFrame, row: dict, change_data) -> Catalog:
-    """Write the log with `row` under a new name, then commit the manifest naming it: with the data change
-    `change_data(decision_log=entry)` makes (adding, removing or relabelling photos, only the parts of the catalogue
-    they touch rewritten; None: none) or alone."""
+def _commit(tx, log: pd.DataFrame, row: dict, change_data=None) -> Catalog:
+    """Write the log with `row` under a new name, then commit the manifest naming it: in the commit of
+    `change_data(decision_log=entry)` (a transaction's append, remove or relabel, which rewrite only the parts of the
+    catalogue they touch), or alone when the decision changes no photo."""
     log = pd.concat([log, pd.DataFrame([row], columns=COLUMNS)], ignore_index=True)
     name = f"decisions-{len(log):06d}.csv"  # one more row every time, so never the name in use
     path = tx.path / name
     try:
         pio.write_csv(path, log[COLUMNS])
         entry = {"name": name, "sha256": pio.file_sha256(path), "rows": int(len(log))}
-        committed = change_data(**{LOG_KEY: entry}) or tx.commit_manifest(**{LOG_KEY: entry})
+        change = change_data or tx.commit_manifest
+        committed = change(**{LOG_KEY: entry})
     except BaseException:
         path.unlink(missing_ok=True)  # not committed: the manifest still names the previous log
         raise

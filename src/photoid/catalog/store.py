@@ -236,9 +236,8 @@ class Catalog:
         its own."""
         keep = np.asarray(keep, dtype=bool)
         table = self.table[keep].reset_index(drop=True)
-        digest = hashlib.sha256(np.packbits(keep).tobytes() + str(self.manifest.get("generation")).encode()).hexdigest()
-        entry = {"embeddings": {"name": "(subset)", "sha256": digest}, "table": {"name": "(subset)", "sha256": digest},
-                 "rows": len(table)}
+        unwritten = {"name": "(subset)", "sha256": ""}  # no file: the rows are held in memory, already checked
+        entry = {"embeddings": unwritten, "table": unwritten, "rows": len(table)}
         return Catalog(self.path, self.manifest, table, [Part(entry, table, self.embeddings[keep])])
 
     def check_complete(self) -> None:
