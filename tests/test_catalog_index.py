@@ -427,3 +427,12 @@ def test_an_hnsw_index_is_stored_and_searched_the_same_way(tmp_path):
     assert index.names == names and (found.argmax(axis=1) == exact.argmax(axis=1)).all()
     with pytest.raises(PhotoidError, match="at least 256"):
         approximate.settings_for("hnsw", 400, ef_search=100)
+
+
+def test_a_zero_shot_build_refuses_the_options_of_catalogues_of_trained_runs(tmp_path, capsys):
+    from photoid.cli import main
+
+    for option in (["--storage", "float16"], ["--index", "ivf"], ["--chunk", "10"]):
+        assert main(["catalog", "build", "--data_dir", str(tmp_path), "--out", str(tmp_path / "c"), *option]) == 2
+        assert "apply to catalogues of trained runs (--run)" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
