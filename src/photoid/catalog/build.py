@@ -31,7 +31,6 @@ from photoid.catalog.store import (
     _now,
     catalog_transaction,
     read_catalog,
-    with_viewpoints,  # noqa: F401  (decisions and others import it from here)
 )
 from photoid.core import io as pio
 from photoid.core.errors import PhotoidError, ProblemList
