@@ -210,6 +210,7 @@ def accuracy(name: str, s: Settings, cache: Path) -> dict:
     from photoid.api import build_records, train
     from photoid.catalog.build import build_catalog
     from photoid.catalog.calibrate import calibrate
+    from photoid.catalog.identify import load_catalog_embedder
     from photoid.catalog.store import update_manifest
     from photoid.catalog.zeroshot import build_zero_shot_catalog
 
@@ -232,13 +233,14 @@ def accuracy(name: str, s: Settings, cache: Path) -> dict:
     zero = update_manifest(zero, calibration=calibrate(zero, repeats=2))
     q = split.queries
     fusion = trained.calibration["fusion"]
+    models = load_catalog_embedder(unseen)  # loaded once for the rankings of the unseen catalogue, as serve does
     found = {
-        "global only (trained)": scores_of(identify_labels(unseen, q, local=False), q),
+        "global only (trained)": scores_of(identify_labels(unseen, q, local=False, embedder=models), q),
         "local only (zero-shot, every individual)": scores_of(local_only_labels(zero, q), q),
-        "fused (trained, default)": scores_of(identify_labels(unseen, q), q),
+        "fused (trained, default)": scores_of(identify_labels(unseen, q, embedder=models), q),
         "fused (zero-shot: VLAD shortlist + local)": scores_of(identify_labels(zero, q, local=True), q),
     }
-    by_shortlist = {b: scores_of(identify_labels(unseen, q, local=True, shortlist=b), q)["map5"]
+    by_shortlist = {b: scores_of(identify_labels(unseen, q, local=True, shortlist=b, embedder=models), q)["map5"]
                     for b in s.shortlists}
     return {"set": name, "size": s.size[name], "queries": len(q), "new": int(q["new"].sum()),
             "individuals": int(unseen.table["individual_id"].nunique()), "catalogue": len(unseen.table),

@@ -70,7 +70,7 @@ PRESETS = {
     "full": Settings(sizes=(10_000, 100_000, 1_000_000), serve_sizes=(1_000, 10_000, 100_000, 1_000_000),
                      width=512, photos_per_individual=5, single_queries=40, batch=1000, serve_requests=60,
                      build_files=(10_000, 100_000), photo_px=32, chunk=10_000, nlist=None, nprobe=32),
-    "tiny": Settings(sizes=(600, 2_000), serve_sizes=(300, 600, 2_000), width=32, photos_per_individual=5,
+    "tiny": Settings(sizes=(600, 2_000), serve_sizes=(300, 600), width=32, photos_per_individual=5,
                      single_queries=3, batch=20, serve_requests=4, build_files=(40, 160), photo_px=16, chunk=50,
                      nlist=8, nprobe=4),
 }

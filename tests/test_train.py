@@ -59,12 +59,15 @@ def test_cv_scores_and_the_runs_own_submission(trained_run, turtle_dir):
     assert all(len(set(row)) == 5 for row in labels)  # new_turtle at most once per row
 
 
-def test_a_finished_fold_is_not_trained_again(trained_run, turtle_dir, capsys):
-    before = (trained_run / "fold_0" / "done.json").stat().st_mtime_ns
-    cfg = resolve_config(tiny_args(turtle_dir, trained_run, job="train", final_fold=1))
+def test_a_finished_fold_is_not_trained_again(trained_run, turtle_dir, tmp_path, capsys):
+    import shutil
+
+    run_dir = shutil.copytree(trained_run, tmp_path / "run")  # the session's run is shared: its copy is written
+    before = (run_dir / "fold_0" / "done.json").stat().st_mtime_ns
+    cfg = resolve_config(tiny_args(turtle_dir, run_dir, job="train", final_fold=1))
     assert run_config(cfg) == 0
     assert "fold 0: already trained" in capsys.readouterr().out
-    assert (trained_run / "fold_0" / "done.json").stat().st_mtime_ns == before
+    assert (run_dir / "fold_0" / "done.json").stat().st_mtime_ns == before
 
 
 def test_mixed_precision_keeps_a_float32_head():
