@@ -53,10 +53,12 @@ def built_once(root: Path, name: str, build: Callable[[Path], object]) -> Path:
     return folder
 
 
-# The session fixtures whose folders tests share, and the sub-folder another of them writes (checked on its own).
-SHARED_FOLDERS = {"turtle_dir": "tfrec", "turtle_records": None, "trained_run": None, "serve_catalog": None,
-                  "beluga_dir": "tfrec", "whale_records": None, "whale_run": None, "generic_dir": "tfrec",
-                  "generic_records": None, "generic_run": None}
+# The session fixtures whose folders tests share, chain by chain, the last first: asking for one builds those before
+# it. A data folder holds its records' folder, which the records fixture writes and is checked as its own.
+SHARED_CHAINS = (("serve_catalog", "trained_run", "turtle_records", "turtle_dir"),
+                 ("whale_run", "whale_records", "beluga_dir"),
+                 ("generic_run", "generic_records", "generic_dir"))
+RECORDS_INSIDE = {"turtle_dir": "tfrec", "beluga_dir": "tfrec", "generic_dir": "tfrec"}
 
 
 def _listing(folder: Path, skip: str | None) -> dict:
@@ -67,12 +69,6 @@ def _listing(folder: Path, skip: str | None) -> dict:
             stat = path.lstat()
             files[str(relative)] = (stat.st_size, stat.st_mtime_ns)
     return files
-
-
-# Each chain of shared data, its last fixture first: asking for one builds those before it.
-SHARED_CHAINS = (("serve_catalog", "trained_run", "turtle_records", "turtle_dir"),
-                 ("whale_run", "whale_records", "beluga_dir"),
-                 ("generic_run", "generic_records", "generic_dir"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -94,10 +90,9 @@ def shared_data_built_side_by_side(request):
 def shared_folders_stay_unchanged(request):
     """Fail a test that wrote into a shared session folder: other processes read it at the same time."""
     watched = {}
-    for name, skip in SHARED_FOLDERS.items():
-        if name in request.fixturenames:
-            value = request.getfixturevalue(name)
-            watched[name] = (Path(getattr(value, "path", value)), skip)  # serve_catalog is a Catalog
+    for name in (name for chain in SHARED_CHAINS for name in chain if name in request.fixturenames):
+        value = request.getfixturevalue(name)
+        watched[name] = (Path(getattr(value, "path", value)), RECORDS_INSIDE.get(name))  # serve_catalog: a Catalog
     before = {name: _listing(folder, skip) for name, (folder, skip) in watched.items()}
     yield
     for name, (folder, skip) in watched.items():
