@@ -190,6 +190,33 @@ def test_the_fusion_of_a_trained_catalogue_is_calibrated_out_of_fold(serve_catal
         assert np.all(np.diff(curve) > 0)
 
 
+def test_queries_scored_in_threads_score_as_one_by_one_and_blas_gets_its_threads_back(zero_shot, monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    from photoid.catalog import fusion
+    from photoid.catalog.fusion import LocalScorer
+
+    catalog = read_catalog(zero_shot)
+    scorer = LocalScorer(catalog, read_local_features(catalog))
+    rows = range(len(catalog.table))
+    queries = [scorer.photo(row) for row in rows]
+    views = [scorer.views[row] for row in rows]
+    everyone = [np.arange(len(scorer.names))] * len(queries)
+    one_by_one = [scorer.score(q, v, s, exclude_row=r) for q, v, s, r in zip(queries, views, everyone, rows)]
+    blas_before = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    monkeypatch.setattr(fusion, "available_cores", lambda: 2)  # threads also on a machine with one core
+    in_threads = scorer.score_many(queries, views, everyone, exclude_rows=list(rows), cache={},
+                                   query_keys=list(rows))
+    assert [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"] == blas_before
+    assert len(in_threads) == len(one_by_one) and any(np.nanmax(s) > 0 for s, _, _ in one_by_one)
+    for (expected, evidence, notes), (scores, found, found_notes) in zip(one_by_one, in_threads):
+        np.testing.assert_array_equal(scores, expected)
+        assert notes == found_notes and evidence.keys() == found.keys()
+        for code, e in evidence.items():
+            np.testing.assert_array_equal(found[code].match.query_index, e.match.query_index)
+            np.testing.assert_array_equal(found[code].match.candidate_index, e.match.candidate_index)
+
+
 def test_the_page_serves_a_zero_shot_catalogue_and_draws_why_a_candidate_matches(zero_shot, species, tmp_path):
     from starlette.testclient import TestClient
 

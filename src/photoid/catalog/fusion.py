@@ -30,10 +30,12 @@ import numpy as np
 
 from photoid.catalog.openset import best_threshold, open_set_metrics, rank_with_new, top_candidates
 from photoid.catalog.store import VIEWPOINT_COLUMN, Catalog
+from photoid.core import threads
 from photoid.core.errors import PhotoidError
+from photoid.core.threads import available_cores, one_blas_thread
 from photoid.local.calibration import KINDS, Calibrator, cross_fit, fit_calibrator, fuse_global_local
 from photoid.local.features import FeatureSet, Features, Settings, empty_features, photo_features, rootsift
-from photoid.local.matching import DEFAULT_METHOD, RATIO, THRESHOLD_PX, PairMatch, match_pair, one_blas_thread
+from photoid.local.matching import DEFAULT_METHOD, RATIO, THRESHOLD_PX, PairMatch, match_pair
 
 # Individuals matched locally per query. B10 (docs/local-matching.md): fused MAP@5 rose from B=10 to B=20 on two sets
 # of three (turtles 0.840 -> 0.936, generic 0.667 -> 0.710) and stayed flat on the third, while a query against
@@ -85,11 +87,12 @@ class LocalScorer:
         features = self.photo(row)
         if features is None or not features.usable:
             return features, None
-        if row not in self._root:
+        root = self._root.get(row)
+        if root is None:  # read once: another thread may clear the cache meanwhile
             if len(self._root) > 50_000:
                 self._root.clear()
-            self._root[row] = rootsift(features.descriptors)
-        return features, self._root[row]
+            root = self._root[row] = rootsift(features.descriptors)
+        return features, root
 
     def score(self, query: Features, view: str | None, individuals: Sequence[int], exclude_row: int = -1,
               cache: dict | None = None, query_key=None, keep_evidence: bool = True
@@ -99,6 +102,26 @@ class LocalScorer:
         (query_key, row) saves pairs scored before."""
         with one_blas_thread():
             return self._score(query, view, individuals, exclude_row, cache, query_key, keep_evidence)
+
+    def score_many(self, queries: Sequence[Features], views: Sequence[str | None],
+                   shortlists: Sequence[Sequence[int]], exclude_rows: Sequence[int] | None = None,
+                   cache: dict | None = None, query_keys: Sequence | None = None, keep_evidence: bool = True
+                   ) -> list[tuple[np.ndarray, dict[int, LocalEvidence], list[str]]]:
+        """`score` of each query against its own shortlist, in order, the queries shared among the cores' threads
+        (the products and the fits release Python's lock). A pair scores the same in any thread: OpenCV's random
+        generator is the thread's own, seeded before every fit."""
+        n = len(queries)
+        exclude_rows = [-1] * n if exclude_rows is None else exclude_rows
+        query_keys = [None] * n if query_keys is None else query_keys
+
+        def one(i: int):
+            return self._score(queries[i], views[i], shortlists[i], exclude_rows[i], cache, query_keys[i],
+                               keep_evidence)
+
+        with one_blas_thread():
+            if n < 2 or available_cores() == 1:
+                return [one(i) for i in range(n)]
+            return list(threads.pool().map(one, range(n)))
 
     def _score(self, query, view, individuals, exclude_row, cache, query_key, keep_evidence):
         scores = np.zeros(len(individuals), dtype=np.float32)
@@ -263,10 +286,9 @@ def identify_fused(global_scores: np.ndarray, queries: list[Features], views: Se
         raise PhotoidError(f"the shortlist must hold at least 1 individual, got {size}")
     local = np.zeros(global_scores.shape, dtype=np.float32)  # outside the shortlist: 0
     evidence, notes = [], []
-    for i, (query, view) in enumerate(zip(queries, views)):
-        short = shortlist(global_scores[i], size)
-        scores, found, query_notes = scorer.score(query, view, short)
-        local[i, short] = scores
+    shortlists = [shortlist(row, size) for row in global_scores]
+    for i, (scores, found, query_notes) in enumerate(scorer.score_many(queries, views, shortlists)):
+        local[i, shortlists[i]] = scores
         evidence.append({scorer.names[code]: e for code, e in found.items()})
         notes.append(sorted(set(query_notes)))
     fused = fusion.fuse(global_scores, local)
@@ -297,30 +319,34 @@ def calibrate_fusion(catalog: Catalog, features: FeatureSet, trials: list, has_p
     if len(picked) > max_queries:
         picked = [picked[i] for i in np.sort(rng.choice(len(picked), max_queries, replace=False))]
     blended = {}
-    rows_global, truth, query_codes, pair_query, pair_code, pair_global, pair_local = [], [], [], [], [], [], []
-    cache: dict = {}
-    notes = set()
-    for n, (t, q) in enumerate(picked):
+    rows_global, truth, query_codes, query_rows, shortlists = [], [], [], [], []
+    for t, q in picked:
         scores, probs, trial_truth, rows = trials[t]
         if t not in blended:
             blended = {t: blend_scores(scores, probs, has_probability, blend_weight)}
-        row_scores = blended[t][q]
-        row = int(rows[q])
-        short = shortlist(row_scores, shortlist_size)
-        query = scorer.photo(row)
-        if query is None:
-            local = np.zeros(len(short), np.float32)
-            found_notes = [NO_FEATURES_NOTE.format(image=scorer.image_ids[row])]
-        else:
-            local, _, found_notes = scorer.score(query, scorer.views[row], short, exclude_row=row, cache=cache,
-                                                 query_key=row, keep_evidence=False)
-        notes.update(found_notes)
-        rows_global.append(row_scores)
+        rows_global.append(blended[t][q])
         truth.append(trial_truth[q])
-        query_codes.append(codes[row])
+        query_rows.append(int(rows[q]))
+        query_codes.append(codes[int(rows[q])])
+        shortlists.append(shortlist(blended[t][q], shortlist_size))
+    # The same photo is a query in several trials: `cache` scores each of its pairs once.
+    with_features = [n for n, row in enumerate(query_rows) if scorer.photo(row) is not None]
+    scored = dict(zip(with_features, scorer.score_many(
+        [scorer.photo(query_rows[n]) for n in with_features], [scorer.views[query_rows[n]] for n in with_features],
+        [shortlists[n] for n in with_features], exclude_rows=[query_rows[n] for n in with_features], cache={},
+        query_keys=[query_rows[n] for n in with_features], keep_evidence=False)))
+    pair_query, pair_code, pair_global, pair_local = [], [], [], []
+    notes = set()
+    for n, short in enumerate(shortlists):
+        if n in scored:
+            local, _, found_notes = scored[n]
+        else:
+            local = np.zeros(len(short), np.float32)
+            found_notes = [NO_FEATURES_NOTE.format(image=scorer.image_ids[query_rows[n]])]
+        notes.update(found_notes)
         pair_query += [n] * len(short)
         pair_code += short.tolist()
-        pair_global += row_scores[short].tolist()
+        pair_global += rows_global[n][short].tolist()
         pair_local += local.tolist()
     if not pair_query:
         raise PhotoidError("no out-of-fold query has a candidate to match locally")

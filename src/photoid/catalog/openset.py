@@ -22,7 +22,6 @@ queries whose truth is an individual or new (`photoid.catalog.calibrate`). Pure 
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from photoid.core.labels import NEW_INDIVIDUAL, top_labels
 from photoid.core.retrieval import normalize_rows, raced_search, search_inner_product
+from photoid.core.threads import available_cores, one_blas_thread
 
 TOP_K = 5
 # Blend weights tried by calibration: similarities spread over a narrow band while probabilities span [0, 1], so
@@ -191,9 +191,9 @@ def _product(g_laid: np.ndarray, q: np.ndarray) -> np.ndarray:
             np.copyto(buffer[:end - begin], g_laid[begin:end])
             np.matmul(buffer[:end - begin], q_t, out=sims[begin:end])
 
-    cores = _cores() if len(g_laid) >= SPLIT_ROWS else 1
+    cores = available_cores() if len(g_laid) >= SPLIT_ROWS else 1
     bounds = np.linspace(0, len(g_laid), cores + 1).astype(int)
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         if cores == 1:
             share((0, len(g_laid)))
         else:
@@ -201,22 +201,12 @@ def _product(g_laid: np.ndarray, q: np.ndarray) -> np.ndarray:
     return sims
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 @functools.lru_cache(maxsize=1)
 def _pool():
+    """The search's own threads, apart from `threads.pool()`'s: a search never waits behind other work."""
     from concurrent.futures import ThreadPoolExecutor
 
-    return ThreadPoolExecutor(_cores(), thread_name_prefix="photoid-search")
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller():
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
+    return ThreadPoolExecutor(available_cores(), thread_name_prefix="photoid-search")
 
 
 def _faiss_similarities(q, g, codes, n_individuals, exclude, neighbours, chunk_size, exact) -> np.ndarray:

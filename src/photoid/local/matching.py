@@ -18,11 +18,11 @@ what the explanation draws.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from photoid.core.threads import one_blas_thread
 from photoid.local.features import Features, rootsift
 
 RATIO = 0.8  # Lowe's ratio test (the nearest at most this fraction of the second nearest's distance)
@@ -48,20 +48,6 @@ class PairMatch:
     @property
     def inliers(self) -> int:
         return int(len(self.query_index))
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller():
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-def one_blas_thread():
-    """A context in which BLAS products run on one thread. A pair's products are small (keypoints × keypoints ×
-    128); spread over the cores, each waits for every core to be free: 8 ms instead of 0.25 ms for 100 × 100
-    keypoints on 2 cores busy with other work. Matching loops run inside it."""
-    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def tentative_matches(query: np.ndarray, candidate: np.ndarray, ratio: float = RATIO

@@ -39,6 +39,7 @@ from photoid.core import fs
 from photoid.core.errors import PhotoidError
 from photoid.core.images import jpeg_stream_end
 from photoid.core.io import atomic_path, file_sha256, read_json, write_json
+from photoid.core.threads import available_cores
 from photoid.records.folder import (
     IMAGE_FEATURE,
     LAYOUTS,
@@ -262,10 +263,6 @@ def _shard_bounds(n_rows: int, shards: int) -> list[tuple[int, int]]:
     return [(i * per_shard, n_rows if i == shards - 1 else (i + 1) * per_shard) for i in range(shards)]
 
 
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 @contextlib.contextmanager
 def image_preparer(workers: int | None = None, threads: bool = False
                    ) -> Iterator[Callable[[list[tuple]], Iterator[bytes]]]:
@@ -277,7 +274,7 @@ def image_preparer(workers: int | None = None, threads: bool = False
     threads instead (the exact layout: TensorFlow's decoding runs outside the GIL, and each process would have
     to import TensorFlow first).
     """
-    workers = workers or default_workers()
+    workers = workers or available_cores()
     if workers <= 1:
         yield lambda jobs: map(_prepare_job, jobs)
         return
@@ -357,7 +354,7 @@ def write_records(rows: "pd.DataFrame", image_paths: Sequence[str], out_prefix: 
             for i in range(start, end)]
     with contextlib.ExitStack() as stack:
         if preparer is None:
-            preparer = stack.enter_context(image_preparer(min(workers or default_workers(), max(1, len(jobs))),
+            preparer = stack.enter_context(image_preparer(min(workers or available_cores(), max(1, len(jobs))),
                                                           threads=layout == "exact"))
         progress = stack.enter_context(tqdm(total=len(jobs), desc=prefix, unit="img"))
         images = iter(preparer(jobs))
