@@ -301,8 +301,9 @@ def synthetic_catalogue(n_photos: int, pool: list, vocabulary_from, out: Path, v
 def pair_milliseconds(pool: list, keypoints: int | None, pairs: int = 200) -> float:
     """Milliseconds of one `match_pair` of two photos of the pool (median of `pairs`), or of two photos of
     `keypoints` keypoints each, made by joining several pool photos' keypoints (photos at the cap)."""
+    from photoid.core.threads import one_blas_thread
     from photoid.local.features import Features
-    from photoid.local.matching import match_pair, one_blas_thread
+    from photoid.local.matching import match_pair
 
     def photo(i: int) -> Features:
         if keypoints is None:

@@ -38,9 +38,9 @@ from photoid.local.features import FeatureSet, Features, Settings, empty_feature
 from photoid.local.matching import DEFAULT_METHOD, RATIO, THRESHOLD_PX, PairMatch, match_pair
 
 # Individuals matched locally per query. B10 (docs/local-matching.md): fused MAP@5 rose from B=10 to B=20 on two sets
-# of three (turtles 0.840 -> 0.936, generic 0.667 -> 0.710) and stayed flat on the third, while a query against
-# 10,000 photos cost 0.072 s at B=10 and 0.073 s at B=20; at the cap of 400 keypoints a pair costs 1.6 ms, so B=20
-# with 5 photos per individual adds 0.16 s, within the 0.5 s budget.
+# of three (turtles 0.838 -> 0.939, generic 0.835 -> 0.903) and stayed flat on the third, while a query against
+# 10,000 photos cost 0.027 s at B=10 and 0.035 s at B=20; at the cap of 400 keypoints a pair costs 0.74 ms, so B=20
+# with 5 photos per individual adds 0.07 s, within the 0.5 s budget.
 DEFAULT_SHORTLIST = 20
 LOCAL_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # tried by calibration
 MAX_QUERIES = 1000  # out-of-fold queries whose shortlists are matched for calibration, at most (seeded sample)

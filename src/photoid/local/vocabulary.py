@@ -50,7 +50,7 @@ class Vocabulary:
 
     def vlad(self, features: list[Features]) -> np.ndarray:
         """Unprojected VLAD rows (photos, clusters * 128); a photo without keypoints gets a zero row."""
-        from photoid.local.matching import one_blas_thread
+        from photoid.core.threads import one_blas_thread
 
         with one_blas_thread():  # small products, one per photo
             return self._vlad(features)

@@ -27,9 +27,10 @@ import numpy as np
 import pandas as pd
 
 from photoid.core.errors import PhotoidError
+from photoid.core.threads import one_blas_thread
 from photoid.local.calibration import Calibrator, cross_fit, fit_calibrator, fuse_global_local
 from photoid.local.features import Features, Settings, empty_features, photo_features, rootsift
-from photoid.local.matching import match_pair, one_blas_thread
+from photoid.local.matching import match_pair
 from photoid.whales.routing import LATERAL_VIEWPOINTS, Families, route_scores
 from photoid.whales.scoring import score_ranking
 
