@@ -1,6 +1,6 @@
 """The manual (`docs/`, `mkdocs.yml`) builds with `mkdocs build --strict`: a broken link, a missing anchor, a page
-left out of the nav, an API page whose object is gone or a missing included file fails; and the README's links
-into the manual lead to its pages."""
+left out of the nav, an API page whose object is gone or a missing included file fails; the README's links into
+the manual lead to its pages; and the design page's map names every module of the package."""
 
 from __future__ import annotations
 
@@ -72,3 +72,34 @@ def test_the_readmes_comparison_with_matchypatchy_and_wildbook_is_the_manuals():
     manual = table((REPO / "docs" / "review.md").read_text(encoding="utf-8"))
     assert len(manual) > 20 and readme == [re.sub(r"\]\((?!http)([\w-]+\.md)", r"](docs/\1", row) for row in manual]
 
+
+
+def _layout_entries(design: str) -> dict[str, str]:
+    """The design page's layout tree: each top-level entry of `src/photoid/` with the text of its lines."""
+    block = design.split("## The layout", 1)[1].split("```", 2)[1]
+    entries, current = {}, None
+    for line in block.splitlines():
+        top = re.match(r"^  (\S+)", line)
+        if top:
+            current = top.group(1)
+            entries[current] = line
+        elif current and line.startswith("    "):
+            entries[current] += "\n" + line
+    return entries
+
+
+def test_the_design_pages_map_names_every_module():
+    entries = _layout_entries((REPO / "docs" / "design.md").read_text(encoding="utf-8"))
+    package = REPO / "src" / "photoid"
+    missing = []
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package)
+        if path.name == "__init__.py" and len(relative.parts) > 1:
+            continue  # a sub-package is its folder's line
+        if len(relative.parts) == 1:
+            found = relative.name in entries
+        else:
+            found = re.search(rf"\b{re.escape(path.name)}\b", entries.get(f"{relative.parts[0]}/", "")) is not None
+        if not found:
+            missing.append(str(relative))
+    assert not missing, f"docs/design.md's layout does not name: {', '.join(missing)}"
