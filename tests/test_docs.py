@@ -73,7 +73,6 @@ def test_the_readmes_comparison_with_matchypatchy_and_wildbook_is_the_manuals():
     assert len(manual) > 20 and readme == [re.sub(r"\]\((?!http)([\w-]+\.md)", r"](docs/\1", row) for row in manual]
 
 
-
 def _layout_entries(design: str) -> dict[str, str]:
     """The design page's layout tree: each top-level entry of `src/photoid/` with the text of its lines."""
     block = design.split("## The layout", 1)[1].split("```", 2)[1]

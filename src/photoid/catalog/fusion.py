@@ -107,9 +107,10 @@ class LocalScorer:
                    shortlists: Sequence[Sequence[int]], exclude_rows: Sequence[int] | None = None,
                    cache: dict | None = None, query_keys: Sequence | None = None, keep_evidence: bool = True
                    ) -> list[tuple[np.ndarray, dict[int, LocalEvidence], list[str]]]:
-        """`score` of each query against its own shortlist, in order, the queries shared among the cores' threads
-        (the products and the fits release Python's lock). A pair scores the same in any thread: OpenCV's random
-        generator is the thread's own, seeded before every fit."""
+        """`score` of each query against its own shortlist, in order, the queries shared among the cores' threads.
+        The products and the fits release Python's lock, which pays where photos have many keypoints; with few,
+        the Python work between them, which holds the lock, is most of a pair's time. A pair scores the same in any
+        thread: OpenCV's random generator is the thread's own, seeded before every fit."""
         n = len(queries)
         exclude_rows = [-1] * n if exclude_rows is None else exclude_rows
         query_keys = [None] * n if query_keys is None else query_keys
@@ -329,7 +330,7 @@ def calibrate_fusion(catalog: Catalog, features: FeatureSet, trials: list, has_p
         query_rows.append(int(rows[q]))
         query_codes.append(codes[int(rows[q])])
         shortlists.append(shortlist(blended[t][q], shortlist_size))
-    # The same photo is a query in several trials: `cache` scores each of its pairs once.
+    # The same photo is a query in several trials: `cache` saves scoring its pairs again.
     with_features = [n for n, row in enumerate(query_rows) if scorer.photo(row) is not None]
     scored = dict(zip(with_features, scorer.score_many(
         [scorer.photo(query_rows[n]) for n in with_features], [scorer.views[query_rows[n]] for n in with_features],

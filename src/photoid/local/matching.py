@@ -65,7 +65,8 @@ def tentative_matches(query: np.ndarray, candidate: np.ndarray, ratio: float = R
     mutual = similarity.argmax(axis=0)[nearest] == rows
     s1 = similarity[rows, nearest]
     # The second nearest is the best of the rest. (Where two are equally near, the ratio is 1: no match, whichever
-    # of them is called nearest.) Two maxima instead of a partition of each row: 4.7x faster at 400 keypoints.
+    # of them is called nearest.) Two maxima instead of a partition of each row: B10's pair of photos at the cap of
+    # 400 keypoints took 0.74 ms instead of 1.44, the same matches.
     similarity[rows, nearest] = -np.inf
     s2 = similarity.max(axis=1)
     d1, d2 = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * s1)), np.sqrt(np.maximum(0.0, 2.0 - 2.0 * s2))
