@@ -19,7 +19,7 @@ from photoid.local.features import (
     photo_features,
     prepared_grey,
 )
-from photoid.local.matching import match_pair
+from photoid.local.matching import match_many, match_pair, tentative_matches, tentative_matches_many
 from photoid.local.vocabulary import learn_vocabulary
 
 
@@ -106,6 +106,47 @@ def test_a_pair_scores_its_verified_inliers_the_same_every_time(pair):
     blank = extract(np.full((100, 100), 0, np.uint8))
     match = match_pair(blank, base)
     assert match.inliers == 0 and "blank" in match.note
+
+
+def mutual_ratio_matches(query: np.ndarray, candidate: np.ndarray, ratio: float = 0.8) -> tuple[list, list]:
+    """The ratio test and the mutual check written out row by row: (query rows, candidate rows) that pass."""
+    similarity = query @ candidate.T
+    kept = ([], [])
+    for i, row in enumerate(similarity):
+        first, second = np.argsort(-row, kind="stable")[:2]  # ties: the first column, as argmax
+        d1, d2 = np.sqrt(max(0.0, 2 - 2 * float(row[first]))), np.sqrt(max(0.0, 2 - 2 * float(row[second])))
+        if d2 > 0 and d1 / d2 < ratio and np.argmax(similarity[:, first]) == i:
+            kept[0].append(i)
+            kept[1].append(int(first))
+    return kept
+
+
+def test_a_query_matched_with_many_candidates_at_once_gets_each_pairs_own_matches(pair, monkeypatch):
+    from photoid.local import matching
+    from photoid.local.features import rootsift
+
+    base, turned, other = pair
+    photos = [turned, other, extract(warp(spots(1), -10, 1.1)), extract(spots(5)), base]
+    roots = [rootsift(p.descriptors) for p in photos]
+    query = rootsift(base.descriptors)
+    candidates = [roots[0], roots[1][:1], roots[2], np.zeros((0, 128), np.float32), roots[3], roots[4], roots[1]]
+    alone = [tentative_matches(query, c) for c in candidates]
+    for at_once in (matching.SIMILARITIES_AT_ONCE, 1, len(query) * 300):  # one block, one pair each, a few
+        monkeypatch.setattr(matching, "SIMILARITIES_AT_ONCE", at_once)
+        together = tentative_matches_many(query, candidates)
+        for candidate, mine, reference in zip(candidates, together, alone):
+            for got, expected in zip(mine, reference):
+                assert np.array_equal(got, expected) and got.dtype == expected.dtype
+            if len(candidate) >= 2:
+                assert (mine[0].tolist(), mine[1].tolist()) == mutual_ratio_matches(query, candidate)
+            else:
+                assert len(mine[0]) == 0  # one keypoint has no second nearest
+    assert len(together[0][0]) >= 20 and len(together[5][0]) == len(query)  # itself: every keypoint
+    many = match_many(base, photos)
+    for photo, match in zip(photos, many):
+        one = match_pair(base, photo)
+        assert np.array_equal(match.query_index, one.query_index) and np.array_equal(match.strength, one.strength)
+        assert match.tentative == one.tentative
 
 
 def test_calibration_is_strictly_increasing_even_beyond_its_pairs_and_survives_json():

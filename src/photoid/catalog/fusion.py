@@ -35,12 +35,12 @@ from photoid.core.errors import PhotoidError
 from photoid.core.threads import available_cores, one_blas_thread
 from photoid.local.calibration import KINDS, Calibrator, cross_fit, fit_calibrator, fuse_global_local
 from photoid.local.features import FeatureSet, Features, Settings, empty_features, photo_features, rootsift
-from photoid.local.matching import DEFAULT_METHOD, RATIO, THRESHOLD_PX, PairMatch, match_pair
+from photoid.local.matching import DEFAULT_METHOD, RATIO, THRESHOLD_PX, PairMatch, match_many, match_pair
 
 # Individuals matched locally per query. B10 (docs/local-matching.md): fused MAP@5 rose from B=10 to B=20 on two sets
 # of three (turtles 0.838 -> 0.939, generic 0.835 -> 0.903) and stayed flat on the third, while a query against
-# 10,000 photos cost 0.027 s at B=10 and 0.035 s at B=20; at the cap of 400 keypoints a pair costs 0.74 ms, so B=20
-# with 5 photos per individual adds 0.07 s, within the 0.5 s budget.
+# 10,000 photos cost 0.025 s at B=10 and 0.029 s at B=20; at the cap of 400 keypoints a pair costs 0.77 ms, so B=20
+# with 5 photos per individual adds 0.08 s, within the 0.5 s budget.
 DEFAULT_SHORTLIST = 20
 LOCAL_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # tried by calibration
 MAX_QUERIES = 1000  # out-of-fold queries whose shortlists are matched for calibration, at most (seeded sample)
@@ -131,22 +131,35 @@ class LocalScorer:
         if not query.usable:
             return scores, evidence, [query.note or "the photo has too few keypoints: local score 0"]
         query_root = rootsift(query.descriptors)
-        for k, code in enumerate(individuals):
-            best, best_match, best_row, best_candidate = -1, None, -1, None
+        # Each individual's comparable photos: an inlier count known from `cache`, or a pair to match. The query is
+        # matched with all of them at once (`match_many`), then each individual keeps its best photo.
+        compared: list[list[tuple[int, int | None, int | None]]] = []  # per individual: (row, inliers, pair)
+        pairs: list[tuple[Features, np.ndarray]] = []
+        for code in individuals:
+            mine = []
             for row in self.rows_of[code]:
                 if row == exclude_row or not comparable(view, self.views[row]):
                     continue
                 cached = cache.get((query_key, row)) if cache is not None else None
                 if cached is not None and not keep_evidence:
-                    inliers, match, candidate = cached, None, None
-                else:
-                    candidate, root = self._candidate(row)
-                    if candidate is None or not candidate.usable:  # nothing to compare with: no evidence
-                        if candidate is None:
-                            notes.append(NO_FEATURES_NOTE.format(image=self.image_ids[row]))
-                        continue
-                    match = match_pair(query, candidate, query_root=query_root, candidate_root=root,
-                                       **self.match_options)
+                    mine.append((row, cached, None))
+                    continue
+                candidate, root = self._candidate(row)
+                if candidate is None or not candidate.usable:  # nothing to compare with: no evidence
+                    if candidate is None:
+                        notes.append(NO_FEATURES_NOTE.format(image=self.image_ids[row]))
+                    continue
+                mine.append((row, None, len(pairs)))
+                pairs.append((candidate, root))
+            compared.append(mine)
+        matches = match_many(query, [candidate for candidate, _ in pairs], query_root=query_root,
+                             candidate_roots=[root for _, root in pairs], **self.match_options)
+        for k, (code, mine) in enumerate(zip(individuals, compared)):
+            best, best_match, best_row, best_candidate = -1, None, -1, None
+            for row, inliers, pair in mine:
+                match = candidate = None
+                if pair is not None:
+                    match, candidate = matches[pair], pairs[pair][0]
                     inliers = match.inliers
                     if cache is not None:
                         cache[(query_key, row)] = inliers

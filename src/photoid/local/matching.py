@@ -19,10 +19,10 @@ what the explanation draws.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
-from photoid.core.threads import one_blas_thread
 from photoid.local.features import Features, rootsift
 
 RATIO = 0.8  # Lowe's ratio test (the nearest at most this fraction of the second nearest's distance)
@@ -56,23 +56,65 @@ def tentative_matches(query: np.ndarray, candidate: np.ndarray, ratio: float = R
 
     Returns (query indices, candidate indices, distance ratios), in query order.
     """
+    return tentative_matches_many(query, [candidate], ratio)[0]
+
+
+SIMILARITIES_AT_ONCE = 1 << 22  # query rows x candidate rows compared in one block (16 MB of float32)
+
+
+def tentative_matches_many(query: np.ndarray, candidates: Sequence[np.ndarray], ratio: float = RATIO
+                           ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`tentative_matches` of one query with each candidate, the candidates side by side: each pair's product is
+    its own (the numbers of the pair alone), and the rest runs once over a block of candidates, where one call per
+    pair spent most of its time in Python between small array operations."""
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
-    if len(query) < 1 or len(candidate) < 2:
-        return empty
-    similarity = query @ candidate.T
-    rows = np.arange(len(query))
-    nearest = similarity.argmax(axis=1)
-    mutual = similarity.argmax(axis=0)[nearest] == rows
-    s1 = similarity[rows, nearest]
+    out = [empty] * len(candidates)
+    if len(query) < 1:
+        return out
+    block, width = [], 0
+    for j in (j for j, candidate in enumerate(candidates) if len(candidate) >= 2):
+        if block and (width + len(candidates[j])) * len(query) > SIMILARITIES_AT_ONCE:
+            _side_by_side(query, candidates, block, ratio, out)
+            block, width = [], 0
+        block.append(j)
+        width += len(candidates[j])
+    if block:
+        _side_by_side(query, candidates, block, ratio, out)
+    return out
+
+
+def _side_by_side(query: np.ndarray, candidates: Sequence[np.ndarray], block: list[int], ratio: float,
+                  out: list) -> None:
+    """`tentative_matches_many` of the candidates numbered `block`, written into `out`."""
+    products = [query @ candidates[j].T for j in block]
+    rows = np.arange(len(query))[:, None]
+    # Per pair (query row, candidate): the best similarity and its first column, as argmax gives it. A pair alone
+    # (one candidate) takes argmax itself, as fast as before.
+    if len(block) == 1:
+        similarity, starts = products[0], np.zeros(1, np.intp)
+        nearest = similarity.argmax(axis=1)[:, None]
+        s1 = np.take_along_axis(similarity, nearest, axis=1)
+    else:
+        widths = np.array([product.shape[1] for product in products])
+        starts = np.concatenate([[0], np.cumsum(widths)[:-1]])
+        similarity = np.concatenate(products, axis=1)  # query rows x every candidate's rows, candidate by candidate
+        s1 = np.maximum.reduceat(similarity, starts, axis=1)
+        at_best = similarity == np.repeat(s1, widths, axis=1)
+        columns = np.arange(similarity.shape[1])
+        nearest = np.minimum.reduceat(np.where(at_best, columns, len(columns)), starts, axis=1)
+    mutual = similarity.argmax(axis=0)[nearest] == rows  # the candidate row's nearest query row is this one
     # The second nearest is the best of the rest. (Where two are equally near, the ratio is 1: no match, whichever
     # of them is called nearest.) Two maxima instead of a partition of each row: B10's pair of photos at the cap of
     # 400 keypoints took 0.74 ms instead of 1.44, the same matches.
     similarity[rows, nearest] = -np.inf
-    s2 = similarity.max(axis=1)
+    s2 = similarity.max(axis=1, keepdims=True) if len(block) == 1 else np.maximum.reduceat(similarity, starts, axis=1)
     d1, d2 = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * s1)), np.sqrt(np.maximum(0.0, 2.0 - 2.0 * s2))
     ratios = np.divide(d1, d2, out=np.ones_like(d1), where=d2 > 0)
     keep = (ratios < ratio) & mutual
-    return rows[keep].astype(np.int64), nearest[keep].astype(np.int64), ratios[keep].astype(np.float32)
+    for k, j in enumerate(block):
+        kept = keep[:, k]
+        out[j] = (np.flatnonzero(kept).astype(np.int64), (nearest[kept, k] - starts[k]).astype(np.int64),
+                  ratios[kept, k].astype(np.float32))
 
 
 def verify(query_xy: np.ndarray, candidate_xy: np.ndarray, method: str = DEFAULT_METHOD,
@@ -104,18 +146,25 @@ def match_pair(query: Features, candidate: Features, *, ratio: float = RATIO, me
                threshold: float = THRESHOLD_PX, seed: int = SEED, query_root: np.ndarray | None = None,
                candidate_root: np.ndarray | None = None) -> PairMatch:
     """The verified matches of one pair (`query_root`/`candidate_root`: their RootSIFT rows, if already made)."""
-    for features, who in ((query, "the query"), (candidate, "the catalogue photo")):
-        if not features.usable:
-            return PairMatch(note=features.note or f"{who} has too few keypoints: local score 0")
+    return match_many(query, [candidate], ratio=ratio, method=method, threshold=threshold, seed=seed,
+                      query_root=query_root, candidate_roots=[candidate_root])[0]
+
+
+def match_many(query: Features, candidates: Sequence[Features], *, ratio: float = RATIO,
+               method: str = DEFAULT_METHOD, threshold: float = THRESHOLD_PX, seed: int = SEED,
+               query_root: np.ndarray | None = None, candidate_roots: Sequence[np.ndarray | None] | None = None
+               ) -> list[PairMatch]:
+    """`match_pair` of one query with each candidate: their tentative matches found side by side
+    (`tentative_matches_many`, the same as pair by pair), then each pair verified on its own."""
+    if not query.usable:
+        return [PairMatch(note=query.note or "the query has too few keypoints: local score 0") for _ in candidates]
     q = rootsift(query.descriptors) if query_root is None else query_root
-    c = rootsift(candidate.descriptors) if candidate_root is None else candidate_root
-    qi, ci, ratios = tentative_matches(q, c, ratio)
-    inlier = verify(query.xy[qi], candidate.xy[ci], method, threshold, seed)
-    return PairMatch(qi[inlier], ci[inlier], (1.0 - ratios[inlier]).astype(np.float32), tentative=len(qi))
-
-
-def match_many(query: Features, candidates: list[Features], **options) -> list[PairMatch]:
-    """`match_pair` of one query with each candidate (the query's RootSIFT made once)."""
-    root = rootsift(query.descriptors) if query.usable else None
-    with one_blas_thread():
-        return [match_pair(query, c, query_root=root, **options) for c in candidates]
+    roots = [None] * len(candidates) if candidate_roots is None else candidate_roots
+    out = [PairMatch(note=c.note or "the catalogue photo has too few keypoints: local score 0") for c in candidates]
+    usable = [j for j, c in enumerate(candidates) if c.usable]
+    found = tentative_matches_many(q, [rootsift(candidates[j].descriptors) if roots[j] is None else roots[j]
+                                       for j in usable], ratio)
+    for j, (qi, ci, ratios) in zip(usable, found):
+        inlier = verify(query.xy[qi], candidates[j].xy[ci], method, threshold, seed)
+        out[j] = PairMatch(qi[inlier], ci[inlier], (1.0 - ratios[inlier]).astype(np.float32), tentative=len(qi))
+    return out

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,7 @@ from photoid.core.errors import PhotoidError
 from photoid.core.threads import one_blas_thread
 from photoid.local.calibration import Calibrator, cross_fit, fit_calibrator, fuse_global_local
 from photoid.local.features import Features, Settings, empty_features, photo_features, rootsift
-from photoid.local.matching import match_pair
+from photoid.local.matching import match_many
 from photoid.whales.routing import LATERAL_VIEWPOINTS, Families, route_scores
 from photoid.whales.scoring import score_ranking
 
@@ -84,15 +85,25 @@ class WhalePhotos:
     def inliers(self, query: str, candidate: str) -> float:
         """Verified inliers of the pair: 0 when the query has too few keypoints, NaN when the pair cannot be
         compared (other viewpoints, or a candidate without keypoints)."""
-        if not comparable(self.views.get(query, ""), self.views.get(candidate, "")):
-            return np.nan
-        q, c = self.get(query), self.get(candidate)
+        return float(self.inliers_many(query, [candidate])[0])
+
+    def inliers_many(self, query: str, candidates: Sequence[str]) -> np.ndarray:
+        """`inliers` of the query with each candidate, the query matched with all of them at once (`match_many`)."""
+        out = np.full(len(candidates), np.nan)
+        view = self.views.get(query, "")
+        compared = [k for k, c in enumerate(candidates) if comparable(view, self.views.get(c, ""))]
+        if not compared:
+            return out
+        q = self.get(query)
         if not q.usable:
-            return 0.0
-        if not c.usable:
-            return np.nan
+            out[compared] = 0.0
+            return out
+        usable = [k for k in compared if self.get(candidates[k]).usable]
         with one_blas_thread():
-            return match_pair(q, c, query_root=self.root(query), candidate_root=self.root(candidate)).inliers
+            matches = match_many(q, [self.get(candidates[k]) for k in usable], query_root=self.root(query),
+                                 candidate_roots=[self.root(candidates[k]) for k in usable])
+        out[usable] = [match.inliers for match in matches]
+        return out
 
 
 def feature_settings(run_dirs) -> Settings:
@@ -113,8 +124,8 @@ def rerank(submission: pd.DataFrame, scenarios, fusion: WhaleFusion, features: W
     for query_id, rows in submission.groupby("query_id", sort=False):
         rows = rows.sort_values("score", ascending=False, kind="stable")
         local = np.zeros(len(rows))  # beyond the shortlist: 0
-        for i, candidate in enumerate(rows["database_image_id"].iloc[:size]):
-            local[i] = features.inliers(image_of[query_id], candidate)
+        shortlisted = rows["database_image_id"].iloc[:size].tolist()
+        local[:len(shortlisted)] = features.inliers_many(image_of[query_id], shortlisted)
         fused = fusion.fuse(rows["score"].to_numpy(dtype=np.float64), local)
         order = np.argsort(-fused, kind="stable")
         candidates = rows["database_image_id"].to_numpy()[order]
@@ -202,8 +213,7 @@ def calibrate_on_training(data, scenarios, sources: dict, records_dir: str, feat
                            "calibrate on (the scenarios name every photo?)")
     if len(pseudo) > MAX_PSEUDO_QUERIES:
         pseudo = [pseudo[i] for i in np.sort(rng.choice(len(pseudo), MAX_PSEUDO_QUERIES, replace=False))]
-    pseudo = [(q, c, s, np.array([features.inliers(q, x) for x in c], dtype=np.float64), same)
-              for q, c, s, same in pseudo]
+    pseudo = [(q, c, s, features.inliers_many(q, c), same) for q, c, s, same in pseudo]
     whale_code = {w: i for i, w in enumerate(sorted(set(whale_of.values())))}
     groups = np.concatenate([[whale_code[whale_of[q]]] * len(c) for q, c, *_ in pseudo]).astype(np.int64)
     values = {"global": np.concatenate([s for _, _, s, _, _ in pseudo]),
