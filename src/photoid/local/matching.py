@@ -160,8 +160,13 @@ def match_many(query: Features, candidates: Sequence[Features], *, ratio: float 
         return [PairMatch(note=query.note or "the query has too few keypoints: local score 0") for _ in candidates]
     q = rootsift(query.descriptors) if query_root is None else query_root
     roots = [None] * len(candidates) if candidate_roots is None else candidate_roots
-    out = [PairMatch(note=c.note or "the catalogue photo has too few keypoints: local score 0") for c in candidates]
-    usable = [j for j, c in enumerate(candidates) if c.usable]
+    out: list[PairMatch | None] = [None] * len(candidates)
+    usable = []
+    for j, candidate in enumerate(candidates):
+        if candidate.usable:
+            usable.append(j)
+        else:
+            out[j] = PairMatch(note=candidate.note or "the catalogue photo has too few keypoints: local score 0")
     found = tentative_matches_many(q, [rootsift(candidates[j].descriptors) if roots[j] is None else roots[j]
                                        for j in usable], ratio)
     for j, (qi, ci, ratios) in zip(usable, found):

@@ -82,13 +82,10 @@ class WhalePhotos:
             self._root[image_id] = rootsift(self.get(image_id).descriptors)
         return self._root[image_id]
 
-    def inliers(self, query: str, candidate: str) -> float:
-        """Verified inliers of the pair: 0 when the query has too few keypoints, NaN when the pair cannot be
-        compared (other viewpoints, or a candidate without keypoints)."""
-        return float(self.inliers_many(query, [candidate])[0])
-
     def inliers_many(self, query: str, candidates: Sequence[str]) -> np.ndarray:
-        """`inliers` of the query with each candidate, the query matched with all of them at once (`match_many`)."""
+        """Verified inliers of the query with each candidate, matched with all of them at once (`match_many`): 0
+        when the query has too few keypoints, NaN for a pair that cannot be compared (other viewpoints, or a
+        candidate without keypoints)."""
         out = np.full(len(candidates), np.nan)
         view = self.views.get(query, "")
         compared = [k for k, c in enumerate(candidates) if comparable(view, self.views.get(c, ""))]
