@@ -344,9 +344,10 @@ def calibrate_fusion(catalog: Catalog, features: FeatureSet, trials: list, has_p
         query_codes.append(codes[int(rows[q])])
         shortlists.append(shortlist(blended[t][q], shortlist_size))
     # The same photo is a query in several trials: `cache` saves scoring its pairs again.
-    with_features = [n for n, row in enumerate(query_rows) if scorer.photo(row) is not None]
+    query_features = [scorer.photo(row) for row in query_rows]  # each read once from the stored features
+    with_features = [n for n, features in enumerate(query_features) if features is not None]
     scored = dict(zip(with_features, scorer.score_many(
-        [scorer.photo(query_rows[n]) for n in with_features], [scorer.views[query_rows[n]] for n in with_features],
+        [query_features[n] for n in with_features], [scorer.views[query_rows[n]] for n in with_features],
         [shortlists[n] for n in with_features], exclude_rows=[query_rows[n] for n in with_features], cache={},
         query_keys=[query_rows[n] for n in with_features], keep_evidence=False)))
     pair_query, pair_code, pair_global, pair_local = [], [], [], []
