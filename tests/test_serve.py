@@ -25,6 +25,7 @@ from starlette.testclient import TestClient
 
 from photoid.catalog.build import read_catalog
 from photoid.cli import main
+from photoid.core.errors import PhotoidError
 from photoid.catalog import decisions
 from photoid.serve import is_loopback
 from photoid.serve.app import Limits, create_app, loopback_hosts
@@ -178,6 +179,23 @@ def test_concurrent_decisions_lose_nothing(serve_catalog, turtle_dir, tmp_path):
     assert sorted(added["image_id"]) == sorted(decisions.image_id_for(sha_of(i)) for i in range(8) if i % 4 != 3)
     assert len(after.embeddings) == len(after.table) and sorted(p.name for p in path.glob("decisions-*.csv")) == [
         "decisions-000008.csv"]
+
+
+def test_the_log_of_a_generation_a_later_decision_replaced_is_read_from_the_newer_one(serve_catalog, turtle_dir,
+                                                                                     tmp_path):
+    """A page holds the catalogue it read; a reviewer's decision commits a newer one and removes the older log."""
+    path = tmp_path / "catalog"
+    shutil.copytree(serve_catalog.path, path)
+    photo_file = test_photos(turtle_dir, 1)[0]
+    decisions.decide(path, decisions.Photo(sha_of(0), photo_file, "a.jpg", [], [], 0.5), "skip")
+    held = read_catalog(path)
+    old_log = path / held.manifest[decisions.LOG_KEY]["name"]
+    decisions.decide(path, decisions.Photo(sha_of(1), photo_file, "b.jpg", [], [], 0.5), "skip")
+    assert not old_log.exists()
+    assert decisions.read_log(held)["file_name"].tolist() == ["a.jpg", "b.jpg"]
+    os.remove(path / read_catalog(path).manifest[decisions.LOG_KEY]["name"])  # missing with no newer generation
+    with pytest.raises(PhotoidError, match="the decision log the manifest names is missing"):
+        decisions.read_log(read_catalog(path))
 
 
 def test_a_decision_that_fails_to_commit_leaves_the_catalogue_and_its_log(serve_catalog, turtle_dir, tmp_path,

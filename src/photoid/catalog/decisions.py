@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from photoid.catalog.build import RESERVED_IDS, VIEWPOINT_COLUMN, Catalog, catalog_transaction
+from photoid.catalog.build import RESERVED_IDS, VIEWPOINT_COLUMN, Catalog, catalog_transaction, read_catalog
 from photoid.core import io as pio
 from photoid.core.errors import PhotoidError
 from photoid.core.tables import text_problem
@@ -74,7 +74,15 @@ def read_log(catalog: Catalog) -> pd.DataFrame:
     entry = catalog.manifest.get(LOG_KEY)
     if not entry:
         return pd.DataFrame(columns=COLUMNS)
-    raw = (catalog.path / entry["name"]).read_bytes()
+    try:
+        raw = (catalog.path / entry["name"]).read_bytes()
+    except FileNotFoundError:
+        # The log is read when asked, not with the generation: a writer that committed since removed it. Its
+        # generation's log holds these decisions and the newer ones (decisions are only ever appended).
+        current = read_catalog(catalog.path)
+        if current.manifest.get(LOG_KEY) == entry:
+            raise PhotoidError(f"{catalog.path / entry['name']}: the decision log the manifest names is missing")
+        return read_log(current)
     if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
         raise PhotoidError(f"{catalog.path / entry['name']}: its content differs from what the manifest recorded "
                            "(sha256); the decision log was changed outside photoid")
