@@ -56,6 +56,8 @@ def browser(server):
         assert "/reviewer?next=" in driver.current_url
         driver.find_element(By.ID, "reviewer-name").send_keys("ann")
         driver.find_element(By.ID, "reviewer-save").click()
+        # The form's answer sets the name's cookie: a page asked for before it arrives is asked without the name.
+        wait(driver, lambda d: "/reviewer" not in d.current_url)
         driver.get(f"{address}/surveys")
         assert driver.find_element(By.ID, "reviewer").text == "ann"
         yield driver
