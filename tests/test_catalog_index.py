@@ -275,6 +275,45 @@ def test_a_build_in_chunks_equals_one_built_whole_and_an_interrupted_one_resumes
         build_catalog([str(trained_run)], turtle_dir, out, chunk_rows=40)
 
 
+def file_bytes(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("other_folds", [None, [0]], ids=["the same build", "another build"])
+def test_a_process_slow_to_start_returns_the_build_the_others_finished_and_refuses_any_other(
+        other_folds, trained_run, turtle_dir, tmp_path, monkeypatch, capsys):
+    """Processes started together share one build; one slow to start may find it finished by the others before it
+    looks. It returns that catalogue, writing nothing, where it is this very build; another build finished there
+    meanwhile is refused as before, and so is a finished catalogue the command finds when it starts."""
+    from photoid.catalog import stream
+    from photoid.catalog.build import build_catalog
+    from photoid.cli import main
+
+    out = tmp_path / "cat"
+    argv = ["catalog", "build", "--run", str(trained_run), "--data_dir", str(turtle_dir), "--out", str(out),
+            "--chunk", "40", "--no-local"]
+    real_listing, finished = stream.listing_sha256, {}
+
+    def finished_by_a_quicker_process(table, models):  # once this process knows its photos and models
+        monkeypatch.setattr(stream, "listing_sha256", real_listing)
+        build_catalog([str(trained_run)], turtle_dir, out, folds=other_folds, chunk_rows=40, local=False)
+        finished.update(file_bytes(out))
+        return real_listing(table, models)
+
+    monkeypatch.setattr(stream, "listing_sha256", finished_by_a_quicker_process)
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert file_bytes(out) == finished  # nothing written by the late process
+    if other_folds is None:
+        assert code == 0, captured.err
+        assert "was finished by the other processes building it: no chunk was left for this one" in captured.out
+        assert read_catalog(out).building is None
+    else:
+        assert code == 2 and "already holds a catalogue; --force replaces it" in captured.err
+    # Started once the catalogue is finished: refused, as before.
+    assert main(argv) == 2 and "already holds a catalogue; --force replaces it" in capsys.readouterr().err
+
+
 def test_each_chunk_commits_its_local_features_so_a_chunked_catalogue_has_every_photos(chunked, serve_catalog):
     from photoid.catalog.local import read_local_features
 

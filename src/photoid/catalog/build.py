@@ -59,7 +59,7 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
                   records_dir: str | None = None, batch_size: int = DEFAULT_BATCH, force: bool = False,
                   storage: str = "float32", index: str = "exact", nlist: int | None = None,
                   nprobe: int | None = None, ef_search: int | None = None, chunk_rows: int = PART_ROWS,
-                  progress: bool = False, note=None, local: bool = True) -> Catalog:
+                  progress: bool = False, note=None, local: bool = True, joined: bool | None = None) -> Catalog:
     """A catalogue of every labelled photo of a data folder of the runs' task (`Task.labelled_photos`: Turtle
     Recall's train.csv then extra_images.csv; a whale folder's labelled metadata rows; a generic folder's train
     rows). Whale and generic folders say each photo's viewpoint: right views are embedded mirrored where the runs'
@@ -73,10 +73,14 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
 
     `local`: also every photo's local features (`photoid.catalog.local`), prepared as the runs prepare photos and
     committed with each chunk's embeddings. Returns the catalogue as this process
-    leaves it: complete, unless other processes are still embedding chunks of it."""
+    leaves it: complete, unless other processes are still embedding chunks of it.
+
+    `joined`: whether `out` held no finished catalogue when the build was asked for (None: as `out` is now; the
+    command looks as it starts). Where it did not, a finished catalogue found later is refused unless it is this
+    very build, finished by other processes sharing it while this one was starting."""
     from photoid.catalog.approximate import KINDS, settings_for
     from photoid.catalog.local import settings_for_runs
-    from photoid.catalog.stream import build_in_chunks
+    from photoid.catalog.stream import build_in_chunks, holds_finished_catalogue
     from photoid.inference.embedder import Embedder
     from photoid.inference.fold_models import EMBEDDING_VIEWS
     from photoid.runs.loaded import choose_folds, load_run
@@ -88,7 +92,9 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
     if chunk_rows < 1:
         raise PhotoidError(f"the chunk size must be at least 1 photo, got {chunk_rows}")
     out = Path(out)
-    _check_build_target(out, force)  # before the slow work, and again when each chunk is committed
+    if joined is None:
+        joined = not holds_finished_catalogue(out)
+    _check_build_target(out, force, joined)  # before the slow work, and again when each chunk is committed
     runs = [load_run(d, records_dir) for d in run_dirs]
     # Photos are read chunk by chunk: one that cannot be read stops the build at its chunk, naming it.
     table = get_task(runs[0].config.task).labelled_photos(data_dir, check_images=False)
@@ -114,12 +120,15 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
         manifest["index"] = settings_for(index, len(table), nlist=nlist, nprobe=nprobe, ef_search=ef_search)
     return build_in_chunks(embedder, table, viewpoints, out, manifest, batch_size=batch_size, force=force,
                            chunk_rows=chunk_rows, progress=progress, note=note or (lambda line: None),
-                           local_settings=settings_for_runs(runs) if local else None)
+                           local_settings=settings_for_runs(runs) if local else None, joined=joined)
 
 
-def _check_build_target(out: Path, force: bool) -> None:
+def _check_build_target(out: Path, force: bool, joined: bool = False) -> None:
+    """Refuses a folder holding a finished catalogue (unless `force`, or `joined`: then whether it is this build's
+    is decided once the photos and models are known) or anything else but a catalogue."""
     if (out / MANIFEST).is_file():
-        if not force and "build" not in pio.read_json(out / MANIFEST):  # a build in progress is resumed
+        # A build in progress is resumed; a finished one, where `joined`, is judged once its listing is known.
+        if not force and not joined and "build" not in pio.read_json(out / MANIFEST):
             raise PhotoidError(f"{out} already holds a catalogue; --force replaces it (photos added to it are lost)")
     elif out.exists() and (not out.is_dir() or any(not p.name.startswith(".") for p in out.iterdir())):
         raise PhotoidError(f"{out} exists and is not a catalogue folder; choose a new or empty folder")

@@ -13,7 +13,9 @@ Several processes share the work: the same command started in several processes 
 sharing the folder over a file system with working `flock`) takes chunks as they come. A process claims a chunk
 by an exclusive `flock` on `.build-chunk-NNNNNN.lock` before embedding it, and skips chunks another live process
 holds; the kernel drops a dead process's claims, so a killed worker's chunk is taken by the next process that
-reaches it. A process that finds no chunk left to claim returns, saying how many are still being embedded.
+reaches it. A process that finds no chunk left to claim returns, saying how many are still being embedded; one
+that started while the folder held no finished catalogue and finds this very build finished by the others by the
+time it is ready (a process slow to start) returns it as well, instead of refusing it as a catalogue already there.
 TensorFlow's multi-worker strategy is not used: embedding needs no exchange between workers, and independent
 processes survive each other's deaths (each can be given a GPU with CUDA_VISIBLE_DEVICES).
 """
@@ -66,12 +68,14 @@ def listing_sha256(table: pd.DataFrame, models: list[dict]) -> str:
 
 def build_in_chunks(embedder, table: pd.DataFrame, viewpoints: list | None, out: Path, manifest: dict, *,
                     batch_size: int, force: bool, chunk_rows: int = PART_ROWS, progress: bool = True,
-                    note=print, local_settings=None):
+                    note=print, local_settings=None, joined: bool = False):
     """Embed `table`'s photos into the catalogue `out`, chunk by chunk (see the module's docstring); returns the
     catalogue as this process leaves it (complete, or still being built by other processes).
 
     `local_settings` (`photoid.local.features.Settings`): each chunk's local features are extracted too and
-    committed in the chunk's transaction (the catalogue's local-feature files hold every chunk's so far)."""
+    committed in the chunk's transaction (the catalogue's local-feature files hold every chunk's so far).
+    `joined`: the folder held no finished catalogue when this build began (`holds_finished_catalogue`), so a
+    finished one found now is this build's when it lists the same photos and models."""
     from photoid.catalog.index import float16_effect
 
     out.mkdir(parents=True, exist_ok=True)
@@ -80,8 +84,10 @@ def build_in_chunks(embedder, table: pd.DataFrame, viewpoints: list | None, out:
     build = {"total": int(len(table)), "chunk_rows": int(chunk_rows), "chunks": n_chunks, "listing_sha256": listing,
              "storage": manifest.get("storage", "float32"), "index": manifest.get("index"),
              "local": None if local_settings is None else local_settings.to_json(), "done": []}
-    state = _progress(out, build, force)
+    state = _progress(out, build, force, joined)
     if state is not None and len(state["done"]) == n_chunks:
+        if state.get("finished_by_others"):
+            note(f"{out} was finished by the other processes building it: no chunk was left for this one")
         return read_catalog(out)
     fresh = force  # the first commit of a forced build replaces whatever the folder held
     done = set() if fresh or state is None else set(state["done"])
@@ -148,14 +154,22 @@ def _bar(total: int, initial: int, out: Path, shown: bool):
                 smoothing=0.05, **({} if shown else {"disable": True}))
 
 
-def _progress(out: Path, build: dict, force: bool) -> dict | None:
+def holds_finished_catalogue(out: Path) -> bool:
+    """Whether `out` holds a catalogue whose build is over (not a build in progress, not nothing)."""
+    return (out / MANIFEST).is_file() and "build" not in pio.read_json(out / MANIFEST)
+
+
+def _progress(out: Path, build: dict, force: bool, joined: bool = False) -> dict | None:
     """The folder's build progress when it holds this very build (None: none yet); refuses a folder holding a
-    finished catalogue or another build, unless `force`."""
+    finished catalogue or another build, unless `force`, or unless `joined` and the finished catalogue is this
+    build's (all its chunks done, marked `finished_by_others`)."""
     if force or not (out / MANIFEST).is_file():
         return None
     manifest = pio.read_json(out / MANIFEST)
     state = manifest.get("build")
     if state is None:
+        if joined and _is_this_build(out, manifest, build):
+            return {**build, "done": list(range(build["chunks"])), "finished_by_others": True}
         raise PhotoidError(f"{out} already holds a catalogue; --force replaces it (photos added to it are lost)")
     same = {key: state.get(key) for key in ("total", "chunk_rows", "listing_sha256", "storage", "index", "local")}
     wanted = {key: build[key] for key in same}
@@ -164,6 +178,18 @@ def _progress(out: Path, build: dict, force: bool) -> dict | None:
         raise PhotoidError(f"{out} holds another build in progress (it differs in {differ}: other photos, models "
                            "or options); --force starts this one over")
     return state
+
+
+def _is_this_build(out: Path, manifest: dict, build: dict) -> bool:
+    """Whether the finished catalogue in `out` holds what `build` would have: the same photos in the same order,
+    the same models, storage, kind of index and local features (nothing added or relabelled since)."""
+    from photoid.catalog.local import LOCAL_KEY
+
+    index = manifest.get("index") or {}
+    return (manifest.get("storage", "float32") == build["storage"]
+            and index.get("kind") == (build["index"] or {}).get("kind")
+            and bool(manifest.get(LOCAL_KEY)) == (build["local"] is not None)
+            and listing_sha256(read_catalog(out).table, manifest["models"]) == build["listing_sha256"])
 
 
 def _embed(embedder, rows: pd.DataFrame, viewpoints, batch_size: int, chunk: int, bar) -> np.ndarray:

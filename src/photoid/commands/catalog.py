@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from photoid.api import DEFAULT_BATCH, add_photos, build_catalog, catalog_summary
 from photoid.catalog.approximate import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, KINDS
@@ -108,7 +109,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     started = time.time()
     if args.action == "build":
-        catalog = _build(args)
+        from photoid.catalog.stream import holds_finished_catalogue
+
+        # Looked at first: processes started together to share a build may find it finished by a quicker one.
+        joined = not holds_finished_catalogue(Path(args.out))
+        catalog = _build(args, joined)
         if catalog.building:
             b = catalog.building
             print(f"catalogue {catalog.path}: {len(catalog.table)} of {b['total']} photos embedded so far "
@@ -154,7 +159,7 @@ def _print_search(catalog) -> None:
               "identification will say that its search was approximate")
 
 
-def _build(args: argparse.Namespace):
+def _build(args: argparse.Namespace, joined: bool):
     from photoid.catalog.build import add_local_features
     from photoid.catalog.zeroshot import build_zero_shot_catalog
     from photoid.core.errors import PhotoidError
@@ -181,4 +186,5 @@ def _build(args: argparse.Namespace):
     return build_catalog(args.runs, args.data_dir, args.out, folds=args.folds, records_dir=args.records_dir,
                          batch_size=args.batch_size, force=args.force, storage=args.storage, index=args.index,
                          nlist=args.nlist, nprobe=args.nprobe, ef_search=args.ef_search, chunk_rows=args.chunk,
-                         progress=True, note=lambda line: print(line, flush=True), local=args.local is not False)
+                         progress=True, note=lambda line: print(line, flush=True), local=args.local is not False,
+                         joined=joined)
