@@ -19,6 +19,7 @@ from photoid.catalog.index import CatalogIndex, float16_effect
 from photoid.catalog.openset import catalogue_scores
 from photoid.catalog.store import catalog_transaction, read_catalog
 from photoid.core.errors import PhotoidError
+from robustness.robustness_support import file_bytes
 
 
 def synthetic_rows(n_photos: int, n_individuals: int, dims=(16, 12), seed: int = 0, first: int = 0,
@@ -273,10 +274,6 @@ def test_a_build_in_chunks_equals_one_built_whole_and_an_interrupted_one_resumes
         (out / "manifest.json").write_text(json.dumps({**partial.manifest, "build": {**partial.building,
                                                                                        "chunk_rows": 7}}))
         build_catalog([str(trained_run)], turtle_dir, out, chunk_rows=40)
-
-
-def file_bytes(folder) -> dict:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("other_folds", [None, [0]], ids=["the same build", "another build"])

@@ -32,7 +32,7 @@ from photoid.catalog.store import (
     catalog_transaction,
     read_catalog,
 )
-from photoid.core import io as pio
+from photoid.catalog.stream import build_in_chunks, holds_finished_catalogue
 from photoid.core.errors import PhotoidError, ProblemList
 from photoid.core.labels import NEW_INDIVIDUAL, NEW_TURTLE
 from photoid.runs.config import view_list
@@ -80,7 +80,6 @@ def build_catalog(run_dirs: Sequence[str], data_dir: str | Path, out: str | Path
     very build, finished by other processes sharing it while this one was starting."""
     from photoid.catalog.approximate import KINDS, settings_for
     from photoid.catalog.local import settings_for_runs
-    from photoid.catalog.stream import build_in_chunks, holds_finished_catalogue
     from photoid.inference.embedder import Embedder
     from photoid.inference.fold_models import EMBEDDING_VIEWS
     from photoid.runs.loaded import choose_folds, load_run
@@ -128,7 +127,7 @@ def _check_build_target(out: Path, force: bool, joined: bool = False) -> None:
     is decided once the photos and models are known) or anything else but a catalogue."""
     if (out / MANIFEST).is_file():
         # A build in progress is resumed; a finished one, where `joined`, is judged once its listing is known.
-        if not force and not joined and "build" not in pio.read_json(out / MANIFEST):
+        if not force and not joined and holds_finished_catalogue(out):
             raise PhotoidError(f"{out} already holds a catalogue; --force replaces it (photos added to it are lost)")
     elif out.exists() and (not out.is_dir() or any(not p.name.startswith(".") for p in out.iterdir())):
         raise PhotoidError(f"{out} exists and is not a catalogue folder; choose a new or empty folder")
